@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`. Everything else is set up here:
+# a virtual environment with the pinned Python dependencies, and the engine jar (Maven wrapper).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+
+.PHONY: run stop status test check lint format engine install clean
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+engine: $(STAMP)
+	$(BIN)/python -c "from camunda_relay.bundled_engine import ensure_built; print(ensure_built())"
+
+run: $(STAMP)
+	$(BIN)/camunda-relay engine up --port $(PORT)
+
+stop: $(STAMP)
+	$(BIN)/camunda-relay engine down
+
+status: $(STAMP)
+	$(BIN)/camunda-relay engine status
+
+check: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+test: check engine
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) engine/target .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,353 @@
+"""Build, start, probe and stop the bundled Camunda 7 engine (the ``engine/`` application).
+
+Used by the CLI (``camunda-relay engine up|down|status``) and by the test suite, so that both
+start the engine the same way:
+
+- :func:`ensure_built` builds the jar with the Maven wrapper when it is missing or older than
+  its sources;
+- :func:`start` launches it in the background on loopback with its own data directory and
+  log file, and returns once ``GET /engine-rest/engine`` answers (or raises
+  :class:`EngineStartError` carrying the tail of the engine log);
+- :func:`stop` ends it by process id (SIGTERM, then SIGKILL after a grace period).
+
+The state of an engine started this way (pid, port, data directory, log) is kept in
+``engine.json`` inside a state directory, which is how ``status`` and ``down`` find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "DEFAULT_PASSWORD",
+    "DEFAULT_USER",
+    "EngineBuildError",
+    "EngineError",
+    "EngineInfo",
+    "EngineOptions",
+    "EngineStartError",
+    "Postgres",
+    "engine_project_dir",
+    "ensure_built",
+    "is_ready",
+    "jar_path",
+    "kill",
+    "needs_build",
+    "pid_alive",
+    "read_info",
+    "start",
+    "stop",
+]
+
+DEFAULT_USER = "demo"
+DEFAULT_PASSWORD = "demo"  # noqa: S105 - the documented local default, never used elsewhere
+JAR_NAME = "camunda-relay-engine.jar"
+INFO_FILE = "engine.json"
+
+
+# Engines started by this process: kept so that they are reaped (no zombies, no
+# "subprocess still running" warnings) when stopped from here.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class EngineError(Exception):
+    """The bundled engine could not be built, started or stopped."""
+
+
+class EngineBuildError(EngineError):
+    """The Maven build of the engine failed."""
+
+
+class EngineStartError(EngineError):
+    """The engine did not become ready; the message ends with the tail of its log."""
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """Connection settings for running the engine on PostgreSQL instead of embedded H2."""
+
+    jdbc_url: str
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run one engine process."""
+
+    port: int = 8080
+    state_dir: Path = Path(".camunda-relay")
+    user: str = DEFAULT_USER
+    password: str = field(default=DEFAULT_PASSWORD, repr=False)
+    postgres: Postgres | None = None
+    max_heap_mb: int = 768
+    ready_timeout: float = 180.0
+
+    @property
+    def data_dir(self) -> Path:
+        return self.state_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "engine.log"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """A running (or recorded) engine: what ``status`` reports."""
+
+    pid: int
+    port: int
+    data_dir: str
+    log_file: str
+    database: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"{self.base_url}/engine-rest"
+
+    @property
+    def cockpit_url(self) -> str:
+        return f"{self.base_url}/camunda/app/cockpit/default/"
+
+    @property
+    def tasklist_url(self) -> str:
+        return f"{self.base_url}/camunda/app/tasklist/default/"
+
+
+def engine_project_dir() -> Path:
+    """The ``engine/`` Maven project: ``CAMUNDA_ENGINE_DIR`` or the one beside this package."""
+    configured = os.environ.get("CAMUNDA_ENGINE_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "engine"
+
+
+def jar_path(project: Path | None = None) -> Path:
+    return (project or engine_project_dir()) / "target" / JAR_NAME
+
+
+def _sources(project: Path) -> Iterator[Path]:
+    yield project / "pom.xml"
+    for path in (project / "src").rglob("*"):
+        if path.is_file():
+            yield path
+
+
+def needs_build(project: Path | None = None) -> bool:
+    """True when the jar is missing or older than ``pom.xml`` or any file under ``src/``."""
+    project = project or engine_project_dir()
+    jar = jar_path(project)
+    if not jar.exists():
+        return True
+    built = jar.stat().st_mtime
+    return any(source.stat().st_mtime > built for source in _sources(project))
+
+
+def ensure_built(project: Path | None = None, *, log: Path | None = None) -> Path:
+    """Build the engine jar with the Maven wrapper if needed; return the jar's path."""
+    project = project or engine_project_dir()
+    if not (project / "pom.xml").exists():
+        raise EngineBuildError(f"no engine project at {project} (set CAMUNDA_ENGINE_DIR)")
+    jar = jar_path(project)
+    if not needs_build(project):
+        return jar
+    log = log or project / "target" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        result = subprocess.run(
+            ["./mvnw", "-B", "-q", "package", "-DskipTests"],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0 or not jar.exists():
+        raise EngineBuildError(f"engine build failed (log: {log})\n{_tail(log)}")
+    jar.touch()  # the jar may keep an older timestamp than a source file edited mid-build
+    return jar
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    """The log's last lines, leaving out Java stack frames so that the causes stay visible."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    kept = [
+        line
+        for line in text.splitlines()
+        if not line.lstrip().startswith(("at ", "... ")) and line.strip()
+    ]
+    return "\n".join(kept[-lines:])
+
+
+def _engine_env(options: EngineOptions) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_DB_")}
+    env.update(
+        CAMUNDA_PORT=str(options.port),
+        CAMUNDA_BIND_ADDRESS="127.0.0.1",
+        CAMUNDA_DATA_DIR=str(options.data_dir.resolve()),
+        CAMUNDA_USER=options.user,
+        CAMUNDA_PASSWORD=options.password,
+    )
+    if options.postgres is not None:
+        env.update(
+            CAMUNDA_DB_URL=options.postgres.jdbc_url,
+            CAMUNDA_DB_USER=options.postgres.user,
+            CAMUNDA_DB_PASSWORD=options.postgres.password,
+        )
+    return env
+
+
+def is_ready(base_url: str, *, timeout: float = 2.0) -> bool:
+    """True when the engine answers its open readiness probe with the default engine."""
+    try:
+        response = httpx.get(f"{base_url}/engine-rest/engine", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        return False
+    try:
+        engines = response.json()
+    except ValueError:
+        return False
+    return isinstance(engines, list) and any(
+        isinstance(e, Mapping) and e.get("name") == "default" for e in engines
+    )
+
+
+def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
+    """Start the engine in the background and return once it is ready.
+
+    Raises :class:`EngineStartError` (with the log's tail) when the process exits early or the
+    engine is not ready within ``options.ready_timeout`` seconds; the process is stopped then.
+    """
+    jar = jar or ensure_built()
+    options.state_dir.mkdir(parents=True, exist_ok=True)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    if is_ready(options.base_url, timeout=1.0):
+        raise EngineStartError(f"port {options.port} already serves an engine; stop it first")
+    command = [_java(), f"-Xmx{options.max_heap_mb}m", "-jar", str(jar)]
+    with options.log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=options.state_dir,
+            env=_engine_env(options),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _children[process.pid] = process
+    info = EngineInfo(
+        pid=process.pid,
+        port=options.port,
+        data_dir=str(options.data_dir.resolve()),
+        log_file=str(options.log_file.resolve()),
+        database="postgresql" if options.postgres else "h2-file",
+    )
+    deadline = time.monotonic() + options.ready_timeout
+    while not is_ready(options.base_url, timeout=1.0):
+        if process.poll() is not None:
+            _children.pop(process.pid, None)
+            raise EngineStartError(
+                f"engine exited with code {process.returncode} before it was ready "
+                f"(log: {options.log_file})\n{_tail(options.log_file)}"
+            )
+        if time.monotonic() > deadline:
+            stop(process.pid)
+            raise EngineStartError(
+                f"engine not ready after {options.ready_timeout:.0f} s "
+                f"(log: {options.log_file})\n{_tail(options.log_file)}"
+            )
+        time.sleep(0.25)
+    (options.state_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
+    return info
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return "java"
+
+
+def read_info(state_dir: Path) -> EngineInfo | None:
+    """The engine recorded in ``state_dir``, or None when there is none."""
+    try:
+        data = json.loads((state_dir / INFO_FILE).read_text())
+        return EngineInfo(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); it is not alive for our purposes.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def stop(pid: int, *, grace: float = 30.0) -> bool:
+    """Stop the process: SIGTERM, then SIGKILL after ``grace`` seconds. False if not running."""
+    if not pid_alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid):
+        _reap(pid)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.1)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _children[pid]
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def kill(pid: int) -> None:
+    """SIGKILL the engine (for crash tests)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)

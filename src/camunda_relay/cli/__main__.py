@@ -1,0 +1,3 @@
+from camunda_relay.cli import main
+
+main()

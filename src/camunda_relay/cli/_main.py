@@ -1,0 +1,43 @@
+"""The command group, shared options and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from camunda_relay.bundled_engine import EngineError
+from camunda_relay.settings import Settings, SettingsError
+
+_HANDLED = (EngineError, SettingsError)
+
+
+class _Group(click.Group):
+    """Turns the project's own errors into ``error: <message>`` and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _HANDLED as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML settings file (default: $CAMUNDA_CONFIG).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """Camunda 7 external-task workers: complete now, correlate when the work is done."""
+    ctx.obj = Settings.load(os.environ, config_file=config)
+
+
+def main() -> None:
+    from camunda_relay.cli import engine  # noqa: F401 - registers its commands
+
+    cli(prog_name="camunda-relay")

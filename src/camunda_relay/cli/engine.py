@@ -1,0 +1,96 @@
+"""``camunda-relay engine up|down|status``: the bundled engine as a background process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from camunda_relay import bundled_engine
+from camunda_relay.cli._main import cli
+from camunda_relay.settings import Settings
+
+
+@cli.group()
+def engine() -> None:
+    """Run the bundled Camunda 7 engine (H2 file database by default) on loopback."""
+
+
+def _state_dir(settings: Settings, state_dir: Path | None) -> Path:
+    return state_dir or settings.state_dir
+
+
+_state_option = click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the engine keeps its data and log (default: $CAMUNDA_STATE_DIR or .camunda-relay).",
+)
+
+
+@engine.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@_state_option
+@click.pass_obj
+def up(settings: Settings, port: int, state_dir: Path | None) -> None:
+    """Build the engine if needed, start it in the background, return when it is ready."""
+    state = _state_dir(settings, state_dir)
+    running = bundled_engine.read_info(state)
+    if running and bundled_engine.pid_alive(running.pid):
+        click.echo(f"engine already running (pid {running.pid})")
+        _describe(running, settings)
+        return
+    if bundled_engine.needs_build():
+        click.echo("building the engine (first time takes a minute)...")
+    jar = bundled_engine.ensure_built()
+    click.echo(f"starting the engine on port {port}...")
+    options = bundled_engine.EngineOptions(
+        port=port,
+        state_dir=state,
+        user=settings.user or bundled_engine.DEFAULT_USER,
+        password=settings.password or bundled_engine.DEFAULT_PASSWORD,
+    )
+    info = bundled_engine.start(options, jar=jar)
+    click.echo(f"engine ready (pid {info.pid})")
+    _describe(info, settings)
+    click.echo("stop it with: camunda-relay engine down")
+
+
+def _describe(info: bundled_engine.EngineInfo, settings: Settings) -> None:
+    user = settings.user or bundled_engine.DEFAULT_USER
+    if settings.password is None or settings.is_default_password:
+        login_note = f"{bundled_engine.DEFAULT_PASSWORD} (local default; set CAMUNDA_PASSWORD)"
+    else:
+        login_note = "(from CAMUNDA_PASSWORD)"
+    click.echo(f"  REST API : {info.rest_url}")
+    click.echo(f"  Cockpit  : {info.cockpit_url}")
+    click.echo(f"  Tasklist : {info.tasklist_url}")
+    click.echo(f"  login    : {user} / {login_note}")
+    click.echo(f"  database : {info.database} in {info.data_dir}")
+    click.echo(f"  log      : {info.log_file}")
+
+
+@engine.command()
+@_state_option
+@click.pass_obj
+def down(settings: Settings, state_dir: Path | None) -> None:
+    """Stop the engine started by ``engine up``."""
+    info = bundled_engine.read_info(_state_dir(settings, state_dir))
+    if info is None or not bundled_engine.stop(info.pid):
+        click.echo("engine not running")
+        return
+    click.echo(f"engine stopped (pid {info.pid})")
+
+
+@engine.command()
+@_state_option
+@click.pass_obj
+def status(settings: Settings, state_dir: Path | None) -> None:
+    """Say whether the engine runs, and where. Exit code 3 when it does not."""
+    info = bundled_engine.read_info(_state_dir(settings, state_dir))
+    if info is None or not bundled_engine.pid_alive(info.pid):
+        click.echo("engine not running")
+        raise SystemExit(3)
+    ready = bundled_engine.is_ready(info.base_url)
+    click.echo(f"engine running (pid {info.pid}), {'ready' if ready else 'not answering yet'}")
+    _describe(info, settings)

@@ -1,0 +1,219 @@
+"""Settings: one frozen object, read from the environment (``CAMUNDA_*``) and a TOML file.
+
+Precedence, lowest first: defaults, the TOML file (``CAMUNDA_CONFIG`` or ``--config``), the
+environment. Loading is strict: an unknown key in the file, or an unknown ``CAMUNDA_*``
+variable, is an error naming it, so a typo never silently falls back to a default. The
+environment is passed in (a mapping), so tests need no monkeypatching.
+
+Durations are ``timedelta`` objects; they become milliseconds only at the REST boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError"]
+
+ENV_PREFIX = "CAMUNDA_"
+
+# Variables of the prefix that belong to the engine application (engine/application.yaml) or
+# to Spring's relaxed binding of ``camunda.bpm.*``; the Python side ignores them.
+_ENGINE_VARIABLES = frozenset(
+    {
+        "CAMUNDA_PORT",
+        "CAMUNDA_BIND_ADDRESS",
+        "CAMUNDA_DATA_DIR",
+        "CAMUNDA_DB_URL",
+        "CAMUNDA_DB_USER",
+        "CAMUNDA_DB_PASSWORD",
+        "CAMUNDA_REST_BASIC_AUTH",
+        "CAMUNDA_ENGINE_DIR",
+        "CAMUNDA_CONFIG",
+    }
+)
+_ENGINE_PREFIXES = ("CAMUNDA_BPM_",)
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value that cannot be used; the message names it."""
+
+
+def _seconds(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("expected a number of seconds")
+    seconds = float(value)
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return timedelta(seconds=seconds)
+
+
+def _bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected a whole number")
+    number = int(value) if isinstance(value, int | str) else None
+    if number is None or number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _non_negative_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected a whole number")
+    number = int(value) if isinstance(value, int | str) else None
+    if number is None or number < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return number
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected text")
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return _text(value) or None
+
+
+def _optional_path(value: object) -> Path | None:
+    text = _text(value)
+    return Path(text) if text else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the library, the worker and the CLI can be configured with."""
+
+    url: str = "http://localhost:8080/engine-rest"
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    tls_verify: bool = True
+    ca_bundle: Path | None = None
+    request_timeout: timedelta = timedelta(seconds=30)
+    worker_id: str | None = None
+    max_in_flight: int = 32
+    lock_duration: timedelta = timedelta(seconds=60)
+    long_poll: timedelta = timedelta(seconds=20)
+    retries: int = 3
+    retry_timeout: timedelta = timedelta(seconds=10)
+    reply_deadline: timedelta = timedelta(minutes=10)
+    shutdown_grace: timedelta = timedelta(seconds=25)
+    journal: str = ".camunda-relay/journal.sqlite3"
+    state_dir: Path = Path(".camunda-relay")
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise SettingsError(f"CAMUNDA_URL must start with http:// or https://: {self.url!r}")
+        if self.token and self.user:
+            raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
+        if self.user and self.password is None:
+            raise SettingsError("CAMUNDA_USER is set but CAMUNDA_PASSWORD is not")
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        config_file: Path | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> Settings:
+        """Defaults, then the TOML file, then the environment, then explicit overrides."""
+        values: dict[str, object] = {}
+        path = config_file or _optional_path(environ.get("CAMUNDA_CONFIG", ""))
+        if path is not None:
+            values.update(_read_toml(path))
+        values.update(_read_env(environ))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls._build(values)
+
+    @classmethod
+    def _build(cls, values: Mapping[str, object]) -> Settings:
+        converted: dict[str, Any] = {}
+        for name, raw in values.items():
+            convert = _CONVERTERS[name]
+            try:
+                converted[name] = convert(raw)
+            except (TypeError, ValueError) as error:
+                raise SettingsError(f"setting {name} ({_env_name(name)}): {error}") from None
+        return cls(**converted)
+
+    @property
+    def is_default_password(self) -> bool:
+        return self.user == "demo" and self.password == "demo"  # noqa: S105
+
+
+_CONVERTERS: dict[str, Callable[[object], object]] = {
+    "url": lambda v: _text(v).rstrip("/"),
+    "user": _optional_text,
+    "password": _text,
+    "token": _optional_text,
+    "tls_verify": _bool,
+    "ca_bundle": _optional_path,
+    "request_timeout": _seconds,
+    "worker_id": _optional_text,
+    "max_in_flight": _positive_int,
+    "lock_duration": _seconds,
+    "long_poll": _seconds,
+    "retries": _non_negative_int,
+    "retry_timeout": _seconds,
+    "reply_deadline": _seconds,
+    "shutdown_grace": _seconds,
+    "journal": _text,
+    "state_dir": lambda v: Path(_text(v)),
+}
+assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, object]:
+    known = {_env_name(name): name for name in _CONVERTERS}
+    values: dict[str, object] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _ENGINE_VARIABLES:
+            continue
+        if key.startswith(_ENGINE_PREFIXES):
+            continue
+        if key not in known:
+            raise SettingsError(f"unknown setting {key} in the environment")
+        values[known[key]] = value
+    return values
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise SettingsError(f"cannot read settings file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"settings file {path} is not valid TOML: {error}") from None
+    table = data.get("camunda-relay", data)
+    if not isinstance(table, dict):
+        raise SettingsError(f"settings file {path}: [camunda-relay] must be a table")
+    unknown = sorted(set(table) - set(_CONVERTERS))
+    if unknown:
+        raise SettingsError(f"settings file {path}: unknown setting {unknown[0]!r}")
+    return dict(table)

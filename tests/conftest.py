@@ -1,0 +1,50 @@
+"""Fixtures shared by all tiers: the bundled engine (session-wide) and PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from camunda_relay import bundled_engine
+from tests.support import postgres as pg
+from tests.support.engine import Engine, start_engine
+from tests.support.tools import free_port, java_available, missing, postgres_bin_dir
+
+
+@pytest.fixture(scope="session")
+def engine_jar() -> Path:
+    if not java_available():
+        missing("Java", "install a JDK 17+ to run the engine tests")
+    return bundled_engine.ensure_built()
+
+
+@pytest.fixture(scope="session")
+def engine(engine_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One engine for the session, H2 in file mode, on a free loopback port."""
+    running = start_engine(engine_jar, tmp_path_factory.mktemp("engine"), free_port())
+    yield running
+    bundled_engine.stop(running.info.pid)
+
+
+@pytest.fixture
+def rest(engine: Engine) -> Iterator[httpx.Client]:
+    with engine.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        missing("PostgreSQL server", "install Debian's postgresql package")
+    assert bin_dir is not None
+    base = Path(tempfile.mkdtemp(prefix="camunda-relay-pg-"))
+    server = pg.init_server(bin_dir, base, free_port())
+    yield server
+    server.stop(mode="immediate")
+    shutil.rmtree(base, ignore_errors=True)

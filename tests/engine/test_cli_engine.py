@@ -1,0 +1,53 @@
+"""``camunda-relay engine up|status|down`` as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.tools import free_port
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "camunda_relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_engine_up_status_down(engine_jar: Path, tmp_path: Path) -> None:
+    port = str(free_port())
+    state = str(tmp_path / "state")
+    secret = {"CAMUNDA_USER": "cliuser", "CAMUNDA_PASSWORD": "canary-cli-secret"}
+    up = _cli("engine", "up", "--port", port, "--state-dir", state, env=secret)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"http://127.0.0.1:{port}/engine-rest" in up.stdout
+        assert "/camunda/app/cockpit/default/" in up.stdout
+        assert "/camunda/app/tasklist/default/" in up.stdout
+        assert "cliuser" in up.stdout
+        assert "canary-cli-secret" not in up.stdout + up.stderr
+        status = _cli("engine", "status", "--state-dir", state)
+        assert status.returncode == 0
+        assert "ready" in status.stdout
+    finally:
+        down = _cli("engine", "down", "--state-dir", state)
+    assert down.returncode == 0
+    assert "stopped" in down.stdout
+    after = _cli("engine", "status", "--state-dir", state)
+    assert after.returncode == 3
+    assert "not running" in after.stdout
+
+
+def test_unknown_setting_is_one_clear_line(tmp_path: Path) -> None:
+    result = _cli("engine", "status", "--state-dir", str(tmp_path), env={"CAMUNDA_PASWORD": "x"})
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "Error: unknown setting CAMUNDA_PASWORD in the environment"
+    ]

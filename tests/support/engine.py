@@ -1,0 +1,137 @@
+"""Starting the bundled engine for tests, and the REST calls of the seed flow."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from camunda_relay import bundled_engine
+
+USER = "relayadmin"
+PASSWORD = "relay-test-secret"
+
+PROCESS_KEY = "correlation-message"
+TOPIC = "messageSending"
+MESSAGE = "sample_response"
+CATCH_EVENT = "wait_for_response"
+
+
+@dataclass(frozen=True)
+class Engine:
+    info: bundled_engine.EngineInfo
+    options: bundled_engine.EngineOptions
+
+    @property
+    def rest_url(self) -> str:
+        return self.info.rest_url
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("auth", (USER, PASSWORD))
+        return httpx.Client(base_url=self.rest_url, timeout=30, **kwargs)
+
+
+def start_engine(
+    jar: Path, state_dir: Path, port: int, postgres: bundled_engine.Postgres | None = None
+) -> Engine:
+    options = bundled_engine.EngineOptions(
+        port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres
+    )
+    return Engine(info=bundled_engine.start(options, jar=jar), options=options)
+
+
+def wait_for(
+    condition: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+def start_instance(rest: httpx.Client, business_key: str) -> str:
+    response = rest.post(
+        f"/process-definition/key/{PROCESS_KEY}/start", json={"businessKey": business_key}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def fetch_and_lock(rest: httpx.Client, worker_id: str, max_tasks: int = 10) -> list[dict[str, Any]]:
+    response = rest.post(
+        "/external-task/fetchAndLock",
+        json={
+            "workerId": worker_id,
+            "maxTasks": max_tasks,
+            "topics": [{"topicName": TOPIC, "lockDuration": 60_000}],
+        },
+    )
+    assert response.status_code == 200, response.text
+    tasks: list[dict[str, Any]] = response.json()
+    return tasks
+
+
+def waiting_for_message(rest: httpx.Client, instance_id: str) -> bool:
+    response = rest.get(
+        "/execution",
+        params={"processInstanceId": instance_id, "messageEventSubscriptionName": MESSAGE},
+    )
+    assert response.status_code == 200, response.text
+    return len(response.json()) == 1
+
+
+def historic_instance(rest: httpx.Client, instance_id: str) -> dict[str, Any]:
+    response = rest.get(f"/history/process-instance/{instance_id}")
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def catch_event_passages(rest: httpx.Client, instance_id: str) -> list[dict[str, Any]]:
+    response = rest.get(
+        "/history/activity-instance",
+        params={"processInstanceId": instance_id, "activityId": CATCH_EVENT},
+    )
+    assert response.status_code == 200, response.text
+    passages: list[dict[str, Any]] = response.json()
+    return passages
+
+
+def run_seed_flow(rest: httpx.Client, business_key: str) -> str:
+    """Start, fetch and complete the task, correlate by business key; return the instance id."""
+    instance_id = start_instance(rest, business_key)
+    tasks = wait_for(
+        lambda: [
+            t for t in fetch_and_lock(rest, "test-worker") if t["processInstanceId"] == instance_id
+        ],
+        what="the messageSending task",
+    )
+    (task,) = tasks
+    assert task["businessKey"] == business_key
+    assert task["topicName"] == TOPIC
+    completed = rest.post(f"/external-task/{task['id']}/complete", json={"workerId": "test-worker"})
+    assert completed.status_code == 204, completed.text
+    assert waiting_for_message(rest, instance_id)
+    assert historic_instance(rest, instance_id)["state"] == "ACTIVE"
+    correlated = rest.post("/message", json={"messageName": MESSAGE, "businessKey": business_key})
+    assert correlated.status_code == 204, correlated.text
+    return instance_id
+
+
+def assert_finished_once(rest: httpx.Client, instance_id: str) -> None:
+    assert historic_instance(rest, instance_id)["state"] == "COMPLETED"
+    passages = catch_event_passages(rest, instance_id)
+    assert len(passages) == 1, passages
+    assert passages[0]["endTime"] is not None
+    assert not waiting_for_message(rest, instance_id)
