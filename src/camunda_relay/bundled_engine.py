@@ -28,11 +28,13 @@ from pathlib import Path
 
 import httpx
 
+from camunda_relay.errors import RelayError
+
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USER",
+    "BundledEngineError",
     "EngineBuildError",
-    "EngineError",
     "EngineInfo",
     "EngineOptions",
     "EngineStartError",
@@ -60,15 +62,15 @@ INFO_FILE = "engine.json"
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class EngineError(Exception):
+class BundledEngineError(RelayError):
     """The bundled engine could not be built, started or stopped."""
 
 
-class EngineBuildError(EngineError):
+class EngineBuildError(BundledEngineError):
     """The Maven build of the engine failed."""
 
 
-class EngineStartError(EngineError):
+class EngineStartError(BundledEngineError):
     """The engine did not become ready; the message ends with the tail of its log."""
 
 

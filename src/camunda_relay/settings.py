@@ -18,6 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from camunda_relay.errors import ConfigurationError
+
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError"]
 
 ENV_PREFIX = "CAMUNDA_"
@@ -40,7 +42,7 @@ _ENGINE_VARIABLES = frozenset(
 _ENGINE_PREFIXES = ("CAMUNDA_BPM_",)
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """A setting is unknown or has a value that cannot be used; the message names it."""
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from camunda_relay.bundled_engine import EngineError
-from camunda_relay.settings import Settings, SettingsError
+from camunda_relay.errors import RelayError
+from camunda_relay.settings import Settings
 
-_HANDLED = (EngineError, SettingsError)
+_HANDLED = (RelayError,)
 
 
 class _Group(click.Group):

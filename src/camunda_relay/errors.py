@@ -1,0 +1,199 @@
+"""The one exception hierarchy of camunda-relay.
+
+::
+
+    RelayError                      anything this package raises on purpose
+    ├── ConfigurationError          a usage or set-up mistake (unknown topic, bad option)
+    │   └── SettingsError           (settings.py) a setting is unknown or unusable
+    ├── InvalidInput                a value the engine would refuse (business key too long ...)
+    │   └── VariableError           a variable cannot be sent to the engine; names it
+    ├── BundledEngineError          (bundled_engine.py) the bundled engine failed to build/start
+    └── EngineError                 the engine answered with an error, or could not be reached
+        ├── EngineUnavailable       connection refused/reset, timeout, 502/503/504  [retryable]
+        ├── ServerError             500 from the engine (a database hiccup, ...)    [retryable]
+        │   └── ConcurrentModification  OptimisticLockingException              [retryable]
+        ├── AuthenticationFailed    401/403: wrong or missing credentials
+        ├── NotFound                404: no such task, instance, definition ...
+        └── BadRequest              400: the engine refused the request
+            ├── TaskNotLocked       complete/failure/extendLock by a worker that lost the lock
+            ├── NoMatchingExecution a message found nobody waiting (yet, or any more)
+            └── AmbiguousCorrelation a message matched several executions
+
+Engine responses are mapped to these classes in exactly one place, :func:`from_response`.
+Whether an error is worth retrying is a property of the error (``retryable``), never a guess
+at the call site. Messages never contain variable values or credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import httpx
+
+__all__ = [
+    "AmbiguousCorrelation",
+    "AuthenticationFailed",
+    "BadRequest",
+    "ConcurrentModification",
+    "ConfigurationError",
+    "EngineError",
+    "EngineUnavailable",
+    "InvalidInput",
+    "NoMatchingExecution",
+    "NotFound",
+    "RelayError",
+    "ServerError",
+    "TaskNotLocked",
+    "VariableError",
+    "from_response",
+    "from_transport_error",
+]
+
+
+class RelayError(Exception):
+    """Base of every error camunda-relay raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+
+class ConfigurationError(RelayError):
+    """A usage or set-up mistake; retrying will not help."""
+
+
+class InvalidInput(RelayError, ValueError):
+    """A value the engine would refuse, caught before anything is sent. Names the value."""
+
+
+class VariableError(InvalidInput):
+    """A value cannot be sent to (or read from) the engine. The message names the variable."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"variable {name!r}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+class EngineError(RelayError):
+    """The engine answered with an error status, or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_type: str | None = None,
+        code: int | None = None,
+        request: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.code = code
+        self.request = request
+
+    def __str__(self) -> str:
+        where = f"{self.request}: " if self.request else ""
+        status = f" (HTTP {self.status})" if self.status else ""
+        return f"{where}{self.message}{status}"
+
+
+class EngineUnavailable(EngineError):
+    """The engine could not be reached or is overloaded; try again later."""
+
+    retryable = True
+
+
+class ServerError(EngineError):
+    """The engine failed with a 500; often transient (a database restart)."""
+
+    retryable = True
+
+
+class ConcurrentModification(ServerError):
+    """Two transactions raced on the same data (OptimisticLockingException)."""
+
+
+class AuthenticationFailed(EngineError):
+    """401/403: the credentials are missing or wrong, or the user lacks a permission."""
+
+
+class NotFound(EngineError):
+    """404: the task, instance, definition or deployment does not exist (any more)."""
+
+
+class BadRequest(EngineError):
+    """400: the engine refused the request as it stands."""
+
+
+class TaskNotLocked(BadRequest):
+    """The external task is not locked by this worker (the lock expired and was taken)."""
+
+
+class NoMatchingExecution(BadRequest):
+    """A message found no execution waiting for it: too early, or already passed."""
+
+
+class AmbiguousCorrelation(BadRequest):
+    """A message matched several executions (e.g. a business key that is not unique)."""
+
+
+_NO_MATCH = re.compile(r"No process definition or execution matches", re.IGNORECASE)
+_AMBIGUOUS = re.compile(r"Cannot correlate a? ?message .*to a single execution", re.IGNORECASE)
+_NOT_LOCKED = re.compile(r"(is locked by worker|is not locked|cannot be .* not locked)", re.I)
+_UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+
+
+def from_response(response: httpx.Response, request: str) -> EngineError:
+    """Map an engine error response to its exception class (the one place that does this)."""
+    error_type: str | None = None
+    code: int | None = None
+    message = response.reason_phrase or "error"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        if isinstance(body.get("type"), str):
+            error_type = body["type"]
+        if isinstance(body.get("message"), str) and body["message"]:
+            message = body["message"]
+        if isinstance(body.get("code"), int):
+            code = body["code"]
+    status = response.status_code
+    cls: type[EngineError]
+    if status in (401, 403):
+        cls = AuthenticationFailed
+        if status == 401:
+            message = "authentication failed: check CAMUNDA_USER and CAMUNDA_PASSWORD"
+    elif status == 404:
+        cls = NotFound
+    elif status == 400:
+        if _AMBIGUOUS.search(message):
+            cls = AmbiguousCorrelation
+        elif _NO_MATCH.search(message):
+            cls = NoMatchingExecution
+        elif _NOT_LOCKED.search(message):
+            cls = TaskNotLocked
+        else:
+            cls = BadRequest
+    elif status in _UNAVAILABLE_STATUSES:
+        cls = EngineUnavailable
+    elif status >= 500:
+        optimistic = error_type == "OptimisticLockingException" or code == 1
+        cls = ConcurrentModification if optimistic else ServerError
+    else:
+        cls = EngineError
+    return cls(message, status=status, error_type=error_type, code=code, request=request)
+
+
+def from_transport_error(error: httpx.TransportError, request: str) -> EngineUnavailable:
+    """Map a connection failure or timeout; the message names the kind, not the payload."""
+    if isinstance(error, httpx.TimeoutException):
+        kind = "timed out"
+    elif isinstance(error, httpx.ConnectError):
+        kind = "engine not reachable (connection failed)"
+    else:
+        kind = f"connection error ({type(error).__name__})"
+    return EngineUnavailable(kind, request=request)

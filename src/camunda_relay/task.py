@@ -1,0 +1,94 @@
+"""What a handler sees: a frozen :class:`Task` record and the outcomes it can choose.
+
+A handler is a plain function (sync or async) taking a :class:`Task` and returning a mapping
+of variables (or None). Other outcomes are typed exceptions:
+
+- :class:`BpmnError` throws a BPMN error, caught by an error boundary event in the model;
+- :class:`RetryLater` (or any other exception) goes through the retry policy: a failure with
+  decreasing retries, an incident when none are left.
+
+For a reply topic the return value is the reply message's variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["BpmnError", "RetryLater", "Task"]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Task:
+    """One locked external task, as fetched. Variables are read-only Python values."""
+
+    id: str
+    topic: str
+    worker_id: str
+    process_instance_id: str
+    execution_id: str | None = None
+    activity_id: str | None = None
+    activity_instance_id: str | None = None
+    process_definition_id: str | None = None
+    process_definition_key: str | None = None
+    business_key: str | None = None
+    tenant_id: str | None = None
+    retries: int | None = None
+    priority: int = 0
+    lock_expiration: datetime | None = None
+    variables: Mapping[str, Any] = field(default=_EMPTY, repr=False)
+    # Stable across re-runs of the same job (after a crash): the handler's idempotency key.
+    job_id: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.variables, MappingProxyType):
+            object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
+        if not self.job_id:
+            object.__setattr__(self, "job_id", self.id)
+
+    def log_context(self) -> dict[str, object]:
+        """Identifiers for log records (``extra=``); never variable values."""
+        return {
+            "task_id": self.id,
+            "topic": self.topic,
+            "process_instance_id": self.process_instance_id,
+            "job_id": self.job_id,
+        }
+
+
+class BpmnError(Exception):
+    """Throw a BPMN error with this code (an error boundary event in the model catches it)."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        variables: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message
+        self.variables = dict(variables or {})
+
+
+class RetryLater(Exception):
+    """Report a failure now and let the engine offer the task again after ``after``.
+
+    ``retries`` overrides the number of retries left (0 creates an incident at once).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        after: timedelta | None = None,
+        retries: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.after = after
+        self.retries = retries
