@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
+INSTANCES ?= 20
 
 .PHONY: run stop status test check lint format engine install clean
 
@@ -20,8 +21,8 @@ install: $(STAMP)
 engine: $(STAMP)
 	$(BIN)/python -c "from camunda_relay.bundled_engine import ensure_built; print(ensure_built())"
 
-run: $(STAMP)
-	$(BIN)/camunda-relay engine up --port $(PORT)
+run: engine
+	CAMUNDA_URL=http://localhost:$(PORT)/engine-rest $(BIN)/camunda-relay demo --instances $(INSTANCES)
 
 stop: $(STAMP)
 	$(BIN)/camunda-relay engine down

@@ -2,9 +2,71 @@
 
 The conception's pattern, made safe: a worker completes the external task at once, does the
 long work in the background, and correlates the reply message to the very process instance
-that asked for it when the work is done.
+that asked for it when the work is done::
+
+    router = Router()
+
+    @router.task("messageSending", reply="sample_response")
+    async def send_message(task: Task) -> dict[str, object]:
+        ...  # the long work
+        return {"var1": 1, "var2": "value"}
+
+    async with Worker(router, Settings.load(os.environ)) as worker:
+        await worker.run()
 """
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # before the imports: client.py sends it in its User-Agent
 
-__all__ = ["__version__"]
+from camunda_relay.client import EngineClient
+from camunda_relay.errors import (
+    AmbiguousCorrelation,
+    AuthenticationFailed,
+    BadRequest,
+    ConcurrentModification,
+    ConfigurationError,
+    EngineError,
+    EngineUnavailable,
+    InvalidInput,
+    NoMatchingExecution,
+    NotFound,
+    RelayError,
+    ServerError,
+    TaskNotLocked,
+    VariableError,
+)
+from camunda_relay.jobs import Job, JobState, MemoryJournal
+from camunda_relay.router import Reply, Router
+from camunda_relay.settings import Settings, SettingsError
+from camunda_relay.task import BpmnError, RetryLater, Task
+from camunda_relay.worker import Worker, WorkerStats
+
+__all__ = [
+    "AmbiguousCorrelation",
+    "AuthenticationFailed",
+    "BadRequest",
+    "BpmnError",
+    "ConcurrentModification",
+    "ConfigurationError",
+    "EngineClient",
+    "EngineError",
+    "EngineUnavailable",
+    "InvalidInput",
+    "Job",
+    "JobState",
+    "MemoryJournal",
+    "NoMatchingExecution",
+    "NotFound",
+    "RelayError",
+    "Reply",
+    "RetryLater",
+    "Router",
+    "ServerError",
+    "Settings",
+    "SettingsError",
+    "Task",
+    "TaskNotLocked",
+    "VariableError",
+    "Worker",
+    "WorkerStats",
+    "__version__",
+]

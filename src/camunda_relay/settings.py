@@ -114,6 +114,7 @@ class Settings:
     request_timeout: timedelta = timedelta(seconds=30)
     worker_id: str | None = None
     max_in_flight: int = 32
+    max_pending_replies: int = 10_000
     lock_duration: timedelta = timedelta(seconds=60)
     long_poll: timedelta = timedelta(seconds=20)
     retries: int = 3
@@ -174,6 +175,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "request_timeout": _seconds,
     "worker_id": _optional_text,
     "max_in_flight": _positive_int,
+    "max_pending_replies": _positive_int,
     "lock_duration": _seconds,
     "long_poll": _seconds,
     "retries": _non_negative_int,

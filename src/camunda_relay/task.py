@@ -20,8 +20,6 @@ from typing import Any
 
 __all__ = ["BpmnError", "RetryLater", "Task"]
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-
 
 @dataclass(frozen=True)
 class Task:
@@ -41,7 +39,7 @@ class Task:
     retries: int | None = None
     priority: int = 0
     lock_expiration: datetime | None = None
-    variables: Mapping[str, Any] = field(default=_EMPTY, repr=False)
+    variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # Stable across re-runs of the same job (after a crash): the handler's idempotency key.
     job_id: str = ""
 

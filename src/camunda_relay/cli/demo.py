@@ -1,0 +1,260 @@
+"""``camunda-relay demo``: the whole system at work, in one command.
+
+Starts the bundled engine if none answers, runs the conception's worker in this process,
+starts a batch of seed-process instances with fresh business keys, shows their progress
+(started / waiting for the reply / finished / incident), prints a summary, and says where to
+look. Exit code 0 when every instance finished, 1 (naming the others) otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import click
+
+from camunda_relay import bundled_engine
+from camunda_relay.cli._logging import configure
+from camunda_relay.cli._main import cli
+from camunda_relay.client import EngineClient
+from camunda_relay.errors import ConfigurationError, EngineUnavailable
+from camunda_relay.examples.conception import make_router
+from camunda_relay.jobs import JobState, MemoryJournal
+from camunda_relay.settings import Settings
+from camunda_relay.worker import Worker
+
+PROCESS_KEY = "correlation-message"
+_START_CONCURRENCY = 16
+
+
+@dataclass
+class Progress:
+    started: int = 0
+    waiting: int = 0
+    finished: int = 0
+    incidents: int = 0
+
+    def line(self, total: int, elapsed: float) -> str:
+        return (
+            f"[{elapsed:6.1f} s] started {self.started}/{total}  "
+            f"waiting for reply {self.waiting}  finished {self.finished}  "
+            f"incidents {self.incidents}"
+        )
+
+
+def _engine_base(settings: Settings) -> str:
+    parts = urlsplit(settings.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _ensure_engine(settings: Settings) -> bool:
+    """Start the bundled engine when the configured local URL does not answer. True if
+    this call started it."""
+    base = _engine_base(settings)
+    if bundled_engine.is_ready(base):
+        return False
+    parts = urlsplit(settings.url)
+    if parts.hostname not in {"localhost", "127.0.0.1"}:
+        raise EngineUnavailable(f"engine not reachable at {settings.url}")
+    if bundled_engine.needs_build():
+        click.echo("building the engine (first time takes a minute)...")
+    jar = bundled_engine.ensure_built()
+    port = parts.port or 8080
+    click.echo(f"starting the engine on port {port}...")
+    info = bundled_engine.start(
+        bundled_engine.EngineOptions(
+            port=port,
+            state_dir=settings.state_dir,
+            user=settings.user or bundled_engine.DEFAULT_USER,
+            password=settings.password or bundled_engine.DEFAULT_PASSWORD,
+        ),
+        jar=jar,
+    )
+    click.echo(f"engine ready (pid {info.pid}); stop it with: camunda-relay engine down")
+    return True
+
+
+async def _start_instances(client: EngineClient, keys: Sequence[str]) -> list[str]:
+    gate = asyncio.Semaphore(_START_CONCURRENCY)
+
+    async def start(key: str) -> str:
+        async with gate:
+            instance = await client.start_process(PROCESS_KEY, business_key=key)
+            return str(instance["id"])
+
+    return list(await asyncio.gather(*(start(key) for key in keys)))
+
+
+async def _progress(
+    client: EngineClient, worker: Worker, instance_ids: Sequence[str]
+) -> tuple[Progress, list[dict[str, object]]]:
+    history = await client.historic_process_instances(process_instance_ids=instance_ids)
+    with_incidents = await client.historic_process_instances(
+        process_instance_ids=instance_ids, with_incidents=True
+    )
+    journal = worker.journal
+    assert isinstance(journal, MemoryJournal)
+    waiting = sum(
+        1 for job in await journal.all() if job.state in (JobState.ACKNOWLEDGED, JobState.DONE)
+    )
+    finished = sum(1 for item in history if item.get("state") == "COMPLETED")
+    progress = Progress(
+        started=len(instance_ids),
+        waiting=waiting,
+        finished=finished,
+        incidents=len(with_incidents),
+    )
+    return progress, history
+
+
+def _summary(
+    total: int, progress: Progress, history: Sequence[dict[str, object]], wall: float
+) -> None:
+    durations = sorted(
+        float(item["durationInMillis"])  # type: ignore[arg-type]
+        for item in history
+        if item.get("durationInMillis") is not None
+    )
+    click.echo("")
+    click.echo("  instances     finished   incidents   not finished   wall time   instances/s")
+    rate = progress.finished / wall if wall > 0 else 0.0
+    click.echo(
+        f"  {total:>9}   {progress.finished:>8}   {progress.incidents:>9}   "
+        f"{total - progress.finished:>12}   {wall:>7.1f} s   {rate:>11.1f}"
+    )
+    if len(durations) >= 2:
+        quantiles = statistics.quantiles(durations, n=100)
+        click.echo(
+            f"  start-to-end latency: p50 {quantiles[49] / 1000:.2f} s, "
+            f"p95 {quantiles[94] / 1000:.2f} s, max {durations[-1] / 1000:.2f} s"
+        )
+
+
+async def _run_demo(
+    settings: Settings, instances: int, work_seconds: float, limit: float, keep_running: bool
+) -> int:
+    worker = Worker(make_router(work_seconds), settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    runner: asyncio.Task[None] | None = None
+    try:
+        await worker.client.check_access()
+        definition = await worker.client.process_definition(PROCESS_KEY)
+        if definition is None:
+            raise ConfigurationError(f"process {PROCESS_KEY!r} is not deployed on this engine")
+        runner = asyncio.ensure_future(worker.run())
+        run_id = uuid.uuid4().hex[:6]
+        keys = [f"demo-{run_id}-{number:04d}" for number in range(1, instances + 1)]
+        click.echo(
+            f"starting {instances} instances of {PROCESS_KEY} (business keys demo-{run_id}-*)"
+        )
+        began = time.monotonic()
+        instance_ids = await _start_instances(worker.client, keys)
+        progress, history = await _watch(worker, instance_ids, began, limit)
+        wall = time.monotonic() - began
+        _summary(instances, progress, history, wall)
+        unfinished = [
+            str(item.get("businessKey")) for item in history if item.get("state") != "COMPLETED"
+        ]
+        missing = instances - len(history)
+        _where_to_look(settings)
+        if keep_running and not worker.stopping:
+            click.echo("the worker keeps running: start processes in Tasklist; Ctrl-C to stop")
+            await runner
+        if unfinished or missing:
+            shown = ", ".join(unfinished[:20]) + (" ..." if len(unfinished) > 20 else "")
+            click.echo(f"not finished: {len(unfinished) + missing} instances: {shown}", err=True)
+            return 1
+        return 0
+    finally:
+        worker.stop()
+        if runner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        await worker.shutdown()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def _watch(
+    worker: Worker, instance_ids: Sequence[str], began: float, limit: float
+) -> tuple[Progress, list[dict[str, object]]]:
+    interactive = sys.stdout.isatty()
+    last_line = ""
+    last_print = 0.0
+    while True:
+        progress, history = await _progress(worker.client, worker, instance_ids)
+        elapsed = time.monotonic() - began
+        line = progress.line(len(instance_ids), elapsed)
+        if interactive:
+            click.echo("\r" + line, nl=False)
+        elif line != last_line and elapsed - last_print >= 2.0:
+            click.echo(line)
+            last_print = elapsed
+        last_line = line
+        settled = progress.finished + progress.incidents >= len(instance_ids)
+        if settled or elapsed > limit or worker.stopping:
+            if interactive:
+                click.echo("")
+            else:
+                click.echo(line)
+            return progress, history
+        await asyncio.sleep(0.5)
+
+
+def _where_to_look(settings: Settings) -> None:
+    base = _engine_base(settings)
+    click.echo(f"  Cockpit : {base}/camunda/app/cockpit/default/")
+    click.echo(f"  Tasklist: {base}/camunda/app/tasklist/default/")
+    if settings.user in (None, bundled_engine.DEFAULT_USER) and settings.password in (
+        None,
+        bundled_engine.DEFAULT_PASSWORD,
+    ):
+        click.echo("  login   : demo / demo (local default)")
+    click.echo("  stop the engine: camunda-relay engine down")
+
+
+@cli.command()
+@click.option("--instances", "-n", type=click.IntRange(1, 100_000), default=20, show_default=True)
+@click.option(
+    "--work-seconds",
+    type=click.FloatRange(0, 3600),
+    default=2.0,
+    show_default=True,
+    help="Simulated work time of each job.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1),
+    default=600.0,
+    show_default=True,
+    help="Give up waiting after this many seconds.",
+)
+@click.option(
+    "--keep-running",
+    is_flag=True,
+    help="Keep the worker running afterwards, for processes started in Tasklist.",
+)
+@click.pass_obj
+def demo(
+    settings: Settings, instances: int, work_seconds: float, timeout: float, keep_running: bool
+) -> None:
+    """Run the conception end to end: engine, worker, a batch of processes, a summary."""
+    configure("WARNING")
+    if settings.user is None and settings.token is None:
+        settings = dataclasses.replace(
+            settings, user=bundled_engine.DEFAULT_USER, password=bundled_engine.DEFAULT_PASSWORD
+        )
+    _ensure_engine(settings)
+    code = asyncio.run(_run_demo(settings, instances, work_seconds, timeout, keep_running))
+    raise SystemExit(code)

@@ -1,0 +1,82 @@
+"""``camunda-relay worker MODULE[:ROUTER]``: run the handlers of a router until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import signal
+
+import click
+
+from camunda_relay.cli._logging import configure
+from camunda_relay.cli._main import cli
+from camunda_relay.errors import ConfigurationError
+from camunda_relay.router import Router
+from camunda_relay.settings import Settings
+
+
+def load_router(target: str) -> Router:
+    """Import ``module[:attribute]`` (attribute defaults to ``router``) and check it."""
+    module_name, _, attribute = target.partition(":")
+    attribute = attribute or "router"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and module_name.startswith(error.name):
+            raise ConfigurationError(f"cannot import worker module {module_name!r}") from None
+        raise
+    router = getattr(module, attribute, None)
+    if not isinstance(router, Router):
+        raise ConfigurationError(
+            f"{module_name}:{attribute} is not a camunda_relay Router "
+            f"(found {type(router).__name__})"
+        )
+    if len(router) == 0:
+        raise ConfigurationError(f"{module_name}:{attribute} has no handlers")
+    return router
+
+
+async def serve(router: Router, settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT, then shut down within the grace period."""
+    from camunda_relay.worker import Worker
+
+    worker = Worker(router, settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    try:
+        await worker.client.check_access()
+        await worker.run()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await worker.shutdown()
+
+
+@cli.command()
+@click.argument("target", metavar="MODULE[:ROUTER]")
+@click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None)
+@click.option("--worker-id", default=None, help="Unique per process (default: host-pid-random).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+@click.pass_obj
+def worker(
+    settings: Settings,
+    target: str,
+    max_in_flight: int | None,
+    worker_id: str | None,
+    log_level: str,
+) -> None:
+    """Run the handlers registered on a Router (default attribute: ``router``)."""
+    router = load_router(target)
+    if max_in_flight is not None:
+        settings = dataclasses.replace(settings, max_in_flight=max_in_flight)
+    if worker_id is not None:
+        settings = dataclasses.replace(settings, worker_id=worker_id)
+    configure(log_level)
+    asyncio.run(serve(router, settings))

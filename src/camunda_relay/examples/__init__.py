@@ -1,0 +1,1 @@
+"""Example worker modules, runnable with ``camunda-relay worker camunda_relay.examples.NAME``."""

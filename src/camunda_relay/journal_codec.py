@@ -1,0 +1,203 @@
+"""A :class:`~camunda_relay.jobs.Job` as JSON, the payload both durable journals store.
+
+The payload is plain JSON, readable by any tool::
+
+    {"v": 1, "message": "sample_response", "state": "done", ..., "deadline": 1760000000.5,
+     "task": {"id": ..., "topic": ..., "lock_expiration": "2026-...+00:00",
+              "variables": {"name": {"value": ..., "type": "String", "valueInfo": {}}}},
+     "result": {"var1": {"value": 1, "type": "Integer", "valueInfo": {}}}}
+
+Variables and the result are kept in the engine's typed wire form
+(:func:`camunda_relay.variables.encode`), so datetimes, bytes and Json values read back as
+they were sent, with the same limits: a datetime keeps milliseconds, a tuple reads back as
+a list, a ``date`` as midnight UTC. An :class:`~camunda_relay.variables.Unreadable` is kept
+as ``{"type": ..., "unreadable": true, "serializationFormat": ...}``. A value that cannot
+be encoded raises :class:`~camunda_relay.errors.VariableError`, naming the variable only.
+
+:func:`columns` gives the fields a journal keeps in columns of their own (to list and
+count jobs without reading payloads). Payloads are data: never log them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from camunda_relay import variables
+from camunda_relay.errors import RelayError
+from camunda_relay.jobs import Job, JobState
+from camunda_relay.task import Task
+
+__all__ = [
+    "PAYLOAD_VERSION",
+    "CorruptJob",
+    "columns",
+    "dumps",
+    "from_payload",
+    "loads",
+    "to_payload",
+]
+
+PAYLOAD_VERSION = 1
+
+_TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
+_TASK_DATETIMES = frozenset({"lock_expiration"})
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class CorruptJob(RelayError, ValueError):
+    """A stored job cannot be read (damaged, or written by a newer camunda-relay).
+
+    The message names the job and the problem, never the payload.
+    """
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _encode_value(name: str, value: object) -> dict[str, object]:
+    if isinstance(value, variables.Unreadable):
+        return {
+            "type": value.type,
+            "unreadable": True,
+            "serializationFormat": value.serialization_format,
+        }
+    return variables.encode(name, value)
+
+
+def _encode_values(values: Mapping[str, Any]) -> dict[str, dict[str, object]]:
+    return {name: _encode_value(name, value) for name, value in values.items()}
+
+
+def _task_payload(task: Task) -> dict[str, object]:
+    data: dict[str, object] = {}
+    for name in _TASK_FIELDS:
+        value = getattr(task, name)
+        if name == "variables":
+            data[name] = _encode_values(value)
+        elif name in _TASK_DATETIMES:
+            data[name] = value.isoformat() if value is not None else None
+        elif isinstance(value, _PLAIN):
+            data[name] = value
+        else:  # a new Task field of a kind this codec does not know yet
+            raise TypeError(f"Task.{name} ({type(value).__name__}) has no journal encoding")
+    return data
+
+
+def to_payload(job: Job) -> dict[str, object]:
+    """The job as JSON-able data (see the module docstring)."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "message": job.message,
+        "by_business_key": job.by_business_key,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "deliveries": job.deliveries,
+        "error": job.error,
+        "deadline": job.deadline,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "task": _task_payload(job.task),
+        "result": _encode_values(job.result) if job.result is not None else None,
+    }
+
+
+def dumps(job: Job) -> str:
+    """The job as compact JSON text."""
+    return json.dumps(to_payload(job), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def columns(job: Job) -> dict[str, object]:
+    """The job's fields a journal keeps in columns beside the payload (no variable values)."""
+    return {
+        "id": job.id,
+        "topic": job.task.topic,
+        "process_instance_id": job.task.process_instance_id,
+        "business_key": job.task.business_key,
+        "state": job.state.value,
+        "attempts": job.attempts,
+        "deliveries": job.deliveries,
+        "error": job.error,
+        "deadline": job.deadline,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def _decode_value(name: str, typed: Mapping[str, Any]) -> object:
+    if typed.get("unreadable") is True:
+        type_name = typed.get("type")
+        data_format = typed.get("serializationFormat")
+        return variables.Unreadable(
+            type_name if isinstance(type_name, str) else "unknown",
+            data_format if isinstance(data_format, str) else None,
+        )
+    return variables.decode(name, typed)
+
+
+def _decode_values(data: object) -> dict[str, object]:
+    if not isinstance(data, Mapping):
+        raise TypeError("variables are not a mapping")
+    return {str(name): _decode_value(str(name), typed) for name, typed in data.items()}
+
+
+def _task(data: object) -> Task:
+    if not isinstance(data, Mapping):
+        raise TypeError("task is not a mapping")
+    fields: dict[str, Any] = {name: data[name] for name in _TASK_FIELDS if name in data}
+    fields["variables"] = _decode_values(data.get("variables", {}))
+    for name in _TASK_DATETIMES:
+        if fields.get(name) is not None:
+            fields[name] = datetime.fromisoformat(fields[name])
+    return Task(**fields)
+
+
+def from_payload(data: object) -> Job:
+    """The job that :func:`to_payload` wrote; :class:`CorruptJob` when it cannot be read."""
+    job_id = "?"
+    try:
+        if not isinstance(data, Mapping):
+            raise TypeError("the payload is not a JSON object")
+        task_data = data.get("task")
+        if isinstance(task_data, Mapping):
+            job_id = str(task_data.get("job_id") or task_data.get("id") or "?")
+        version = data.get("v")
+        if version != PAYLOAD_VERSION:
+            raise CorruptJob(
+                f"job {job_id!r}: payload version {version!r} is not {PAYLOAD_VERSION} "
+                "(written by another camunda-relay version?)"
+            )
+        result = data["result"]
+        return Job(
+            task=_task(task_data),
+            message=data["message"],
+            by_business_key=bool(data["by_business_key"]),
+            state=JobState(data["state"]),
+            attempts=int(data["attempts"]),
+            deliveries=int(data["deliveries"]),
+            result=_decode_values(result) if result is not None else None,
+            error=data["error"],
+            deadline=float(data["deadline"]) if data["deadline"] is not None else None,
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+        )
+    except CorruptJob:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = f"missing field {error}" if isinstance(error, KeyError) else type(error).__name__
+        raise CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})") from None
+
+
+def loads(text: str | bytes) -> Job:
+    """The job that :func:`dumps` wrote; :class:`CorruptJob` when it cannot be read."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CorruptJob("a stored job payload is not valid JSON") from None
+    return from_payload(data)

@@ -1,0 +1,293 @@
+"""The default journal: one SQLite file (one worker pod with a volume, or several processes
+on one host).
+
+Durability: WAL mode with ``synchronous=FULL``, so a job is on disk when :meth:`record`
+returns and survives ``kill -9`` and, as far as SQLite and the file system promise, a power
+loss. Every write runs in a ``BEGIN IMMEDIATE`` transaction, so writers from several
+processes queue on the file's write lock (``busy_timeout``) instead of failing mid-way, and a
+:meth:`claim` takes its jobs in one statement: two claimers never get the same job.
+
+The connection lives on one private thread; every call runs there, so the event loop never
+waits on the disk and the connection is never shared between threads. The file and its
+folders are created, and the schema with them, on the first call. Lease times come from this
+host's clock (``time.time()``); processes sharing a file share that clock.
+
+The table keeps the fields needed to list and count jobs in columns and the whole job in
+``payload`` (JSON text from :mod:`camunda_relay.journal_codec`); ``PRAGMA user_version``
+is the schema version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from camunda_relay import journal_codec
+from camunda_relay.errors import ConfigurationError
+from camunda_relay.jobs import DEFAULT_LEASE, Job, JobState, check_owner
+
+__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT = timedelta(seconds=30)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS relay_jobs (
+    id                  TEXT PRIMARY KEY,
+    topic               TEXT NOT NULL,
+    process_instance_id TEXT NOT NULL,
+    business_key        TEXT,
+    state               TEXT NOT NULL,
+    attempts            INTEGER NOT NULL,
+    deliveries          INTEGER NOT NULL,
+    error               TEXT,
+    deadline            REAL,
+    created_at          REAL NOT NULL,
+    updated_at          REAL NOT NULL,
+    owner               TEXT NOT NULL,
+    lease_until         REAL NOT NULL,
+    payload             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_jobs_state ON relay_jobs (state);
+CREATE INDEX IF NOT EXISTS relay_jobs_lease_until ON relay_jobs (lease_until);
+"""
+
+# Unfinished: state NOT IN ('delivered', 'failed', 'dropped'), spelled out in each query.
+assert {state.value for state in JobState if state.finished} == {"delivered", "failed", "dropped"}
+
+_INSERT = """
+INSERT INTO relay_jobs (id, topic, process_instance_id, business_key, state, attempts,
+    deliveries, error, deadline, created_at, updated_at, owner, lease_until, payload)
+VALUES (:id, :topic, :process_instance_id, :business_key, :state, :attempts,
+    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :lease_until, :payload)
+"""
+_RECORD = _INSERT + "ON CONFLICT (id) DO NOTHING"
+_SAVE = (
+    _INSERT
+    + """ON CONFLICT (id) DO UPDATE SET
+    topic = excluded.topic, process_instance_id = excluded.process_instance_id,
+    business_key = excluded.business_key, state = excluded.state,
+    attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
+    deadline = excluded.deadline, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, lease_until = excluded.lease_until,
+    payload = excluded.payload"""
+)
+_CLAIM = """
+UPDATE relay_jobs SET owner = :owner, lease_until = :lease_until
+WHERE id IN (
+    SELECT id FROM relay_jobs
+    WHERE state NOT IN ('delivered', 'failed', 'dropped')
+        AND (lease_until < :now OR owner = :owner)
+    ORDER BY created_at, id LIMIT :limit
+)
+RETURNING payload
+"""
+_UNFINISHED_PAYLOADS = """
+SELECT payload FROM relay_jobs WHERE state NOT IN ('delivered', 'failed', 'dropped')
+ORDER BY created_at, id
+"""
+_RENEW = """
+UPDATE relay_jobs SET lease_until = ?
+WHERE owner = ? AND state NOT IN ('delivered', 'failed', 'dropped')
+"""
+_RELEASE = """
+UPDATE relay_jobs SET lease_until = 0
+WHERE owner = ? AND state NOT IN ('delivered', 'failed', 'dropped')
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT.total_seconds(), isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT.total_seconds() * 1000)}")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        if str(mode).lower() != "wal":
+            log.warning("journal %s is in %s mode, not WAL", path, mode)
+        conn.execute("PRAGMA synchronous = FULL")
+        with _write(conn):
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"journal {path} has schema version {version}; this camunda-relay "
+                    f"reads version {SCHEMA_VERSION} (a newer version wrote it)"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on an error): one atomic write."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _loads(rows: list[tuple[str]]) -> list[Job]:
+    return [journal_codec.loads(payload) for (payload,) in rows]
+
+
+def _oldest_first(jobs: list[Job]) -> list[Job]:
+    return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+
+class SqliteJournal:
+    """Jobs in a SQLite file, leased to their owners (see the module docstring)."""
+
+    durable = True
+
+    def __init__(self, path: str | Path, *, owner: str, lease: timedelta = DEFAULT_LEASE) -> None:
+        self.path = Path(path)
+        self.owner = check_owner(owner)
+        self.lease = lease
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-journal")
+        self._conn: sqlite3.Connection | None = None  # touched on the executor's thread only
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteJournal({str(self.path)!r}, owner={self.owner!r})"
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _call(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise RuntimeError("the journal is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, action)
+
+    def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self.path)
+        return action(self._conn)
+
+    def _row(self, job: Job) -> dict[str, object]:
+        return {
+            **journal_codec.columns(job),
+            "owner": self.owner,
+            "lease_until": self._lease_until(),
+            "payload": journal_codec.dumps(job),
+        }
+
+    def _lease_until(self) -> float:
+        return time.time() + self.lease.total_seconds()
+
+    # -- the journal -------------------------------------------------------------------------
+
+    async def record(self, job: Job) -> bool:
+        row = self._row(job)
+
+        def record(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                return conn.execute(_RECORD, row).rowcount == 1
+
+        return await self._call(record)
+
+    async def save(self, job: Job) -> None:
+        row = self._row(job)
+
+        def save(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(_SAVE, row)
+
+        await self._call(save)
+
+    async def get(self, job_id: str) -> Job | None:
+        def get(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT payload FROM relay_jobs WHERE id = ?", (job_id,)).fetchone()
+            return row[0] if row is not None else None
+
+        payload = await self._call(get)
+        return journal_codec.loads(payload) if payload is not None else None
+
+    async def unfinished(self) -> list[Job]:
+        rows = await self._call(lambda conn: conn.execute(_UNFINISHED_PAYLOADS).fetchall())
+        return _loads(rows)
+
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
+        def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
+            with _write(conn):
+                now = time.time()
+                parameters = {
+                    "owner": self.owner,
+                    "lease_until": now + self.lease.total_seconds(),
+                    "now": now,
+                    "limit": limit,
+                }
+                return conn.execute(_CLAIM, parameters).fetchall()
+
+        jobs = _oldest_first(_loads(await self._call(claim)))
+        if jobs:
+            log.debug("claimed %d journal jobs", len(jobs))
+        return jobs
+
+    async def renew(self) -> int:
+        def renew(conn: sqlite3.Connection) -> int:
+            with _write(conn):
+                return conn.execute(_RENEW, (self._lease_until(), self.owner)).rowcount
+
+        return await self._call(renew)
+
+    async def release(self) -> None:
+        def release(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                conn.execute(_RELEASE, (self.owner,))
+
+        await self._call(release)
+
+    async def counts(self) -> dict[JobState, int]:
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT state, count(*) FROM relay_jobs GROUP BY state"
+            ).fetchall()
+        )
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in rows:
+            counts[JobState(state)] = count
+        return counts
+
+    async def delete(self, job_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                return conn.execute("DELETE FROM relay_jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+        return await self._call(delete)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        finally:
+            self._executor.shutdown(wait=False)

@@ -1,0 +1,150 @@
+"""Registering handlers: plain functions (sync or async) for a topic, on a :class:`Router`.
+
+Registration does no I/O and touches no global state; a duplicate topic or an unusable
+option is rejected at once, at import time of the user's module, not when the first task
+arrives.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeAlias, TypeVar
+
+from camunda_relay.errors import ConfigurationError
+from camunda_relay.task import Task
+
+__all__ = ["Handler", "Registration", "Reply", "Router"]
+
+Result: TypeAlias = Mapping[str, object] | None
+Handler: TypeAlias = Callable[[Task], Result] | Callable[[Task], Awaitable[Result]]
+H = TypeVar("H", bound=Handler)
+
+CompleteVariables: TypeAlias = Mapping[str, object] | Callable[[Task], Mapping[str, object]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Complete the task at once, run the handler in the background, then correlate.
+
+    ``message`` is the name of the message the process waits for; the handler's result is
+    sent with it as process variables. The message goes to the process instance the task
+    came from; ``by_business_key`` adds the business key to the correlation (it must then
+    match as well). ``deadline`` bounds how long delivery is retried (None: the worker's
+    ``reply_deadline`` setting); past it, or when the work fails for good, the waiting
+    execution gets an incident. ``complete_variables`` are sent with the completion itself
+    (a mapping, or a function of the task).
+    """
+
+    message: str
+    by_business_key: bool = False
+    deadline: timedelta | None = None
+    complete_variables: CompleteVariables | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message, str) or not self.message.strip():
+            raise ConfigurationError("reply message name must be a non-empty string")
+        if self.deadline is not None and self.deadline <= timedelta(0):
+            raise ConfigurationError(f"reply deadline must be positive, got {self.deadline}")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One topic's handler and its options."""
+
+    topic: str
+    handler: Handler
+    is_async: bool
+    reply: Reply | None = None
+    lock_duration: timedelta | None = None
+    variables: tuple[str, ...] | None = None
+    retries: int | None = None
+    retry_timeout: timedelta | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.handler, "__qualname__", repr(self.handler))
+
+
+class Router:
+    """A set of topic handlers; a worker runs one or more routers."""
+
+    def __init__(self) -> None:
+        self._registrations: dict[str, Registration] = {}
+
+    def task(
+        self,
+        topic: str,
+        *,
+        reply: str | Reply | None = None,
+        lock_duration: timedelta | None = None,
+        variables: Sequence[str] | None = None,
+        retries: int | None = None,
+        retry_timeout: timedelta | None = None,
+    ) -> Callable[[H], H]:
+        """Register the decorated function as the handler of ``topic``.
+
+        ``reply="message_name"`` (or a :class:`Reply`) turns the topic into "complete now,
+        correlate the message when the work is done". ``variables`` limits the variables
+        fetched with the task (default: all). ``retries`` and ``retry_timeout`` override the
+        worker's retry policy for this topic.
+        """
+        if not isinstance(topic, str) or not topic.strip():
+            raise ConfigurationError("topic must be a non-empty string")
+        if topic in self._registrations:
+            raise ConfigurationError(f"topic {topic!r} is already registered")
+        if isinstance(reply, str):
+            reply = Reply(message=reply)
+        if reply is not None and not isinstance(reply, Reply):
+            raise ConfigurationError(f"reply must be a message name or a Reply, got {reply!r}")
+        if lock_duration is not None and lock_duration < timedelta(seconds=1):
+            raise ConfigurationError(f"lock_duration must be at least 1 s, got {lock_duration}")
+        if retries is not None and retries < 0:
+            raise ConfigurationError(f"retries must be 0 or more, got {retries}")
+        if isinstance(variables, str):
+            raise ConfigurationError("variables must be a list of names, not a string")
+        fetched = tuple(variables) if variables is not None else None
+
+        def register(handler: H) -> H:
+            if not callable(handler):
+                raise ConfigurationError(f"handler for {topic!r} is not callable")
+            if topic in self._registrations:
+                raise ConfigurationError(f"topic {topic!r} is already registered")
+            self._registrations[topic] = Registration(
+                topic=topic,
+                handler=handler,
+                is_async=inspect.iscoroutinefunction(handler),
+                reply=reply,
+                lock_duration=lock_duration,
+                variables=fetched,
+                retries=retries,
+                retry_timeout=retry_timeout,
+            )
+            return handler
+
+        return register
+
+    def include(self, other: Router) -> None:
+        """Add every registration of ``other``; a topic registered twice is an error."""
+        for registration in other:
+            if registration.topic in self._registrations:
+                raise ConfigurationError(f"topic {registration.topic!r} is already registered")
+            self._registrations[registration.topic] = registration
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(self._registrations.values())
+
+    def __len__(self) -> int:
+        return len(self._registrations)
+
+    def __getitem__(self, topic: str) -> Registration:
+        return self._registrations[topic]
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._registrations
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._registrations)

@@ -1,0 +1,275 @@
+"""Worker error paths against the in-process fake engine (lost responses, 503s, races).
+
+Whether the worker works with Camunda is tested against the real engine in
+tests/engine/test_worker.py; these tests pin what it does when the engine misbehaves in ways
+the real one cannot be made to on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+
+from camunda_relay import (
+    BpmnError,
+    EngineClient,
+    JobState,
+    MemoryJournal,
+    Reply,
+    Router,
+    Settings,
+    Task,
+    Worker,
+)
+from camunda_relay.backoff import Backoff
+from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
+
+T = TypeVar("T")
+
+SETTINGS = Settings(
+    url="http://fake-engine/engine-rest",
+    retry_timeout=timedelta(milliseconds=10),
+    retries=1,
+    shutdown_grace=timedelta(seconds=2),
+)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=60))
+
+
+def reply_router(work: Any = None) -> Router:
+    router = Router()
+
+    @router.task(TOPIC, reply=MESSAGE)
+    async def handle(task: Task) -> dict[str, object]:
+        if work is not None:
+            await work(task)
+        return {"result_for": task.business_key}
+
+    return router
+
+
+def make_worker(fake: FakeEngine, router: Router, **kwargs: Any) -> Worker:
+    client = EngineClient(SETTINGS, transport=fake.transport())
+    return Worker(router, SETTINGS, client=client, **kwargs)
+
+
+async def run_once(fake: FakeEngine, router: Router, **kwargs: Any) -> Worker:
+    async with make_worker(fake, router, **kwargs) as worker:
+        await worker.run_once()
+        return worker
+
+
+def test_reply_completes_then_correlates_to_the_same_instance() -> None:
+    fake = FakeEngine()
+    ids = [fake.start(f"bk-{n}") for n in range(3)]
+    worker = run(run_once(fake, reply_router()))
+    for number, instance_id in enumerate(ids):
+        instance = fake.instances[instance_id]
+        assert instance.state == "completed"
+        assert instance.passages == 1
+        assert instance.variables["result_for"]["value"] == f"bk-{number}"
+    assert worker.stats.replies_delivered == 3
+    assert not fake.incidents
+
+
+def test_too_early_is_retried_until_the_instance_waits() -> None:
+    fake = FakeEngine(transit_polls=3)
+    instance_id = fake.start("late")
+    run(run_once(fake, reply_router()))
+    assert fake.instances[instance_id].passages == 1
+    assert fake.calls.count("POST /message") == 4
+    assert not fake.incidents
+
+
+def test_lost_correlate_response_is_confirmed_from_history() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("lost")
+    fake.inject("POST /message", Fault("lose"))
+    worker = run(run_once(fake, reply_router()))
+    assert fake.instances[instance_id].passages == 1
+    assert worker.stats.replies_delivered == 1
+    assert not fake.incidents
+
+
+def test_lost_complete_response_is_confirmed_and_work_runs_once() -> None:
+    fake = FakeEngine()
+    fake.start("lost-complete")
+    fake.inject("complete", Fault("lose"))
+    runs: list[str] = []
+
+    async def work(task: Task) -> None:
+        runs.append(task.id)
+
+    worker = run(run_once(fake, reply_router(work)))
+    assert len(runs) == 1
+    assert worker.stats.replies_delivered == 1
+    assert fake.calls.count("complete") == 2
+
+
+def test_engine_errors_on_correlate_are_retried() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("flaky")
+    fake.inject("POST /message", Fault("status", 503), Fault("status", 500))
+    run(run_once(fake, reply_router()))
+    assert fake.instances[instance_id].passages == 1
+    assert not fake.incidents
+
+
+def test_work_failing_for_good_raises_an_incident_on_the_waiting_execution() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("doomed")
+
+    async def work(task: Task) -> None:
+        raise RuntimeError("the printer is on fire")
+
+    worker = run(run_once(fake, reply_router(work)))
+    (incident,) = fake.incidents
+    assert incident["executionId"] == instance_id
+    assert incident["incidentType"] == "camundaRelay"
+    assert "work failed after 2 attempts" in incident["message"]
+    assert "RuntimeError: the printer is on fire" in incident["message"]
+    assert worker.stats.replies_failed == 1
+    assert fake.instances[instance_id].state == "waiting"
+
+
+def test_bpmn_error_from_a_reply_topic_becomes_an_incident() -> None:
+    fake = FakeEngine()
+    fake.start("bpmn")
+
+    async def work(task: Task) -> None:
+        raise BpmnError("E1")
+
+    run(run_once(fake, reply_router(work)))
+    (incident,) = fake.incidents
+    assert "cannot be thrown by a reply topic" in incident["message"]
+
+
+def test_lock_lost_before_completion_drops_the_job_without_running_it() -> None:
+    fake = FakeEngine()
+    fake.start("stolen")
+    runs: list[str] = []
+
+    async def work(task: Task) -> None:
+        runs.append(task.id)
+
+    fake.inject(
+        "complete",
+        Fault(
+            "status",
+            400,
+            "External Task x cannot be completed by worker 'a'. It is locked by worker 'b'.",
+            "BadUserRequestException",
+        ),
+    )
+    journal = MemoryJournal()
+    worker = run(run_once(fake, reply_router(work), journal=journal))
+    assert runs == []
+    assert worker.stats.dropped == 1
+    (job,) = run(journal.all())
+    assert job.state is JobState.DROPPED
+
+
+def test_a_known_task_is_not_run_twice() -> None:
+    fake = FakeEngine()
+    fake.start("twice")
+    journal = MemoryJournal()
+    runs: list[str] = []
+
+    async def work(task: Task) -> None:
+        runs.append(task.id)
+
+    run(run_once(fake, reply_router(work), journal=journal))
+    (task,) = fake.tasks.values()
+    task.done, task.locked_by = False, None  # the engine offers the same task again
+    run(run_once(fake, reply_router(work), journal=journal))
+    assert len(runs) == 1
+
+
+def test_plain_handler_failure_reports_decreasing_retries_then_incident() -> None:
+    fake = FakeEngine()
+    fake.start("plain")
+    router = Router()
+
+    @router.task(TOPIC, retries=2)
+    def handle(task: Task) -> None:
+        raise ValueError("bad data")
+
+    async def three_rounds() -> None:
+        async with make_worker(fake, router) as worker:
+            for _ in range(3):
+                await worker.run_once()
+
+    run(three_rounds())
+    assert [failure["retries"] for failure in fake.failures] == [2, 1, 0]
+    assert fake.failures[0]["errorMessage"] == "ValueError: bad data"
+    assert "Traceback" in fake.failures[0]["errorDetails"]
+    assert fake.incidents[-1]["incidentType"] == "failedExternalTask"
+
+
+def test_shutdown_mid_work_reports_no_failure_and_keeps_the_job() -> None:
+    fake = FakeEngine()
+    fake.start("long")
+    started = asyncio.Event()
+
+    async def work(task: Task) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    journal = MemoryJournal()
+
+    async def scenario() -> Worker:
+        worker = make_worker(fake, reply_router(work), journal=journal)
+        runner = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(started.wait(), 10)
+        worker.stop()
+        await runner
+        await worker.shutdown(grace=timedelta(milliseconds=100))
+        return worker
+
+    run(scenario())
+    assert fake.failures == []
+    assert fake.incidents == []
+    (job,) = run(journal.all())
+    assert job.state is JobState.ACKNOWLEDGED
+
+
+def test_poll_loop_survives_engine_errors() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("survivor")
+    fake.inject("POST /external-task/fetchAndLock", *[Fault("status", 503)] * 3)
+    fast = Backoff(base=timedelta(milliseconds=5), cap=timedelta(milliseconds=20))
+
+    async def scenario() -> Worker:
+        worker = make_worker(fake, reply_router(), poll_backoff=fast)
+        runner = asyncio.ensure_future(worker.run())
+        while fake.instances[instance_id].state != "completed":
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await runner
+        await worker.shutdown()
+        return worker
+
+    worker = run(scenario())
+    assert worker.stats.engine_errors == 3
+    assert worker.stats.replies_delivered == 1
+
+
+@pytest.mark.parametrize("bad", [object(), {1, 2}])
+def test_a_result_that_cannot_be_sent_becomes_an_incident_naming_it(bad: object) -> None:
+    fake = FakeEngine()
+    fake.start("unsendable")
+    router = Router()
+
+    @router.task(TOPIC, reply=Reply(MESSAGE), retries=0)
+    async def handle(task: Task) -> dict[str, object]:
+        return {"payload": bad}
+
+    run(run_once(fake, router))
+    (incident,) = fake.incidents
+    assert "'payload'" in incident["message"]
