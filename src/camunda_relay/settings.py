@@ -39,7 +39,8 @@ _ENGINE_VARIABLES = frozenset(
         "CAMUNDA_CONFIG",
     }
 )
-_ENGINE_PREFIXES = ("CAMUNDA_BPM_",)
+# CAMUNDA_BPM_*: Spring's binding of camunda.bpm.*; CAMUNDA_RELAY_*: test hooks (failpoints).
+_ENGINE_PREFIXES = ("CAMUNDA_BPM_", "CAMUNDA_RELAY_")
 
 
 class SettingsError(ConfigurationError, ValueError):
@@ -122,6 +123,7 @@ class Settings:
     reply_deadline: timedelta = timedelta(minutes=10)
     shutdown_grace: timedelta = timedelta(seconds=25)
     journal: str = ".camunda-relay/journal.sqlite3"
+    journal_lease: timedelta = timedelta(seconds=60)
     state_dir: Path = Path(".camunda-relay")
 
     def __post_init__(self) -> None:
@@ -183,6 +185,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "reply_deadline": _seconds,
     "shutdown_grace": _seconds,
     "journal": _text,
+    "journal_lease": _seconds,
     "state_dir": lambda v: Path(_text(v)),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}

@@ -43,7 +43,8 @@ from camunda_relay.errors import (
     NotFound,
     TaskNotLocked,
 )
-from camunda_relay.jobs import Job, JobState, Journal, MemoryJournal
+from camunda_relay.failpoints import Failpoints
+from camunda_relay.jobs import Job, JobState, Journal, open_journal
 from camunda_relay.reply import Correlator
 from camunda_relay.router import Registration, Router
 from camunda_relay.settings import Settings
@@ -92,6 +93,7 @@ class Worker:
         journal: Journal | None = None,
         worker_id: str | None = None,
         poll_backoff: Backoff = POLL_BACKOFF,
+        failpoints: Failpoints | None = None,
     ) -> None:
         if len(router) == 0:
             raise ValueError("the router has no handlers")
@@ -100,7 +102,12 @@ class Worker:
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self._owns_client = client is None
         self.client = client or EngineClient(settings)
-        self.journal: Journal = journal or MemoryJournal()
+        # Durable by default (settings.journal, a SQLite file unless configured otherwise),
+        # owned by this worker: its leases mark the jobs this process is working on.
+        self.journal: Journal = journal or open_journal(
+            settings.journal, owner=self.worker_id, lease=settings.journal_lease
+        )
+        self.failpoints = failpoints or Failpoints()
         self.correlator = Correlator(self.client)
         self.stats = WorkerStats()
         self._poll_backoff = poll_backoff
@@ -108,6 +115,7 @@ class Worker:
             max_workers=settings.max_in_flight, thread_name_prefix="relay-handler"
         )
         self._jobs: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()  # names of the jobs in self._jobs
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._pending_fetch: asyncio.Task[list[Task]] | None = None
@@ -153,7 +161,10 @@ class Worker:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_client:
             await self.client.aclose()
-        await self.journal.close()
+        try:
+            await self.journal.release()  # unfinished jobs: another worker may take them now
+        finally:
+            await self.journal.close()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -167,6 +178,14 @@ class Worker:
             self.settings.max_in_flight,
         )
         await self.resume()
+        housekeeping = asyncio.ensure_future(self._housekeeping())
+        try:
+            await self._poll()
+        finally:
+            housekeeping.cancel()
+            await asyncio.wait({housekeeping})
+
+    async def _poll(self) -> None:
         attempt = 0
         while not self.stopping:
             capacity = self._capacity()
@@ -219,11 +238,26 @@ class Worker:
         while self._jobs:
             await asyncio.wait(set(self._jobs))
 
+    async def _housekeeping(self) -> None:
+        """Renew this worker's leases, and take over jobs whose worker died (their lease ran
+        out), at a third of the lease duration."""
+        interval = max(self.settings.journal_lease.total_seconds() / 3, 0.5)
+        while not self.stopping:
+            await self._wait_or_stop(self._stopping.wait(), interval)
+            if self.stopping:
+                return
+            try:
+                await self.journal.renew()
+                await self.resume()
+            except Exception:
+                log.exception("journal housekeeping failed; trying again")
+
     async def resume(self) -> int:
-        """Restart the journal's unfinished jobs (after a crash or a restart)."""
+        """Claim and restart unfinished journal jobs: this worker's own after a restart, and
+        those of workers whose lease ran out."""
         resumed = 0
-        for job in await self.journal.unfinished():
-            if any(t.get_name() == f"job:{job.id}" for t in self._jobs):
+        for job in await self.journal.claim():
+            if f"job:{job.id}" in self._running:
                 continue
             if job.task.topic not in self.router:
                 log.error("journal job for unregistered topic %r left as is", job.task.topic)
@@ -338,10 +372,12 @@ class Worker:
     def _start(self, coroutine: Any, name: str) -> None:
         job = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._jobs.add(job)
+        self._running.add(name)
         job.add_done_callback(self._finished)
 
     def _finished(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)
+        self._running.discard(job.get_name())
         self._slot_freed.set()
         if not job.cancelled() and job.exception() is not None:
             error = job.exception()
@@ -504,6 +540,7 @@ class Worker:
                 by_business_key=reply.by_business_key,
                 deadline=time.time() + deadline.total_seconds(),
             )
+            await self.failpoints.hit("after_fetch")
             if not await self.journal.record(job):
                 known = await self.journal.get(job.id)
                 if known is not None and known.state not in (JobState.RECORDED, JobState.DROPPED):
@@ -511,6 +548,7 @@ class Worker:
                     self.stats.pending_replies -= 1
                     return
                 await self.journal.save(job)
+            await self.failpoints.hit("after_record")
             try:
                 ack_variables = _complete_variables(registration, task)
                 completed = await self._complete(task, ack_variables)
@@ -524,6 +562,7 @@ class Worker:
                 self.stats.dropped += 1
                 self.stats.pending_replies -= 1
                 return
+            await self.failpoints.hit("after_complete_before_work")
             job = job.advance(JobState.ACKNOWLEDGED)
             await self.journal.save(job)
             self.stats.completed += 1
@@ -540,7 +579,10 @@ class Worker:
             if job.state is JobState.ACKNOWLEDGED:
                 job = await self._work(job, registration)
             if job.state is JobState.DONE:
+                await self.failpoints.hit("after_work_before_correlate")
                 job = await self.correlator.deliver(job)
+                if job.state is JobState.DELIVERED:
+                    await self.failpoints.hit("after_correlate_before_journal")
                 await self.journal.save(job)
             if job.state is JobState.DELIVERED:
                 self.stats.replies_delivered += 1
@@ -558,6 +600,7 @@ class Worker:
             job = job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
             await self.journal.save(job)
             try:
+                await self.failpoints.hit("mid_work")
                 result = await self._call(registration, job.task)
             except asyncio.CancelledError:
                 raise

@@ -87,6 +87,7 @@ def settings_for(engine: Engine, **changes: Any) -> Settings:
         "password": PASSWORD,
         "long_poll": timedelta(seconds=2),
         "retry_timeout": timedelta(milliseconds=200),
+        "journal": ":memory:",
     }
     base.update(changes)
     return Settings(**base)
@@ -149,9 +150,10 @@ def variable_values(rest: httpx.Client, name: str, instance_ids: Sequence[str]) 
 
 
 def test_conception_worker_finishes_200_instances_each_with_its_own_result(
-    engine: Engine, rest: httpx.Client
+    engine: Engine, rest: httpx.Client, tmp_path: Path
 ) -> None:
-    settings = settings_for(engine, max_in_flight=64)
+    journal = str(tmp_path / "journal.sqlite3")
+    settings = settings_for(engine, max_in_flight=64, journal=journal)
     keys = [f"batch-{uuid.uuid4().hex[:8]}-{n}" for n in range(200)]
 
     async def scenario(worker: Worker) -> list[str]:
@@ -278,8 +280,11 @@ def test_async_continuation_race_every_message_delivered_once(
     assert rest.get("/incident", params={"processDefinitionKeyIn": "relay-async"}).json() == []
 
 
-def _worker_process(engine: Engine, work_seconds: str, grace: str) -> subprocess.Popen[str]:
+def _worker_process(
+    engine: Engine, work_seconds: str, grace: str, journal: Path
+) -> subprocess.Popen[str]:
     env = {
+        "CAMUNDA_JOURNAL": str(journal),
         **os.environ,
         "CAMUNDA_URL": engine.rest_url,
         "CAMUNDA_USER": USER,
@@ -298,11 +303,11 @@ def _worker_process(engine: Engine, work_seconds: str, grace: str) -> subprocess
 
 
 def test_sigterm_mid_work_exits_zero_within_grace_without_failures(
-    engine: Engine, rest: httpx.Client
+    engine: Engine, rest: httpx.Client, tmp_path: Path
 ) -> None:
     from tests.support.engine import start_instance, wait_for, waiting_for_message
 
-    worker = _worker_process(engine, work_seconds="4", grace="20")
+    worker = _worker_process(engine, "4", "20", tmp_path / "journal.sqlite3")
     try:
         instance_id = start_instance(rest, f"sigterm-{uuid.uuid4().hex[:8]}")
         wait_for(lambda: waiting_for_message(rest, instance_id), timeout=60, what="task completed")

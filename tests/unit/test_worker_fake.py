@@ -35,6 +35,7 @@ SETTINGS = Settings(
     retry_timeout=timedelta(milliseconds=10),
     retries=1,
     shutdown_grace=timedelta(seconds=2),
+    journal=":memory:",
 )
 
 

@@ -28,7 +28,7 @@ from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
-from camunda_relay.jobs import JobState, MemoryJournal
+from camunda_relay.jobs import JobState
 from camunda_relay.settings import Settings
 from camunda_relay.worker import Worker
 
@@ -101,10 +101,12 @@ async def _progress(
     with_incidents = await client.historic_process_instances(
         process_instance_ids=instance_ids, with_incidents=True
     )
-    journal = worker.journal
-    assert isinstance(journal, MemoryJournal)
+    ours = set(instance_ids)
     waiting = sum(
-        1 for job in await journal.all() if job.state in (JobState.ACKNOWLEDGED, JobState.DONE)
+        1
+        for job in await worker.journal.unfinished()
+        if job.state in (JobState.ACKNOWLEDGED, JobState.DONE)
+        and job.task.process_instance_id in ours
     )
     finished = sum(1 for item in history if item.get("state") == "COMPLETED")
     progress = Progress(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import os
 import signal
 
 import click
@@ -12,6 +13,7 @@ import click
 from camunda_relay.cli._logging import configure
 from camunda_relay.cli._main import cli
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.failpoints import Failpoints
 from camunda_relay.router import Router
 from camunda_relay.settings import Settings
 
@@ -41,7 +43,7 @@ async def serve(router: Router, settings: Settings) -> None:
     """Run a worker until SIGTERM or SIGINT, then shut down within the grace period."""
     from camunda_relay.worker import Worker
 
-    worker = Worker(router, settings)
+    worker = Worker(router, settings, failpoints=Failpoints.from_environment(os.environ))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
