@@ -51,7 +51,9 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open it keeps an event loop
+# running in this thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Browser]:
     # launch() gives every run a fresh temporary profile (user data dir) of its own.
     with sync_playwright() as playwright:
