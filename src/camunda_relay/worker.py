@@ -533,13 +533,7 @@ class Worker:
         extra = task.log_context()
         locked = True
         try:
-            deadline = reply.deadline or self.settings.reply_deadline
-            job = Job(
-                task=task,
-                message=reply.message,
-                by_business_key=reply.by_business_key,
-                deadline=time.time() + deadline.total_seconds(),
-            )
+            job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
             await self.failpoints.hit("after_fetch")
             if not await self.journal.record(job):
                 known = await self.journal.get(job.id)
@@ -628,7 +622,14 @@ class Worker:
                 )
                 await asyncio.sleep(timeout.total_seconds())
                 continue
-            job = job.advance(JobState.DONE, result=dict(result))
+            # The delivery deadline counts from the end of the work, however long it took.
+            reply = registration.reply
+            allowed = (reply.deadline if reply else None) or self.settings.reply_deadline
+            job = job.advance(
+                JobState.DONE,
+                result=dict(result),
+                deadline=time.time() + allowed.total_seconds(),
+            )
             await self.journal.save(job)
             return job
 

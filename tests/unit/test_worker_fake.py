@@ -274,3 +274,40 @@ def test_a_result_that_cannot_be_sent_becomes_an_incident_naming_it(bad: object)
     run(run_once(fake, router))
     (incident,) = fake.incidents
     assert "'payload'" in incident["message"]
+
+
+def test_metrics_expose_the_worker_figures() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from camunda_relay.metrics import register
+
+    fake = FakeEngine()
+    fake.start("metered")
+    worker = run(run_once(fake, reply_router()))
+    registry = CollectorRegistry()
+    register(worker, registry)
+    text = generate_latest(registry).decode()
+    label = f'worker_id="{worker.worker_id}"'
+    assert f"camunda_relay_replies_delivered_total{{{label}}} 1.0" in text
+    assert f"camunda_relay_tasks_fetched_total{{{label}}} 1.0" in text
+    assert f"camunda_relay_replies_pending{{{label}}} 0.0" in text
+
+
+def test_delivery_deadline_counts_from_the_end_of_work_then_incident() -> None:
+    fake = FakeEngine(transit_polls=10_000)  # the instance never reaches the catch event
+    instance_id = fake.start("never-waits")
+    router = Router()
+
+    @router.task(TOPIC, reply=Reply(MESSAGE, deadline=timedelta(milliseconds=300)))
+    async def handle(task: Task) -> dict[str, object]:
+        await asyncio.sleep(0.5)  # longer than the deadline: it must not count
+        return {}
+
+    worker = run(run_once(fake, router))
+    assert fake.calls.count("POST /message") >= 2, "delivery was tried after the work"
+    (incident,) = fake.incidents
+    assert incident["executionId"] == instance_id
+    assert "not delivered before its deadline" in incident["message"]
+    assert "too early" in incident["message"]
+    assert worker.stats.replies_failed == 1

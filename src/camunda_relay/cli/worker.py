@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from camunda_relay.errors import ConfigurationError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.router import Router
 from camunda_relay.settings import Settings
+
+if TYPE_CHECKING:
+    from camunda_relay.worker import Worker
 
 
 def load_router(target: str) -> Router:
@@ -39,11 +43,13 @@ def load_router(target: str) -> Router:
     return router
 
 
-async def serve(router: Router, settings: Settings) -> None:
+async def serve(router: Router, settings: Settings, metrics_port: int | None = None) -> None:
     """Run a worker until SIGTERM or SIGINT, then shut down within the grace period."""
     from camunda_relay.worker import Worker
 
     worker = Worker(router, settings, failpoints=Failpoints.from_environment(os.environ))
+    if metrics_port is not None:
+        _serve_metrics(worker, metrics_port)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -56,6 +62,20 @@ async def serve(router: Router, settings: Settings) -> None:
         await worker.shutdown()
 
 
+def _serve_metrics(worker: Worker, port: int) -> None:
+    import prometheus_client
+    from prometheus_client.registry import CollectorRegistry
+
+    from camunda_relay.metrics import register
+
+    registry = CollectorRegistry()
+    register(worker, registry)
+    try:
+        prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as error:
+        raise ConfigurationError(f"cannot serve metrics on port {port}: {error.strerror}") from None
+
+
 @cli.command()
 @click.argument("target", metavar="MODULE[:ROUTER]")
 @click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None)
@@ -66,6 +86,12 @@ async def serve(router: Router, settings: Settings) -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+)
 @click.pass_obj
 def worker(
     settings: Settings,
@@ -73,6 +99,7 @@ def worker(
     max_in_flight: int | None,
     worker_id: str | None,
     log_level: str,
+    metrics_port: int | None,
 ) -> None:
     """Run the handlers registered on a Router (default attribute: ``router``)."""
     router = load_router(target)
@@ -81,4 +108,4 @@ def worker(
     if worker_id is not None:
         settings = dataclasses.replace(settings, worker_id=worker_id)
     configure(log_level)
-    asyncio.run(serve(router, settings))
+    asyncio.run(serve(router, settings, metrics_port))
