@@ -184,35 +184,46 @@ class Correlator:
         log.error("reply job failed: %s", reason, extra=extra)
         failed = job.advance(JobState.FAILED, error=reason)
         try:
-            execution_id = await self._waiting_execution(job)
-            if execution_id is None:
-                log.error("no execution left to carry the incident", extra=extra)
-                return failed
-            await self._client.create_incident(
-                execution_id,
-                incident_type=INCIDENT_TYPE,
-                message=reason[:_MAX_INCIDENT_MESSAGE],
-                configuration=job.id,
-            )
+            candidates = await self._incident_candidates(job)
         except EngineError as error:
-            log.error(
-                "could not create the incident (%s); the job stays failed in the journal",
-                type(error).__name__,
-                extra=extra,
-            )
+            log.error("could not look up the execution (%s)", type(error).__name__, extra=extra)
+            return failed
+        if not candidates:
+            log.error("no execution left to carry the incident", extra=extra)
+            return failed
+        for execution_id in candidates:
+            try:
+                await self._client.create_incident(
+                    execution_id,
+                    incident_type=INCIDENT_TYPE,
+                    message=reason[:_MAX_INCIDENT_MESSAGE],
+                    configuration=job.id,
+                )
+                return failed
+            except BadRequest:
+                continue  # e.g. a scope execution without an activity: try the next one
+            except EngineError as error:
+                log.error(
+                    "could not create the incident (%s); the job stays failed in the journal",
+                    type(error).__name__,
+                    extra=extra,
+                )
+                return failed
+        log.error("no execution accepted the incident; the job stays failed", extra=extra)
         return failed
 
-    async def _waiting_execution(self, job: Job) -> str | None:
+    async def _incident_candidates(self, job: Job) -> list[str]:
+        """Executions to carry the incident: the one waiting for the message, else those of
+        the instance, newest first (the process instance itself has no activity once it has
+        child executions, and the engine refuses an incident there)."""
         task = job.task
         try:
             waiting = await self._client.executions(
                 process_instance_id=task.process_instance_id, message_name=job.message
             )
             if waiting:
-                return str(waiting[0]["id"])
-            any_execution = await self._client.executions(
-                process_instance_id=task.process_instance_id
-            )
+                return [str(execution["id"]) for execution in waiting]
+            executions = await self._client.executions(process_instance_id=task.process_instance_id)
         except NotFound:
-            return None
-        return str(any_execution[0]["id"]) if any_execution else None
+            return []
+        return [str(execution["id"]) for execution in reversed(executions)]

@@ -366,3 +366,81 @@ def test_engine_down_for_20_seconds_worker_survives_and_all_finish(
     finally:
         for running in engines:
             bundled_engine.stop(running.info.pid)
+
+
+def test_reply_to_a_message_the_model_does_not_have_is_an_incident_at_once(
+    engine: Engine, rest: httpx.Client, deployed: None
+) -> None:
+    router = Router()
+
+    @router.task("relay-async", reply="no_such_message")
+    async def send(task: Task) -> dict[str, object]:
+        return {}
+
+    async def scenario(worker: Worker) -> str:
+        instance_id = str((await worker.client.start_process("relay-async"))["id"])
+
+        async def incident() -> list[dict[str, Any]]:
+            return await worker.client.incidents(process_instance_id=instance_id)
+
+        await eventually(incident, timeout=60, what="an incident")
+        return instance_id
+
+    instance_id = run(with_worker(router, settings_for(engine), scenario))
+    (incident,) = rest.get("/incident", params={"processInstanceId": instance_id}).json()
+    assert incident["incidentType"] == "camundaRelay"
+    assert "no catch event for message 'no_such_message'" in incident["incidentMessage"]
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "camunda_relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "env_change", "message"),
+    [
+        ("no_such_module_xyz", {}, "cannot import worker module 'no_such_module_xyz'"),
+        ("camunda_relay.settings:Settings", {}, "is not a camunda_relay Router"),
+        ("camunda_relay.examples.conception", {"CAMUNDA_PASSWORD": "wrong"}, "refused user"),
+        (
+            "camunda_relay.examples.conception",
+            {"CAMUNDA_URL": f"http://127.0.0.1:{free_port()}/engine-rest"},
+            "not available",
+        ),
+    ],
+    ids=["unknown-module", "not-a-router", "wrong-password", "engine-unreachable"],
+)
+def test_worker_cli_bad_input_is_one_clear_line(
+    engine: Engine, tmp_path: Path, target: str, env_change: dict[str, str], message: str
+) -> None:
+    user = "workerdecoy" if "CAMUNDA_PASSWORD" in env_change else USER
+    if user != USER:
+        with engine.client() as rest:
+            rest.post(
+                "/user/create",
+                json={
+                    "profile": {"id": user, "firstName": "W", "lastName": "D", "email": "w@x.test"},
+                    "credentials": {"password": "right-password"},
+                },
+            )
+    env = {
+        "CAMUNDA_URL": engine.rest_url,
+        "CAMUNDA_USER": user,
+        "CAMUNDA_PASSWORD": PASSWORD,
+        "CAMUNDA_JOURNAL": str(tmp_path / "journal.sqlite3"),
+        **env_change,
+    }
+    result = _cli("worker", target, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "wrong" not in lines[0] or "wrong" in message
