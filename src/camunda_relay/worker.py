@@ -557,7 +557,8 @@ class Worker:
                 self.stats.pending_replies -= 1
                 return
             await self.failpoints.hit("after_complete_before_work")
-            job = job.advance(JobState.ACKNOWLEDGED)
+            # One write for "acknowledged" and "first attempt started".
+            job = job.advance(JobState.ACKNOWLEDGED, attempts=1)
             await self.journal.save(job)
             self.stats.completed += 1
             log.debug("task completed; work runs in the background", extra=extra)
@@ -566,12 +567,14 @@ class Worker:
                 self._release_lock()
             self.stats.pending_replies -= 1
             raise
-        await self._work_and_deliver(job, registration)
+        await self._work_and_deliver(job, registration, counted=True)
 
-    async def _work_and_deliver(self, job: Job, registration: Registration) -> None:
+    async def _work_and_deliver(
+        self, job: Job, registration: Registration, *, counted: bool = False
+    ) -> None:
         try:
             if job.state is JobState.ACKNOWLEDGED:
-                job = await self._work(job, registration)
+                job = await self._work(job, registration, counted=counted)
             if job.state is JobState.DONE:
                 await self.failpoints.hit("after_work_before_correlate")
                 job = await self.correlator.deliver(job)
@@ -587,12 +590,16 @@ class Worker:
             self.stats.pending_replies -= 1
             self._slot_freed.set()
 
-    async def _work(self, job: Job, registration: Registration) -> Job:
+    async def _work(self, job: Job, registration: Registration, *, counted: bool) -> Job:
+        """Run the handler until it succeeds or the retries are used up. ``counted``: the
+        first attempt is already on record (saved together with the acknowledgement)."""
         policy = registration.retries if registration.retries is not None else self.settings.retries
         timeout = registration.retry_timeout or self.settings.retry_timeout
         while True:
-            job = job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
-            await self.journal.save(job)
+            if not counted:  # every attempt is on record before it starts
+                job = job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
+                await self.journal.save(job)
+            counted = False
             try:
                 await self.failpoints.hit("mid_work")
                 result = await self._call(registration, job.task)
