@@ -105,15 +105,28 @@ class Correlator:
                     variables=job.result,
                 )
             except NoMatchingExecution:
-                if await self.passed(job):
+                passed = await self.passed(job)
+                if passed:
                     log.info("reply already delivered (confirmed from history)", extra=extra)
                     return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
-                problem = await self._why_nobody_waits(job)
-                if problem is not None:
-                    return await self.fail(job, problem)
-                reason = "too early: no execution waits for the message yet"
-                log.debug("reply too early, retrying", extra=extra)
-                delay = self._early.delay(attempt)
+                try:
+                    problem = None if passed is None else await self._why_nobody_waits(job)
+                except EngineError as error:
+                    problem = None
+                    reason = f"history not readable ({type(error).__name__})"
+                    delay = self._unavailable.delay(attempt)
+                else:
+                    if problem is not None and await self.passed(job):  # it just passed
+                        return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
+                    if problem is not None:
+                        return await self.fail(job, problem)
+                    if passed is None:
+                        reason = "history not readable; cannot tell too early from delivered"
+                        delay = self._unavailable.delay(attempt)
+                    else:
+                        reason = "too early: no execution waits for the message yet"
+                        log.debug("reply too early, retrying", extra=extra)
+                        delay = self._early.delay(attempt)
             except AmbiguousCorrelation as error:
                 return await self.fail(
                     job,
@@ -141,15 +154,16 @@ class Correlator:
                 delay = max(0.0, min(delay, job.deadline - time.time()))
             await self._sleep(delay)
 
-    async def passed(self, job: Job) -> bool:
-        """True when the instance has already passed a catch event of the job's message."""
+    async def passed(self, job: Job) -> bool | None:
+        """True when the instance has already passed a catch event of the job's message;
+        None when history cannot be read right now."""
         try:
             catch_ids = await self._catch_activities(job)
             passages = await self._client.historic_activity_instances(
                 process_instance_id=job.task.process_instance_id
             )
         except EngineError:
-            return False
+            return None
         return any(
             passage.get("activityId") in catch_ids
             and passage.get("endTime") is not None

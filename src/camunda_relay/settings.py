@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from camunda_relay.errors import ConfigurationError
 
@@ -87,6 +87,13 @@ def _non_negative_int(value: object) -> int:
     return number
 
 
+def _choice(value: object, choices: tuple[str, ...]) -> str:
+    text = _text(value).strip().lower()
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    return text
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError("expected text")
@@ -124,6 +131,9 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=25)
     journal: str = ".camunda-relay/journal.sqlite3"
     journal_lease: timedelta = timedelta(seconds=60)
+    reconcile: Literal["off", "report", "incident"] = "report"
+    reconcile_interval: timedelta = timedelta(minutes=5)
+    reconcile_min_age: timedelta = timedelta(minutes=5)
     state_dir: Path = Path(".camunda-relay")
 
     def __post_init__(self) -> None:
@@ -186,6 +196,9 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "shutdown_grace": _seconds,
     "journal": _text,
     "journal_lease": _seconds,
+    "reconcile": lambda v: _choice(v, ("off", "report", "incident")),
+    "reconcile_interval": _seconds,
+    "reconcile_min_age": _seconds,
     "state_dir": lambda v: Path(_text(v)),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}

@@ -45,6 +45,7 @@ from camunda_relay.errors import (
 )
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.jobs import Job, JobState, Journal, open_journal
+from camunda_relay.reconciler import Reconciler
 from camunda_relay.reply import Correlator
 from camunda_relay.router import Registration, Router
 from camunda_relay.settings import Settings
@@ -109,6 +110,20 @@ class Worker:
         )
         self.failpoints = failpoints or Failpoints()
         self.correlator = Correlator(self.client)
+        # Instances waiting for one of our replies that no journal knows (a lost volume, a
+        # job deleted by hand) are reported, or given an incident, as configured.
+        replies = sorted({r.reply.message for r in router if r.reply is not None})
+        self.reconciler = (
+            Reconciler(
+                self.client,
+                self.journal,
+                replies,
+                action=settings.reconcile,
+                min_age=settings.reconcile_min_age,
+            )
+            if replies and settings.reconcile != "off"
+            else None
+        )
         self.stats = WorkerStats()
         self._poll_backoff = poll_backoff
         self._executor = ThreadPoolExecutor(
@@ -242,6 +257,8 @@ class Worker:
         """Renew this worker's leases, and take over jobs whose worker died (their lease ran
         out), at a third of the lease duration."""
         interval = max(self.settings.journal_lease.total_seconds() / 3, 0.5)
+        sweep_every = self.settings.reconcile_interval.total_seconds()
+        sweep_due = time.monotonic() + min(sweep_every, 30.0)  # the first sweep comes early
         while not self.stopping:
             await self._wait_or_stop(self._stopping.wait(), interval)
             if self.stopping:
@@ -249,6 +266,9 @@ class Worker:
             try:
                 await self.journal.renew()
                 await self.resume()
+                if self.reconciler is not None and time.monotonic() >= sweep_due:
+                    sweep_due = time.monotonic() + sweep_every
+                    await self.reconciler.sweep()
             except Exception:
                 log.exception("journal housekeeping failed; trying again")
 
@@ -265,7 +285,10 @@ class Worker:
             registration = self.router[job.task.topic]
             if job.state is JobState.RECORDED:
                 # The completion may or may not have reached the engine before the stop.
-                if await self._completion_confirmed(job.task):
+                completed = await self._completion_confirmed(job.task)
+                if completed is None:
+                    continue  # history cannot tell right now: ask again next round
+                if completed:
                     job = job.advance(JobState.ACKNOWLEDGED)
                     await self.journal.save(job)
                 else:
@@ -504,8 +527,15 @@ class Worker:
                 log.warning("lock lost before completion; task dropped", extra=extra)
                 return False
             except NotFound:
-                if uncertain and await self._completion_confirmed(task):
-                    return True
+                if uncertain:
+                    # An earlier try may have completed it (its response lost). When history
+                    # cannot tell, go on as completed: a reply that finds no instance ends
+                    # in a logged failure, a dropped one in a silent forever-wait.
+                    confirmed = await self._completion_confirmed(task)
+                    if confirmed is None:
+                        log.warning("completion unconfirmed; treated as done", extra=extra)
+                    if confirmed is not False:
+                        return True
                 log.warning("task gone before completion (cancelled?); dropped", extra=extra)
                 return False
             except InvalidInput:
@@ -519,11 +549,16 @@ class Worker:
         log.error("completion failed %d times; task left to its lock", _COMPLETE_ATTEMPTS)
         return False
 
-    async def _completion_confirmed(self, task: Task) -> bool:
-        try:
-            return await self.client.external_task_completed(task.id)
-        except EngineError:
-            return False
+    async def _completion_confirmed(self, task: Task, attempts: int = 5) -> bool | None:
+        """Whether history shows the task completed; None when it cannot be told."""
+        for attempt in range(attempts):
+            try:
+                return await self.client.external_task_completed(task.id)
+            except EngineError as error:
+                if not error.retryable:
+                    return None
+                await asyncio.sleep(self._poll_backoff.delay(attempt))
+        return None
 
     # -- reply topics ----------------------------------------------------------------------
 

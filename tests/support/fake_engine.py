@@ -8,6 +8,13 @@ process: task ``messageSending`` → catch event ``wait_for_response`` (``sample
 Faults are queued per route with :meth:`FakeEngine.inject`: ``status`` answers with an error
 without doing anything; ``lose`` does the work, then drops the response (a transport error),
 as a connection cut after the engine committed.
+
+State changes a test can make, as the real engine would: :meth:`FakeEngine.expire_lock` (the
+lock ran out: anyone may fetch the task, and its old holder may still complete it while no one
+has), :meth:`FakeEngine.steal_lock` (another worker fetched it), :meth:`FakeEngine.cancel`
+(the instance was cancelled: its task is gone) and :meth:`FakeEngine.complete_elsewhere` (a
+worker this test does not see completed the task, so the instance waits with no journal
+knowing it). Message subscriptions carry a ``createdDate`` (:attr:`FakeInstance.waiting_since`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +49,24 @@ class FakeTask:
     locked_by: str | None = None
     retries: int | None = None
     done: bool = False
+    lock_expired: bool = False  # fetchable again; the old holder may still complete it
+    deleted: bool = False  # its instance was cancelled
+    completed_by: str | None = None
 
 
 @dataclass
 class FakeInstance:
     id: str
     business_key: str | None
-    state: str = "task"  # task | transit | waiting | completed | error
+    state: str = "task"  # task | transit | waiting | completed | error | cancelled
     early_polls: int = 0  # correlations rejected while "in transit" before it waits
     variables: dict[str, Any] = field(default_factory=dict)
     passages: int = 0
+    waiting_since: datetime | None = None  # the message subscription's createdDate
+
+    def wait(self) -> None:
+        self.state = "waiting"
+        self.waiting_since = datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -64,8 +80,20 @@ class Fault:
 class FakeEngine:
     """State plus an async handler for :class:`httpx.MockTransport`."""
 
-    def __init__(self, *, transit_polls: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        transit_polls: int = 0,
+        max_long_poll: float = 0.02,
+        network_yields: int = 0,
+    ) -> None:
+        """``max_long_poll`` caps a fetch's wait (seconds) for tasks to appear;
+        ``network_yields`` lets the event loop run that many times before the engine acts
+        and before its answer arrives, as a network would (a worker may stop in between)."""
         self.transit_polls = transit_polls
+        self.max_long_poll = max_long_poll
+        self.network_yields = network_yields
+        self.faults_hit: list[tuple[str, str]] = []  # (route, kind) of each fault applied
         self.tasks: dict[str, FakeTask] = {}
         self.instances: dict[str, FakeInstance] = {}
         self.incidents: list[dict[str, Any]] = []
@@ -87,6 +115,38 @@ class FakeEngine:
         """Queue faults for a route such as ``"POST /message"`` or ``"complete"``."""
         self._faults[route].extend(faults)
 
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def expire_lock(self, task_id: str) -> None:
+        """The task's lock ran out: anyone may fetch it again."""
+        self.tasks[task_id].lock_expired = True
+
+    def steal_lock(self, task_id: str, worker_id: str = "other-worker") -> None:
+        """Another worker fetched the task (its lock had run out): the old holder gets 400."""
+        task = self.tasks[task_id]
+        task.locked_by, task.lock_expired = worker_id, False
+
+    def cancel(self, instance_id: str) -> None:
+        """Cancel an instance: its open task is gone (404), nobody waits for a message."""
+        instance = self.instances[instance_id]
+        instance.state = "cancelled"
+        for task in self.tasks.values():
+            if task.instance_id == instance_id and not task.done:
+                task.deleted = True
+
+    def complete_elsewhere(
+        self, instance_id: str, *, waiting_for: timedelta = timedelta(0)
+    ) -> None:
+        """Complete the instance's task as an unseen worker would; it waits since
+        ``waiting_for`` ago (a job no journal knows: a lost volume)."""
+        for task in self.tasks.values():
+            if task.instance_id == instance_id and not task.done:
+                task.done, task.completed_by = True, "unseen-worker"
+        instance = self.instances[instance_id]
+        instance.wait()
+        instance.waiting_since = datetime.now(UTC) - waiting_for
+
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
 
@@ -95,15 +155,26 @@ class FakeEngine:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/engine-rest")
         route = _route(request.method, path)
+        await self._network()
         self.calls.append(route)
         fault = self._faults[route].popleft() if self._faults[route] else None
+        if fault is not None:
+            self.faults_hit.append(
+                (route, fault.kind if fault.kind == "lose" else str(fault.status))
+            )
         if fault is not None and fault.kind == "status":
+            await self._network()
             return _error(fault.status, fault.message, fault.error_type)
         body = json.loads(request.content) if request.content else {}
         response = await self._dispatch(request.method, path, request.url.params, body)
+        await self._network()
         if fault is not None and fault.kind == "lose":
             raise httpx.ReadError("connection reset after the engine committed", request=request)
         return response
+
+    async def _network(self) -> None:
+        for _ in range(self.network_yields):
+            await asyncio.sleep(0)
 
     async def _dispatch(
         self, method: str, path: str, params: httpx.QueryParams, body: Any
@@ -111,10 +182,18 @@ class FakeEngine:
         if (method, path) == ("POST", "/external-task/fetchAndLock"):
             return await self._fetch(body)
         match = re.fullmatch(
-            r"/external-task/([^/]+)/(complete|failure|bpmnError|extendLock)", path
+            r"/external-task/([^/]+)/(complete|failure|bpmnError|extendLock|unlock)", path
         )
         if method == "POST" and match:
             return self._task_action(match.group(1), match.group(2), body)
+        if (method, path) == ("GET", "/event-subscription"):
+            return self._subscriptions(params)
+        if (method, path) == ("GET", "/incident"):
+            return self._incidents(params)
+        if (method, path) == ("GET", "/history/external-task-log"):
+            return self._task_log_entries(params)
+        if (method, path) == ("POST", "/history/process-instance"):
+            return self._historic_query(body)
         if (method, path) == ("POST", "/message"):
             return self._correlate(body)
         if (method, path) == ("GET", "/execution"):
@@ -138,12 +217,16 @@ class FakeEngine:
 
     async def _fetch(self, body: dict[str, Any]) -> httpx.Response:
         topics = {topic["topicName"] for topic in body["topics"]}
-        free = [t for t in self.tasks.values() if not t.done and t.locked_by is None]
+        free = [
+            t
+            for t in self.tasks.values()
+            if not t.done and not t.deleted and (t.locked_by is None or t.lock_expired)
+        ]
         chosen = [t for t in free if t.topic in topics][: body["maxTasks"]]
         if not chosen:
-            await asyncio.sleep(min(body.get("asyncResponseTimeout", 0), 20) / 1000)
+            await asyncio.sleep(min(body.get("asyncResponseTimeout", 0) / 1000, self.max_long_poll))
         for task in chosen:
-            task.locked_by = body["workerId"]
+            task.locked_by, task.lock_expired = body["workerId"], False
         return httpx.Response(200, json=[self._wire(task) for task in chosen])
 
     def _wire(self, task: FakeTask) -> dict[str, Any]:
@@ -168,8 +251,11 @@ class FakeEngine:
 
     def _task_action(self, task_id: str, action: str, body: dict[str, Any]) -> httpx.Response:
         task = self.tasks.get(task_id)
-        if task is None or task.done:
+        if task is None or task.done or task.deleted:
             return _error(404, f"External task {task_id} does not exist", "InvalidRequestException")
+        if action == "unlock":
+            task.locked_by, task.lock_expired = None, False
+            return httpx.Response(204)
         if task.locked_by != body.get("workerId"):
             return _error(
                 400,
@@ -179,9 +265,12 @@ class FakeEngine:
             )
         instance = self.instances[task.instance_id]
         if action == "complete":
-            task.done = True
+            task.done, task.completed_by = True, body.get("workerId")
             instance.variables.update(body.get("variables") or {})
-            instance.state = "transit" if self.transit_polls else "waiting"
+            if self.transit_polls:
+                instance.state = "transit"
+            else:
+                instance.wait()
             instance.early_polls = self.transit_polls
         elif action == "failure":
             self.failures.append(body)
@@ -211,7 +300,7 @@ class FakeEngine:
             if instance.state == "transit":  # reaches the catch event a few polls later
                 instance.early_polls -= 1
                 if instance.early_polls <= 0:
-                    instance.state = "waiting"
+                    instance.wait()
         if not waiting:
             return _no_match()
         if len(waiting) > 1:
@@ -232,7 +321,60 @@ class FakeEngine:
             for i in self.instances.values()
             if params.get("processInstanceId") in (None, i.id)
             and (params.get("messageEventSubscriptionName") is None or i.state == "waiting")
-            and i.state not in ("completed", "error")
+            and i.state not in ("completed", "error", "cancelled")
+        ]
+        return httpx.Response(200, json=found)
+
+    def _subscriptions(self, params: httpx.QueryParams) -> httpx.Response:
+        if params.get("eventType") not in (None, "message"):
+            return httpx.Response(200, json=[])
+        found = [
+            {
+                "id": f"sub-{i.id}",
+                "eventType": "message",
+                "eventName": MESSAGE,
+                "executionId": i.id,
+                "processInstanceId": i.id,
+                "activityId": CATCH,
+                "tenantId": None,
+                "createdDate": _date(i.waiting_since),
+            }
+            for i in self.instances.values()
+            if i.state == "waiting"
+            and params.get("eventName") in (None, MESSAGE)
+            and params.get("processInstanceId") in (None, i.id)
+        ]
+        if params.get("sortBy") == "created":
+            found.sort(key=lambda s: str(s["createdDate"]))
+        first = int(params.get("firstResult", 0))
+        size = int(params.get("maxResults", len(found)))
+        return httpx.Response(200, json=found[first : first + size])
+
+    def _incidents(self, params: httpx.QueryParams) -> httpx.Response:
+        found = [
+            {**incident, "processInstanceId": incident["executionId"]}
+            for incident in self.incidents
+            if params.get("incidentType") in (None, incident.get("incidentType"))
+            and params.get("processInstanceId") in (None, incident["executionId"])
+        ]
+        return httpx.Response(200, json=found)
+
+    def _task_log_entries(self, params: httpx.QueryParams) -> httpx.Response:
+        found = [
+            {"externalTaskId": t.id, "processInstanceId": t.instance_id, "workerId": t.completed_by}
+            for t in self.tasks.values()
+            if t.done
+            and params.get("successLog") in ("true", None)
+            and params.get("processInstanceId") in (None, t.instance_id)
+        ]
+        return httpx.Response(200, json=found)
+
+    def _historic_query(self, body: dict[str, Any]) -> httpx.Response:
+        wanted = body.get("processInstanceIds")
+        found = [
+            self._historic_record(i)
+            for i in self.instances.values()
+            if wanted is None or i.id in wanted
         ]
         return httpx.Response(200, json=found)
 
@@ -252,21 +394,34 @@ class FakeEngine:
         instance = self.instances.get(instance_id)
         if instance is None:
             return _error(404, "not found")
-        ended = instance.state in ("completed", "error")
-        return httpx.Response(
-            200,
-            json={
-                "id": instance.id,
-                "businessKey": instance.business_key,
-                "state": "COMPLETED" if ended else "ACTIVE",
-                "endTime": "2030-01-01T00:00:00.000+0000" if ended else None,
-            },
-        )
+        return httpx.Response(200, json=self._historic_record(instance))
+
+    @staticmethod
+    def _historic_record(instance: FakeInstance) -> dict[str, Any]:
+        ended = instance.state in ("completed", "error", "cancelled")
+        state = "EXTERNALLY_TERMINATED" if instance.state == "cancelled" else "COMPLETED"
+        return {
+            "id": instance.id,
+            "businessKey": instance.business_key,
+            "state": state if ended else "ACTIVE",
+            "endTime": "2030-01-01T00:00:00.000+0000" if ended else None,
+        }
 
     def _task_log(self, params: httpx.QueryParams) -> httpx.Response:
         task = self.tasks.get(params.get("externalTaskId", ""))
         done = task is not None and task.done
         return httpx.Response(200, json={"count": 1 if done and params.get("successLog") else 0})
+
+
+def _date(moment: datetime | None) -> str | None:
+    """A date as the engine writes it: ``2026-11-27T21:00:00.000+0000``."""
+    if moment is None:
+        return None
+    return (
+        moment.strftime("%Y-%m-%dT%H:%M:%S.")
+        + f"{moment.microsecond // 1000:03d}"
+        + (moment.strftime("%z") or "+0000")
+    )
 
 
 def _route(method: str, path: str) -> str:

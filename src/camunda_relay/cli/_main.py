@@ -38,6 +38,6 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 def main() -> None:
-    from camunda_relay.cli import demo, engine, process, worker  # noqa: F401 - register commands
+    from camunda_relay.cli import demo, engine, pending, process, worker  # noqa: F401 - register commands
 
     cli(prog_name="camunda-relay")

@@ -1,0 +1,468 @@
+"""``camunda-relay pending``: the reply jobs in a worker's journal, orphans, retry and cancel.
+
+::
+
+    camunda-relay pending [--journal PATH_OR_URL] [--state STATE | --all] [--json]
+    camunda-relay pending --orphans [--message NAME ...] [--min-age SECONDS] [--json]
+    camunda-relay pending retry ID [--deadline SECONDS]
+    camunda-relay pending cancel ID [--yes]
+
+The listing shows ids, states, ages, attempts, deliveries and the last error: never a
+variable value or a handler's result. ``--orphans`` asks the engine for executions waiting for
+a reply message that no journal job will answer (:mod:`camunda_relay.reconciler`).
+
+``retry`` puts a failed or dropped job back where a worker resumes it: failed with a result
+(delivery failed) to ``done``, to send the message again; failed without one (the work failed)
+to ``acknowledged``, to run the work again; dropped to ``recorded``, so the worker first checks
+whether the task was completed after all. Each gets a fresh delivery deadline, and its lease
+is released, so a running worker claims it at its next housekeeping round (a third of
+``CAMUNDA_JOURNAL_LEASE``), a stopped one at its next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from camunda_relay import journal_codec
+from camunda_relay.cli._main import cli
+from camunda_relay.client import EngineClient
+from camunda_relay.jobs import Job, JobState, Journal, MemoryJournal, open_journal
+from camunda_relay.reconciler import Orphan, find_orphans
+from camunda_relay.settings import Settings
+
+__all__ = ["pending"]
+
+T = TypeVar("T")
+
+DEFAULT_MESSAGE = "sample_response"
+_ERROR_WIDTH = 60
+_STATES = [state.value for state in JobState]
+_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*):[^@]*@", re.IGNORECASE)
+
+
+# -- opening the journal -----------------------------------------------------------------------
+
+
+def _shown(target: str) -> str:
+    """The journal as it may be shown: a URL's password masked."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", target)
+
+
+def _owner() -> str:
+    return f"camunda-relay-pending-{os.getpid()}"
+
+
+def _open(target: str) -> Journal:
+    """The journal at ``target``; an error line when there is none to read.
+
+    The lease is zero: a job this command saves is free for any worker to claim at once.
+    """
+    if target == ":memory:":
+        raise click.ClickException(
+            "the journal is ':memory:', which lives inside a worker process: point --journal "
+            "(or CAMUNDA_JOURNAL) at a SQLite file or a postgresql:// URL"
+        )
+    if "://" not in target and not Path(target).is_file():
+        raise click.ClickException(
+            f"no journal at {target} (give --journal PATH_OR_URL or set CAMUNDA_JOURNAL)"
+        )
+    return open_journal(target, owner=_owner(), lease=timedelta(0))
+
+
+def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
+    async def main() -> T:
+        journal = _open(target)
+        try:
+            return await action(journal)
+        finally:
+            await journal.close()
+
+    try:
+        return asyncio.run(main())
+    except sqlite3.DatabaseError as error:
+        raise click.ClickException(f"cannot read the journal {target}: {error}") from None
+    except Exception as error:
+        if not type(error).__module__.startswith("psycopg"):
+            raise
+        problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise click.ClickException(f"cannot use the journal {_shown(target)}: {problem}") from None
+
+
+async def _all_jobs(journal: Journal) -> list[Job]:
+    """Every job, finished ones too, oldest first.
+
+    TODO(lead): the Journal protocol has no way to list finished jobs; this reads each
+    implementation directly until it gains one (e.g. ``jobs(states=None)``).
+    """
+    from camunda_relay.journal_sqlite import SqliteJournal
+
+    if isinstance(journal, MemoryJournal):
+        jobs = await journal.all()
+    elif isinstance(journal, SqliteJournal):
+        jobs = await asyncio.to_thread(_sqlite_jobs, journal.path)
+    elif type(journal).__name__ == "PostgresJournal":  # not imported: psycopg is optional
+        jobs = await _postgres_jobs(journal)
+    else:  # an implementation of the user's: unfinished jobs are what the protocol offers
+        jobs = await journal.unfinished()
+    return sorted(jobs, key=lambda job: (job.created_at, job.id))
+
+
+def _sqlite_jobs(path: Path) -> list[Job]:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT payload FROM relay_jobs").fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return []
+        raise
+    finally:
+        conn.close()
+    return [journal_codec.loads(payload) for (payload,) in rows]
+
+
+async def _postgres_jobs(journal: Any) -> list[Job]:
+    from psycopg import sql
+
+    query = sql.SQL("SELECT payload FROM {table}").format(table=sql.Identifier(journal.table))
+
+    async def read(conn: Any) -> list[Any]:
+        cursor = await conn.execute(query)
+        return list(await cursor.fetchall())
+
+    rows = await journal._run(read)
+    return [journal_codec.from_payload(payload) for (payload,) in rows]
+
+
+# -- presenting --------------------------------------------------------------------------------
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _stamp(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _job_record(job: Job, now: float) -> dict[str, object]:
+    """What a person may see of a job: ids, state, counts, times, the error; no values."""
+    return {
+        "id": job.id,
+        "state": job.state.value,
+        "message": job.message,
+        "topic": job.task.topic,
+        "process_instance_id": job.task.process_instance_id,
+        "business_key": job.task.business_key,
+        "age_seconds": round(now - job.created_at, 3),
+        "created_at": _stamp(job.created_at),
+        "updated_at": _stamp(job.updated_at),
+        "deadline": _stamp(job.deadline),
+        "attempts": job.attempts,
+        "deliveries": job.deliveries,
+        "has_result": job.result is not None,
+        "error": job.error,
+    }
+
+
+def _orphan_record(orphan: Orphan) -> dict[str, object]:
+    since = orphan.waiting_since
+    return {
+        "process_instance_id": orphan.process_instance_id,
+        "execution_id": orphan.execution_id,
+        "business_key": orphan.business_key,
+        "message": orphan.message,
+        "activity_id": orphan.activity_id,
+        "waiting_since": since.isoformat(timespec="seconds") if since else None,
+    }
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    body = [list(headers), *[list(row) for row in rows]]
+    widths = [max(len(row[i]) for row in body) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in body
+    ]
+    return "\n".join(lines)
+
+
+def _short(text: str | None) -> str:
+    if not text:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 1] + "…"
+
+
+def _print_jobs(jobs: list[Job], now: float) -> None:
+    headers = ("ID", "STATE", "AGE", "ATTEMPTS", "DELIVERIES", "MESSAGE", "INSTANCE", "ERROR")
+    rows = [
+        (
+            job.id,
+            job.state.value,
+            _age(now - job.created_at),
+            str(job.attempts),
+            str(job.deliveries),
+            job.message,
+            job.task.process_instance_id,
+            _short(job.error),
+        )
+        for job in jobs
+    ]
+    click.echo(_table(headers, rows))
+
+
+def _print_orphans(orphans: list[Orphan]) -> None:
+    headers = ("INSTANCE", "EXECUTION", "MESSAGE", "ACTIVITY", "WAITING SINCE", "BUSINESS KEY")
+    rows = [
+        (
+            orphan.process_instance_id,
+            orphan.execution_id,
+            orphan.message,
+            orphan.activity_id or "-",
+            orphan.waiting_since.isoformat(timespec="seconds") if orphan.waiting_since else "-",
+            orphan.business_key or "-",
+        )
+        for orphan in orphans
+    ]
+    click.echo(_table(headers, rows))
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+_journal_option = click.option(
+    "--journal",
+    "journal_target",
+    metavar="PATH_OR_URL",
+    default=None,
+    help="The worker's journal: a SQLite file or a postgresql:// URL (default: $CAMUNDA_JOURNAL).",
+)
+
+
+def _target(ctx: click.Context, given: str | None) -> str:
+    if given:
+        return given
+    parent = ctx.parent.params.get("journal_target") if ctx.parent is not None else None
+    if isinstance(parent, str) and parent:
+        return parent
+    return ctx.find_object(Settings).journal  # type: ignore[union-attr]
+
+
+@cli.group(invoke_without_command=True)
+@_journal_option
+@click.option(
+    "--state",
+    type=click.Choice(_STATES, case_sensitive=False),
+    default=None,
+    help="Only jobs in this state (finished states too).",
+)
+@click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.option(
+    "--orphans",
+    is_flag=True,
+    help="Instead: executions waiting for a reply message that no journal job will send.",
+)
+@click.option(
+    "--message",
+    "messages",
+    multiple=True,
+    metavar="NAME",
+    help=f"With --orphans: a reply message to check (repeatable; default {DEFAULT_MESSAGE}, "
+    "plus the messages of the journal's jobs).",
+)
+@click.option(
+    "--min-age",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    default=60.0,
+    show_default=True,
+    help="With --orphans: ignore executions waiting for less than this many seconds.",
+)
+@click.pass_context
+def pending(
+    ctx: click.Context,
+    journal_target: str | None,
+    state: str | None,
+    show_all: bool,
+    as_json: bool,
+    orphans: bool,
+    messages: tuple[str, ...],
+    min_age: float,
+) -> None:
+    """List the reply jobs of a worker's journal (unfinished ones unless --all or --state).
+
+    ``pending --orphans`` lists executions waiting for a reply no journal job will send;
+    ``pending retry ID`` resumes a failed or dropped job; ``pending cancel ID`` deletes one.
+    Shown: ids, states, ages, attempts, deliveries, the last error; never variable values.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings: Settings = ctx.obj
+    target = journal_target or settings.journal
+    if orphans:
+        checked, found = _with_journal(
+            target,
+            lambda journal: _orphans(settings, journal, messages, timedelta(seconds=min_age)),
+        )
+        if as_json:
+            click.echo(json.dumps([_orphan_record(orphan) for orphan in found], indent=2))
+        elif not found:
+            click.echo(
+                f"no orphans: every execution waiting over {min_age:g} s for "
+                f"{', '.join(checked)} has a journal job or a camundaRelay incident"
+            )
+        else:
+            _print_orphans(found)
+        return
+    wanted = JobState(state.lower()) if state else None
+    jobs, counts = _with_journal(target, lambda journal: _list(journal, wanted, show_all))
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps([_job_record(job, now) for job in jobs], indent=2))
+        return
+    if jobs:
+        _print_jobs(jobs, now)
+    else:
+        what = f"{wanted.value} " if wanted else ("" if show_all else "unfinished ")
+        click.echo(f"no {what}jobs in {_shown(target)}")
+    if wanted is None and not show_all:
+        hidden = ", ".join(f"{counts[s]} {s.value}" for s in JobState if s.finished and counts[s])
+        if hidden:
+            click.echo(f"(not shown: {hidden}; --all or --state to see them)")
+
+
+async def _list(
+    journal: Journal, state: JobState | None, show_all: bool
+) -> tuple[list[Job], dict[JobState, int]]:
+    counts = await journal.counts()
+    if state is not None and not state.finished:
+        jobs = [job for job in await journal.unfinished() if job.state is state]
+    elif state is not None or show_all:
+        jobs = await _all_jobs(journal)
+        if state is not None:
+            jobs = [job for job in jobs if job.state is state]
+    else:
+        jobs = await journal.unfinished()
+    return jobs, counts
+
+
+async def _orphans(
+    settings: Settings, journal: Journal, given: Sequence[str], min_age: timedelta
+) -> tuple[list[str], list[Orphan]]:
+    messages = set(given or [DEFAULT_MESSAGE])
+    messages.update(job.message for job in await _all_jobs(journal))
+    async with EngineClient(settings) as client:
+        await client.check_access()
+        found = await find_orphans(client, journal, messages, min_age=min_age)
+    return sorted(messages), found
+
+
+def _retried(job: Job, deadline: timedelta) -> Job:
+    """The job back in the state a worker resumes it from (see the module docstring)."""
+    fresh = time.time() + deadline.total_seconds()
+    if job.state is JobState.DROPPED:
+        return job.advance(JobState.RECORDED, deadline=fresh)
+    if job.state is not JobState.FAILED:
+        raise click.ClickException(
+            f"job {job.id} is {job.state.value}: only failed or dropped jobs can be retried"
+        )
+    if job.result is not None:
+        return job.advance(JobState.DONE, deadline=fresh)
+    return job.advance(JobState.ACKNOWLEDGED, attempts=0, deadline=fresh)
+
+
+_NEXT = {
+    JobState.DONE: "the message is sent again",
+    JobState.ACKNOWLEDGED: "the work runs again, then the message is sent",
+    JobState.RECORDED: "the worker checks whether its task was completed and, if so, runs "
+    "the work (if not, the job is dropped again and the engine offers the task anew)",
+}
+
+
+@pending.command()
+@click.argument("job_id", metavar="ID")
+@_journal_option
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    default=None,
+    help="Seconds from now to deliver the reply (default: $CAMUNDA_REPLY_DEADLINE).",
+)
+@click.pass_context
+def retry(
+    ctx: click.Context, job_id: str, journal_target: str | None, deadline: float | None
+) -> None:
+    """Put a failed or dropped job back to be resumed by a worker."""
+    settings: Settings = ctx.obj
+    target = _target(ctx, journal_target)
+    window = timedelta(seconds=deadline) if deadline else settings.reply_deadline
+
+    async def action(journal: Journal) -> tuple[Job, Job]:
+        job = await journal.get(job_id)
+        if job is None:
+            raise click.ClickException(f"no job {job_id} in {_shown(target)}")
+        retried = _retried(job, window)
+        await journal.save(retried)  # the journal's lease is zero: free to claim at once
+        return job, retried
+
+    before, after = _with_journal(target, action)
+    click.echo(f"job {after.id}: {before.state.value} -> {after.state.value}")
+    click.echo(
+        f"a worker on this journal resumes it ({_NEXT[after.state]}) at its next housekeeping "
+        f"round or start; reply deadline {_stamp(after.deadline)}"
+    )
+
+
+@pending.command()
+@click.argument("job_id", metavar="ID")
+@_journal_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str, journal_target: str | None, yes: bool) -> None:
+    """Delete a job from the journal (its instance then waits until someone acts)."""
+    target = _target(ctx, journal_target)
+
+    async def find(journal: Journal) -> Job | None:
+        return await journal.get(job_id)
+
+    job = _with_journal(target, find)
+    if job is None:
+        raise click.ClickException(f"no job {job_id} in {_shown(target)}")
+    if not yes:
+        warning = (
+            f"Delete job {job.id} ({job.state.value}, process instance "
+            f"{job.task.process_instance_id})?"
+        )
+        if not job.state.finished:
+            warning += (
+                f" No worker will send {job.message!r} for it; the reconciler will report the "
+                "instance as an orphan. A worker running the job now writes it back: stop it "
+                "first."
+            )
+        click.confirm(warning, abort=True)
+
+    async def delete(journal: Journal) -> bool:
+        return await journal.delete(job_id)
+
+    if not _with_journal(target, delete):
+        raise click.ClickException(f"no job {job_id} in {_shown(target)}")
+    click.echo(f"job {job_id} deleted")

@@ -1,0 +1,607 @@
+"""The worker's promises under random interleavings of faults, crashes and restarts.
+
+A hypothesis state machine (FAULTS.md, "Faster layer") drives real :class:`Worker` objects
+against the in-process fake engine: instances start, the engine loses responses, answers
+503/500/404, takes locks away, lets instances reach the catch event late, cancels them;
+workers crash mid-flight (their asyncio tasks are cancelled, nothing is released, as after
+``kill -9``) or are stopped gracefully, and a new worker takes over the shared journal. After
+every step it checks:
+
+- **I2**: every instance passed its catch event at most once, and a job the journal calls
+  delivered did pass it, with its own result;
+- **I3**: the side-effect ledger holds at most one applied effect per instance (the handler
+  applies its effect once per job id, the idempotency key), and no work started before its
+  task was completed in the engine;
+- **no job lost**: every instance whose task was completed is finished or has an unfinished
+  job in the journal; no job failed and no incident was raised except for cancelled instances.
+
+At the end, with the faults gone and the locks expired, every instance that was not cancelled
+must pass its catch event exactly once and have exactly one applied effect.
+
+Time is virtual: the event loop's clock jumps to the next timer when nothing is ready, so
+backoffs, long polls and work take no wall time, and a run is repeatable (hypothesis is
+derandomized, the backoff jitter seeded). The journal is a shared :class:`MemoryJournal`:
+the SQLite and PostgreSQL journals pass the same contract suite
+(tests/unit/test_journal_contract.py), and a memory journal keeps the loop free of threads,
+which would make the virtual clock jump while the disk is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import selectors
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from camunda_relay import (
+    EngineClient,
+    Job,
+    JobState,
+    MemoryJournal,
+    Router,
+    Settings,
+    Task,
+    Worker,
+)
+from camunda_relay import backoff as backoff_module
+from camunda_relay.backoff import Backoff
+from camunda_relay.errors import EngineError
+from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
+
+T = TypeVar("T")
+
+SETTINGS = Settings(
+    url="http://fake-engine/engine-rest",
+    journal=":memory:",
+    max_in_flight=2,
+    long_poll=timedelta(milliseconds=200),
+    # Every attempt counts, crashed ones too (a job that kills its worker must not run for
+    # ever), so within a run's few dozen steps the work never fails for good.
+    retries=100,
+    retry_timeout=timedelta(milliseconds=200),
+    journal_lease=timedelta(seconds=3),  # housekeeping (renew, resume) every second
+    shutdown_grace=timedelta(seconds=1),
+    reply_deadline=timedelta(hours=1),
+)
+# Only one worker is alive at a time here, and a crashed worker's lease counts as run out at
+# once: a new worker takes over its jobs at its first claim.
+EXPIRED_LEASE = timedelta(seconds=-1)
+POLL_BACKOFF = Backoff(base=timedelta(milliseconds=50), cap=timedelta(seconds=1))
+WORK = 0.5  # seconds of (virtual) work per attempt
+MAX_INSTANCES = 6
+# 503s from the history queries the worker uses to confirm a lost response (the regression
+# tests at the end of this file pin what they once exposed).
+HISTORY_FAULTS = True
+COMPLETE_FAULTS = {
+    "lose": Fault("lose"),
+    "503": Fault("status", 503),
+    "404": Fault("status", 404, "External task does not exist", "InvalidRequestException"),
+}
+CORRELATE_FAULTS = {"lose": Fault("lose"), "503": Fault("status", 503), "500": Fault("status", 500)}
+FETCH_FAULTS = {"lose": Fault("lose"), "503": Fault("status", 503)}
+SETTLE_SECONDS = 120  # longer than any backoff once the faults are gone
+
+
+# -- a virtual clock for asyncio ---------------------------------------------------------------
+
+
+class _VirtualSelector(selectors.DefaultSelector):
+    """Never sleeps: when the loop would wait for its next timer, the clock jumps there."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready: list[Any] = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            raise RuntimeError("deadlock: nothing is ready and no timer is due")
+        self._loop.now += timeout
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(selector=_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def _quiet_about_the_dead(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A crashed worker's fetch may fail after the crash, and nobody reads its result (as in
+    a killed process); anything else is reported as usual."""
+    if isinstance(context.get("exception"), EngineError):
+        return
+    loop.default_exception_handler(context)
+
+
+def _at_once(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never waits (every MemoryJournal method)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise AssertionError("the coroutine waited")
+
+
+class _SlowJournal:
+    """A journal view whose every call lets the loop run before and after it, as a disk
+    would: a crash can land just before or just after each write."""
+
+    def __init__(self, inner: MemoryJournal) -> None:
+        self._inner = inner
+        self.owner = inner.owner
+
+    async def _io(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        await asyncio.sleep(0)
+        result = await call()
+        await asyncio.sleep(0)
+        return result
+
+    async def record(self, job: Job) -> bool:
+        return await self._io(lambda: self._inner.record(job))
+
+    async def save(self, job: Job) -> None:
+        await self._io(lambda: self._inner.save(job))
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._io(lambda: self._inner.get(job_id))
+
+    async def unfinished(self) -> list[Job]:
+        return await self._io(lambda: self._inner.unfinished())
+
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
+        return await self._io(lambda: self._inner.claim(limit=limit))
+
+    async def renew(self) -> int:
+        return await self._io(lambda: self._inner.renew())
+
+    async def release(self) -> None:
+        await self._io(lambda: self._inner.release())
+
+    async def counts(self) -> dict[JobState, int]:
+        return await self._io(lambda: self._inner.counts())
+
+    async def delete(self, job_id: str) -> bool:
+        return await self._io(lambda: self._inner.delete(job_id))
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+# -- the machine ---------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The handler's side effects: raw attempts (re-runs are allowed) and applied effects,
+    applied once per job id as a careful handler would (its idempotency key)."""
+
+    def __init__(self, fake: FakeEngine) -> None:
+        self.fake = fake
+        self.attempts: list[str] = []
+        self.applied: dict[str, str] = {}  # job id -> instance id
+        self.violations: list[str] = []
+        self.flaky: set[str] = set()  # instances whose next attempt fails
+
+    async def work(self, task: Task) -> dict[str, object]:
+        self.attempts.append(task.job_id)
+        if not self.fake.tasks[task.id].done:
+            self.violations.append(f"work on {task.id} started before its task was completed")
+        await asyncio.sleep(WORK)
+        if task.process_instance_id in self.flaky:
+            self.flaky.discard(task.process_instance_id)
+            raise RuntimeError("flaky work")
+        self.applied.setdefault(task.job_id, task.process_instance_id)
+        return {"job": task.job_id}
+
+    def applied_per_instance(self) -> dict[str, set[str]]:
+        per_instance: dict[str, set[str]] = defaultdict(set)
+        for job_id, instance_id in self.applied.items():
+            per_instance[instance_id].add(job_id)
+        return per_instance
+
+
+class _Unexpected(logging.Handler):
+    """Collects "job ... ended with an unexpected error" records (a bug, not an outcome)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "unexpected error" in record.getMessage():
+            self.records.append(
+                f"{record.getMessage()}: {record.exc_info and record.exc_info[1]!r}"
+            )
+
+
+class WorkerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        backoff_module._shared.seed(0)  # the jitter of retries, for repeatable runs
+        self.loop = VirtualTimeLoop()
+        self.loop.set_exception_handler(_quiet_about_the_dead)
+        self.fake = FakeEngine(max_long_poll=0.2, network_yields=1)
+        self.ledger = Ledger(self.fake)
+        self.journal = MemoryJournal(owner="observer", lease=EXPIRED_LEASE)
+        self.router = Router()
+        self.router.task(TOPIC, reply=MESSAGE)(self.ledger.work)
+        self.clients: list[EngineClient] = []
+        self.worker: Worker | None = None
+        self.runner: asyncio.Task[None] | None = None
+        self.generation = 0
+        self.worker_ids: set[str] = set()
+        self.unexpected = _Unexpected()
+        logging.getLogger("camunda_relay").addHandler(self.unexpected)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def _ensure_worker(self) -> Worker:
+        if self.worker is None:
+            self.generation += 1
+            worker_id = f"worker-{self.generation}"
+            self.worker_ids.add(worker_id)
+            client = EngineClient(SETTINGS, transport=self.fake.transport())
+            self.clients.append(client)
+            self.worker = Worker(
+                self.router,
+                SETTINGS,
+                client=client,
+                journal=_SlowJournal(self.journal.share(owner=worker_id)),
+                worker_id=worker_id,
+                poll_backoff=POLL_BACKOFF,
+            )
+            self.runner = self.loop.create_task(self.worker.run())
+        return self.worker
+
+    async def _ticks(self, count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    def _open_tasks(self, *, ours: bool) -> list[str]:
+        return sorted(
+            task.id
+            for task in self.fake.tasks.values()
+            if not task.done
+            and not task.deleted
+            and (task.locked_by in self.worker_ids if ours else task.locked_by is not None)
+        )
+
+    def _live_instances(self) -> list[str]:
+        return sorted(
+            i.id for i in self.fake.instances.values() if i.state not in ("completed", "cancelled")
+        )
+
+    # -- the engine ----------------------------------------------------------------------------
+
+    @initialize(count=st.integers(1, 4))
+    def first_instances(self, count: int) -> None:
+        self.start_instances(count)
+        self._ensure_worker()
+
+    @precondition(lambda self: len(self.fake.instances) < MAX_INSTANCES)
+    @rule(count=st.integers(1, 3))
+    def start_instances(self, count: int) -> None:
+        for _ in range(min(count, MAX_INSTANCES - len(self.fake.instances))):
+            self.fake.start(f"bk-{len(self.fake.instances)}")
+
+    @rule(kinds=st.lists(st.sampled_from(["lose", "503", "404"]), min_size=1, max_size=3))
+    def complete_faults(self, kinds: list[str]) -> None:
+        """The next completes: the response lost after the commit, or refused (404: as if
+        the task were gone, though it is not)."""
+        self.fake.inject("complete", *(COMPLETE_FAULTS[kind] for kind in kinds))
+
+    @rule(kinds=st.lists(st.sampled_from(["lose", "503", "500"]), min_size=1, max_size=3))
+    def correlate_faults(self, kinds: list[str]) -> None:
+        """The next correlations: the response lost after the commit, or unavailable."""
+        self.fake.inject("POST /message", *(CORRELATE_FAULTS[kind] for kind in kinds))
+
+    @rule(kind=st.sampled_from(["lose", "503"]))
+    def fetch_fault(self, kind: str) -> None:
+        """The next fetch: tasks locked but the answer lost, or the engine unavailable."""
+        self.fake.inject("POST /external-task/fetchAndLock", FETCH_FAULTS[kind])
+
+    @precondition(lambda self: HISTORY_FAULTS)
+    @rule(data=st.data(), what=st.sampled_from(["passages", "instance", "task log"]))
+    def history_fault(self, data: st.DataObject, what: str) -> None:
+        """The next history query of this kind answers 503."""
+        if what == "instance":
+            instances = sorted(self.fake.instances)
+            if not instances:
+                return
+            route = f"GET /history/process-instance/{data.draw(st.sampled_from(instances))}"
+        else:
+            route = {
+                "passages": "GET /history/activity-instance",
+                "task log": "GET /history/external-task-log/count",
+            }[what]
+        self.fake.inject(route, Fault("status", 503))
+
+    @rule(polls=st.integers(0, 3))
+    def catch_reached_late(self, polls: int) -> None:
+        """Instances completed from now on reach the catch event after ``polls`` messages
+        ("too early" answers before)."""
+        self.fake.transit_polls = polls
+
+    @rule(data=st.data())
+    def lock_expires(self, data: st.DataObject) -> None:
+        tasks = self._open_tasks(ours=False)
+        if tasks:
+            self.fake.expire_lock(data.draw(st.sampled_from(tasks), label="task"))
+
+    @rule(data=st.data())
+    def lock_taken_over(self, data: st.DataObject) -> None:
+        """Our lock ran out and another worker fetched the task: our complete gets a 400."""
+        tasks = self._open_tasks(ours=True)
+        if tasks:
+            self.fake.steal_lock(data.draw(st.sampled_from(tasks), label="task"))
+
+    @rule(data=st.data())
+    def instance_cancelled(self, data: st.DataObject) -> None:
+        instances = self._live_instances()
+        if instances:
+            self.fake.cancel(data.draw(st.sampled_from(instances), label="instance"))
+
+    @rule(data=st.data())
+    def work_fails_once(self, data: st.DataObject) -> None:
+        instances = self._live_instances()
+        if instances:
+            self.ledger.flaky.add(data.draw(st.sampled_from(instances), label="instance"))
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    @rule(ticks=st.integers(1, 40))
+    def run_a_little(self, ticks: int) -> None:
+        """Let the worker run for a few loop iterations (no time passes)."""
+        self._ensure_worker()
+        self._run(self._ticks(ticks))
+
+    @rule(seconds=st.sampled_from([0.01, 0.1, 0.3, 1.0, 3.0]))
+    def time_passes(self, seconds: float) -> None:
+        self._ensure_worker()
+        self._run(asyncio.sleep(seconds))
+
+    @precondition(lambda self: self.worker is not None)
+    @rule()
+    def crash(self) -> None:
+        """kill -9: every task of the worker is cancelled where it stands; nothing released."""
+        worker, runner = self.worker, self.runner
+        assert worker is not None
+        assert runner is not None
+        self.worker = self.runner = None
+        doomed = [runner, *worker._jobs]
+        for task in doomed:
+            task.cancel()
+        self._run(asyncio.wait(doomed))
+
+    @precondition(lambda self: self.worker is not None)
+    @rule(grace=st.sampled_from([0.0, 0.3, 1.0]))
+    def sigterm(self, grace: float) -> None:
+        """A graceful stop with a grace period; unfinished jobs stay in the journal."""
+        worker, runner = self.worker, self.runner
+        assert worker is not None
+        assert runner is not None
+        self.worker = self.runner = None
+
+        async def stop() -> None:
+            worker.stop()
+            await runner
+            await worker.shutdown(timedelta(seconds=grace))
+
+        self._run(stop())
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    def _jobs(self) -> list[Job]:
+        """The journal now, read without running the loop (that would move the worker on
+        between reading the journal and reading the engine)."""
+        return _at_once(self.journal.all())
+
+    @invariant()
+    def catch_passed_at_most_once_and_delivered_means_passed(self) -> None:
+        for instance in self.fake.instances.values():
+            assert instance.passages <= 1, f"{instance.id} passed its catch event twice"
+        for job in self._jobs():
+            if job.state is JobState.DELIVERED:
+                instance = self.fake.instances[job.task.process_instance_id]
+                assert instance.passages == 1, f"job {job.id} delivered, but nothing passed"
+                assert instance.variables["job"]["value"] == job.id, "another job's result"
+
+    @invariant()
+    def at_most_one_applied_effect_and_no_work_before_completion(self) -> None:
+        assert self.ledger.violations == []
+        for instance_id, jobs in self.ledger.applied_per_instance().items():
+            assert len(jobs) <= 1, f"{instance_id}: effects applied by jobs {sorted(jobs)}"
+
+    @invariant()
+    def no_job_lost_no_false_failure(self) -> None:
+        unfinished = {job.id for job in self._jobs() if not job.state.finished}
+        for task in self.fake.tasks.values():
+            instance = self.fake.instances[task.instance_id]
+            if not task.done or instance.state == "cancelled" or instance.passages:
+                continue
+            assert task.id in unfinished, (
+                f"task {task.id} completed, instance {instance.id} waits, and no unfinished "
+                "job in the journal will answer it"
+            )
+        for job in self._jobs():
+            if job.state is JobState.FAILED:
+                instance = self.fake.instances[job.task.process_instance_id]
+                assert instance.state == "cancelled", f"job {job.id} failed: {job.error}"
+        assert self.fake.incidents == []
+        assert self.unexpected.records == []
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        try:
+            self._settle()
+            self._check_the_end()
+        finally:
+            self._close()
+
+    def _settle(self) -> None:
+        """No more faults, every lock runs out: all instances must now finish."""
+        self.fake.clear_faults()
+        self.fake.transit_polls = 0
+        self.ledger.flaky.clear()
+        for task in self.fake.tasks.values():
+            if task.locked_by is not None:
+                task.lock_expired = True
+        self._ensure_worker()
+        for _ in range(SETTLE_SECONDS):
+            if self._settled():
+                break
+            self._run(asyncio.sleep(1.0))
+        self.sigterm(grace=1.0)
+
+    def _settled(self) -> bool:
+        running = ("task", "transit", "waiting")
+        return not any(i.state in running for i in self.fake.instances.values()) and all(
+            job.state.finished for job in self._jobs()
+        )
+
+    def _check_the_end(self) -> None:
+        for route, kind in sorted(set(self.fake.faults_hit)):
+            event(f"fault hit: {route} {kind}")
+        event(f"workers: {min(self.generation, 4)}{'+' if self.generation > 4 else ''}")
+        applied = self.ledger.applied_per_instance()
+        for instance in self.fake.instances.values():
+            if instance.state == "cancelled":
+                continue
+            assert instance.passages == 1, f"{instance.id} never finished ({instance.state})"
+            assert len(applied[instance.id]) == 1, f"{instance.id}: effects {applied[instance.id]}"
+        self.no_job_lost_no_false_failure()
+        unfinished = [job.id for job in self._jobs() if not job.state.finished]
+        assert unfinished == [], f"jobs never finished: {unfinished}"
+
+    def _close(self) -> None:
+        logging.getLogger("camunda_relay").removeHandler(self.unexpected)
+        leftovers = asyncio.all_tasks(self.loop)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            self._run(asyncio.wait(leftovers))
+        for client in self.clients:
+            self._run(client.aclose())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
+
+
+TestWorkerMachine = WorkerMachine.TestCase
+TestWorkerMachine.settings = settings(
+    max_examples=300,
+    stateful_step_count=50,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@pytest.mark.timeout(120)
+def test_the_virtual_clock_jumps_to_the_next_timer() -> None:
+    loop = VirtualTimeLoop()
+    try:
+        started = loop.time()
+        loop.run_until_complete(asyncio.sleep(3600))
+        assert loop.time() - started == pytest.approx(3600)
+    finally:
+        loop.close()
+
+
+# -- what the machine found (with HISTORY_FAULTS on) -------------------------------------------
+# Each test pins a bug the state machine found in the worker or the correlator, since fixed:
+# history that cannot be read must never turn a delivered or completed job into a lost one.
+
+
+def _reply_router() -> Router:
+    router = Router()
+
+    @router.task(TOPIC, reply=MESSAGE)
+    async def handle(task: Task) -> dict[str, object]:
+        return {"job": task.job_id}
+
+    return router
+
+
+def _run_worker(fake: FakeEngine, journal: MemoryJournal, **kwargs: Any) -> None:
+    """One worker, run once to the end (replies delivered), on a virtual clock."""
+    loop = VirtualTimeLoop()
+
+    async def scenario() -> None:
+        async with EngineClient(SETTINGS, transport=fake.transport()) as client:
+            worker = Worker(_reply_router(), SETTINGS, client=client, journal=journal, **kwargs)
+            async with worker:
+                await worker.run_once()
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(), timeout=3600))
+    finally:
+        loop.close()
+
+
+def test_lost_complete_then_history_unavailable_keeps_the_job() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("bk")
+    fake.inject("complete", Fault("lose"))
+    fake.inject("GET /history/external-task-log/count", Fault("status", 503))
+    _run_worker(fake, MemoryJournal())
+    assert fake.instances[instance_id].passages == 1
+
+
+def test_resume_while_history_is_unavailable_keeps_a_completed_job() -> None:
+    from camunda_relay.failpoints import Failpoints
+
+    fake = FakeEngine()
+    instance_id = fake.start("bk")
+    journal = MemoryJournal(owner="crashed", lease=EXPIRED_LEASE)
+    crash = Failpoints.from_environment(
+        {"CAMUNDA_RELAY_FAILPOINTS": "after_complete_before_work=raise"}
+    )
+    _run_worker(fake, journal, failpoints=crash)  # completed, still "recorded"
+    assert fake.tasks["task-2"].done
+    fake.inject("GET /history/external-task-log/count", Fault("status", 503))
+    _run_worker(fake, journal.share(owner="restarted"))
+    assert fake.instances[instance_id].passages == 1
+
+
+def test_history_unavailable_while_too_early_is_retried() -> None:
+    fake = FakeEngine(transit_polls=1)
+    instance_id = fake.start("bk")
+    fake.inject(f"GET /history/process-instance/{instance_id}", Fault("status", 503))
+    _run_worker(fake, MemoryJournal())
+    assert fake.instances[instance_id].passages == 1
+
+
+def test_lost_correlate_then_history_unavailable_is_not_a_failure() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("bk")
+    fake.inject("POST /message", Fault("lose"))
+    fake.inject("GET /history/activity-instance", *[Fault("status", 503)] * 2)
+    journal = MemoryJournal()
+    _run_worker(fake, journal)
+    assert fake.instances[instance_id].passages == 1
+    (job,) = _at_once(journal.all())
+    assert job.state is JobState.DELIVERED, job.error
