@@ -31,16 +31,34 @@ status: $(STAMP)
 	$(BIN)/camunda-relay engine status
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests harness
+	$(BIN)/ruff format --check src tests harness
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests harness
+	$(BIN)/ruff check --fix src tests harness
 
 test: check engine
 	$(BIN)/pytest
 
+# The fault-injection suite against the real engine (S1-S15); FAULTS_ARGS="--scenario S5 --seed 7".
+.PHONY: faults
+faults: engine
+	$(BIN)/python -m harness.run $(FAULTS_ARGS)
+
 clean:
 	rm -rf $(VENV) engine/target .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (docs/benchmarks.md): every contender on a fresh bundled engine, then the scale
+# run; about 15 minutes. Options: make bench INSTANCES=1000 DB=postgres BENCH_ARGS="--no-scale"
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) bench/requirements.lock
+	$(BIN)/pip install --quiet -r bench/requirements.lock
+	touch $(BENCH_STAMP)
+
+bench: INSTANCES = 1000
+bench: DB ?= h2
+bench: $(BENCH_STAMP) engine
+	$(BIN)/python -m bench.run --instances $(INSTANCES) --db $(DB) $(BENCH_ARGS)

@@ -1,0 +1,93 @@
+"""The worker under test: ``camunda-relay worker harness.fault_worker``.
+
+Topic ``messageSending``, reply ``sample_response`` (the seed process). The handler records
+every start of the work in the ledger (:mod:`harness.ledger`), works for a while, then applies
+its effect once per ``task.job_id`` (the idempotency key) and replies with the effect's id,
+the instance it was meant for, and the payload it was given (a canary the logs must never
+show).
+
+Environment:
+
+- ``FAULT_LEDGER``: the ledger file (required);
+- ``FAULT_WORK_SECONDS``: work time, ``2`` or a range ``0.5-3`` (drawn per job from its key);
+- ``FAULT_WORKER_NAME``: the name written to the ledger (default ``pid-<pid>``);
+- ``FAULT_REPLY_MESSAGE``: the reply message (default ``sample_response``);
+- ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well.
+
+The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
+``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from datetime import timedelta
+
+from camunda_relay import Reply, Router, Task
+from harness.ledger import Ledger
+
+TOPIC = "messageSending"
+
+
+def _work_seconds(job_key: str) -> float:
+    spec = os.environ.get("FAULT_WORK_SECONDS", "1")
+    low, _, high = spec.partition("-")
+    if not high:
+        return float(low)
+    return random.Random(job_key).uniform(float(low), float(high))
+
+
+def _bad_result(mode: str) -> dict[str, object] | None:
+    if mode == "long_string":
+        return {"long_text": "x" * 5000}
+    if mode == "huge":
+        return {"huge": "y" * (10 * 1024 * 1024)}
+    if mode == "deep_json":
+        nested: list[object] = []
+        for _ in range(10_000):
+            nested = [nested]
+        return {"deep": nested}
+    if mode == "big_int":
+        return {"big": 2**70}
+    if mode == "bytes":
+        return {"raw": b"\xff\xfe\x00not-utf-8"}
+    if mode == "object":
+        return {"thing": object()}
+    if mode == "raise":
+        raise RuntimeError("the work failed on purpose")
+    return None
+
+
+def make_router() -> Router:
+    router = Router()
+    message = os.environ.get("FAULT_REPLY_MESSAGE", "sample_response")
+    by_business_key = os.environ.get("FAULT_BY_BUSINESS_KEY", "") == "1"
+    ledger = Ledger(os.environ["FAULT_LEDGER"])
+    name = os.environ.get("FAULT_WORKER_NAME") or f"pid-{os.getpid()}"
+
+    @router.task(
+        TOPIC,
+        reply=Reply(message, by_business_key=by_business_key),
+        retry_timeout=timedelta(milliseconds=200),
+    )
+    async def send_message(task: Task) -> dict[str, object]:
+        key, instance = task.job_id, task.process_instance_id
+        attempt = await asyncio.to_thread(ledger.attempt, key, instance, name)
+        await asyncio.sleep(_work_seconds(key))
+        mode = str(task.variables.get("mode") or "normal")
+        bad = _bad_result(mode)
+        effect_id, _ = await asyncio.to_thread(ledger.apply, key, instance, attempt, name)
+        result: dict[str, object] = {
+            "effect_id": effect_id,
+            "processed_for": instance,
+            "echo": task.variables.get("payload"),
+        }
+        result.update(bad or {})
+        return result
+
+    return router
+
+
+router = make_router()
