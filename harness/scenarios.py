@@ -285,9 +285,13 @@ def s4(ctx: Context) -> dict[str, Any]:
         chaos.suspend(b.pid)
         time.sleep(6)  # B's open long poll (5 s) ends at the engine: no task goes to it
         phase2 = lab.start_instances(ctx.count(20))
-        wait_until(lambda: _locked(lab) >= min(len(phase2), 32), timeout=60)
+        a_id = lab.workers["A"].env["CAMUNDA_WORKER_ID"]
+        wait_until(lambda: _held_by(lab, a_id) >= min(len(phase2), 32), timeout=60)
+        held_by_a = _held_by(lab, a_id)
         chaos.resume(b.pid)
         lab.wait_finished(phase2, FINISH)
+        # A wakes up 15 s after its fetch and tries to complete what B has taken meanwhile.
+        wait_until(lambda: len(_completes_by(lab, "A-")) >= len(alone) + held_by_a, timeout=90)
         completes = _ops(lab, "POST /external-task/{id}/complete")
         by_worker: dict[str, Counter[Any]] = {}
         for o in completes:
@@ -318,8 +322,17 @@ def s4(ctx: Context) -> dict[str, Any]:
     return _run(ctx, "S4", body)
 
 
-def _locked(lab: Lab) -> int:
-    response = lab.rest.get("/external-task/count", params={"locked": "true"})
+def _completes_by(lab: Lab, prefix: str) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in _ops(lab, "POST /external-task/{id}/complete")
+        if str(o["worker"]).startswith(prefix)
+    ]
+
+
+def _held_by(lab: Lab, worker_id: str) -> int:
+    """Tasks last fetched by ``worker_id`` (their lock may have expired since)."""
+    response = lab.rest.get("/external-task/count", params={"workerId": worker_id})
     return int(response.json()["count"])
 
 

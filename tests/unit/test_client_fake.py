@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from camunda_relay import errors
-from camunda_relay.client import EngineClient, TopicRequest
+from camunda_relay.client import MAX_CONCURRENT_REQUESTS, EngineClient, TopicRequest
 from camunda_relay.settings import Settings
 from camunda_relay.variables import Unreadable
 
@@ -546,6 +546,46 @@ def test_correlate_body() -> None:
         "businessKey": "bk",
         "processVariables": {"r": {"value": 1, "type": "Integer", "valueInfo": {}}},
     }
+
+
+def test_requests_in_flight_are_bounded_and_the_long_poll_is_not_counted() -> None:
+    """Thousands of due replies wait in the client, not in httpcore's pool (see _send)."""
+    due = MAX_CONCURRENT_REQUESTS * 3
+
+    async def go() -> None:
+        release = asyncio.Event()
+        in_flight = {"poll": 0, "other": 0}
+        most = {"other": 0}
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            kind = "poll" if request.url.path.endswith("fetchAndLock") else "other"
+            in_flight[kind] += 1
+            most["other"] = max(most["other"], in_flight["other"])
+            await release.wait()
+            in_flight[kind] -= 1
+            return httpx.Response(200, json=[]) if kind == "poll" else httpx.Response(204)
+
+        async with EngineClient(SETTINGS, transport=httpx.MockTransport(handler)) as client:
+            topics = [TopicRequest("messageSending", timedelta(seconds=60))]
+            poll = asyncio.create_task(
+                client.fetch_and_lock("w1", topics, max_tasks=1, long_poll=timedelta(seconds=20))
+            )
+            replies = [
+                asyncio.create_task(
+                    client.correlate("sample_response", process_instance_id=f"p{i}")
+                )
+                for i in range(due)
+            ]
+            while in_flight["other"] < MAX_CONCURRENT_REQUESTS or not in_flight["poll"]:
+                await asyncio.sleep(0)
+            for _ in range(20):  # more turns of the loop let nothing else through the gate
+                await asyncio.sleep(0)
+            assert in_flight == {"poll": 1, "other": MAX_CONCURRENT_REQUESTS}
+            release.set()
+            await asyncio.gather(poll, *replies)
+        assert most["other"] == MAX_CONCURRENT_REQUESTS
+
+    run(go())
 
 
 def test_correlate_needs_an_id() -> None:
