@@ -18,7 +18,10 @@ keep them on disk. :func:`open_journal` picks one from a setting.
 Leases let several workers share one journal: each journal has an ``owner`` (the worker's
 id); a job belongs to the owner that recorded or last claimed it until its lease runs out.
 While it runs, a worker renews its leases; at a clean shutdown it releases them; and it
-claims the unfinished jobs whose lease expired (a crashed worker's) together with its own.
+claims the unfinished jobs whose lease expired (a crashed worker's), and at its start its own.
+A worker that was paused past its lease (a stopped container, a long GC, a lost database)
+cannot overwrite the job its heir now holds: :meth:`Journal.save` refuses, and the worker
+leaves the job to the heir. A finished job is held by nobody.
 """
 
 from __future__ import annotations
@@ -97,8 +100,13 @@ class Journal(Protocol):
         """
         ...
 
-    async def save(self, job: Job) -> None:
-        """Store the job's new state (insert it if unknown); keeps its owner, renews its lease."""
+    async def save(self, job: Job) -> bool:
+        """Store the job's new state (insert it if unknown) and hold it: the job belongs to
+        :attr:`owner`, leased until now plus the lease (held by nobody once finished).
+
+        False, and nothing written, when another owner holds the job under a live lease (this
+        worker lost its lease and the job was taken over).
+        """
         ...
 
     async def get(self, job_id: str) -> Job | None: ...
@@ -107,8 +115,9 @@ class Journal(Protocol):
         """Jobs not yet delivered, failed or dropped, oldest first (whoever owns them)."""
         ...
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        """Take over unfinished jobs whose lease expired, and re-take this owner's; oldest first.
+    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
+        """Take over unfinished jobs whose lease expired and, when ``mine``, re-take the ones
+        this owner holds (after a restart under the same id); oldest first.
 
         Taken jobs belong to :attr:`owner`, leased until now plus the lease. Two claimers
         never get the same job while its lease runs.
@@ -180,13 +189,16 @@ class MemoryJournal:
         self._entries[job.id] = _Entry(job, self.owner, self._lease_until())
         return True
 
-    async def save(self, job: Job) -> None:
+    async def save(self, job: Job) -> bool:
         entry = self._entries.get(job.id)
+        lease_until = 0.0 if job.state.finished else self._lease_until()
         if entry is None:
-            self._entries[job.id] = _Entry(job, self.owner, self._lease_until())
-        else:
-            entry.job = job
-            entry.lease_until = self._lease_until()
+            self._entries[job.id] = _Entry(job, self.owner, lease_until)
+            return True
+        if entry.owner != self.owner and entry.lease_until >= time.time():
+            return False
+        entry.job, entry.owner, entry.lease_until = job, self.owner, lease_until
+        return True
 
     async def get(self, job_id: str) -> Job | None:
         entry = self._entries.get(job_id)
@@ -199,13 +211,13 @@ class MemoryJournal:
         entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
         return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
+    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
         now = time.time()
         taken: list[Job] = []
         for entry in self._unfinished():
             if len(taken) >= limit:
                 break
-            if entry.lease_until < now or entry.owner == self.owner:
+            if entry.lease_until < now or (mine and entry.owner == self.owner):
                 entry.owner = self.owner
                 entry.lease_until = self._lease_until()
                 taken.append(entry.job)

@@ -73,7 +73,8 @@ INSERT INTO {table} (id, topic, process_instance_id, business_key, state, attemp
 VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
     %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
     to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s,
-    now() + %(lease)s, %(payload)s::json)
+    CASE WHEN %(finished)s THEN timestamptz 'epoch' ELSE now() + %(lease)s END,
+    %(payload)s::json)
 """
 _QUERIES = {
     "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
@@ -83,15 +84,16 @@ _QUERIES = {
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
     deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, lease_until = excluded.lease_until,
-    payload = excluded.payload""",
+    updated_at = excluded.updated_at, owner = excluded.owner,
+    lease_until = excluded.lease_until, payload = excluded.payload
+WHERE {table}.owner = excluded.owner OR {table}.lease_until < now()""",
     "get": "SELECT payload FROM {table} WHERE id = %(id)s",
     "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
     # MATERIALIZED: the locking sub-select runs exactly once, so LIMIT holds.
     "claim": """
 WITH picked AS MATERIALIZED (
     SELECT id FROM {table}
-    WHERE {unfinished} AND (lease_until < now() OR owner = %(owner)s)
+    WHERE {unfinished} AND (lease_until < now() OR (%(mine)s AND owner = %(owner)s))
     ORDER BY created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -206,6 +208,7 @@ class PostgresJournal:
             **journal_codec.columns(job),
             "owner": self.owner,
             "lease": self.lease,
+            "finished": job.state.finished,
             "payload": journal_codec.dumps(job),
         }
 
@@ -217,8 +220,8 @@ class PostgresJournal:
     async def record(self, job: Job) -> bool:
         return await self._rowcount("record", self._row(job)) == 1
 
-    async def save(self, job: Job) -> None:
-        await self._rowcount("save", self._row(job))
+    async def save(self, job: Job) -> bool:
+        return await self._rowcount("save", self._row(job)) == 1
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._execute("get", {"id": job_id})
@@ -228,8 +231,8 @@ class PostgresJournal:
         rows = await self._execute("unfinished", {})
         return [journal_codec.from_payload(payload) for (payload,) in rows]
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        rows = await self._execute("claim", self._mine(limit=limit))
+    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
+        rows = await self._execute("claim", self._mine(limit=limit, mine=mine))
         jobs = _oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))

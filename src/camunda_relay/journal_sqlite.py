@@ -81,15 +81,16 @@ _SAVE = (
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
     deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, lease_until = excluded.lease_until,
-    payload = excluded.payload"""
+    updated_at = excluded.updated_at, owner = excluded.owner,
+    lease_until = excluded.lease_until, payload = excluded.payload
+WHERE relay_jobs.owner = excluded.owner OR relay_jobs.lease_until < :now"""
 )
 _CLAIM = """
 UPDATE relay_jobs SET owner = :owner, lease_until = :lease_until
 WHERE id IN (
     SELECT id FROM relay_jobs
     WHERE state NOT IN ('delivered', 'failed', 'dropped')
-        AND (lease_until < :now OR owner = :owner)
+        AND (lease_until < :now OR (:mine AND owner = :owner))
     ORDER BY created_at, id LIMIT :limit
 )
 RETURNING payload
@@ -186,10 +187,12 @@ class SqliteJournal:
         return action(self._conn)
 
     def _row(self, job: Job) -> dict[str, object]:
+        now = time.time()
         return {
             **journal_codec.columns(job),
             "owner": self.owner,
-            "lease_until": self._lease_until(),
+            "lease_until": 0.0 if job.state.finished else now + self.lease.total_seconds(),
+            "now": now,
             "payload": journal_codec.dumps(job),
         }
 
@@ -207,14 +210,14 @@ class SqliteJournal:
 
         return await self._call(record)
 
-    async def save(self, job: Job) -> None:
+    async def save(self, job: Job) -> bool:
         row = self._row(job)
 
-        def save(conn: sqlite3.Connection) -> None:
+        def save(conn: sqlite3.Connection) -> bool:
             with _write(conn):
-                conn.execute(_SAVE, row)
+                return conn.execute(_SAVE, row).rowcount == 1
 
-        await self._call(save)
+        return await self._call(save)
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> str | None:
@@ -228,12 +231,13 @@ class SqliteJournal:
         rows = await self._call(lambda conn: conn.execute(_UNFINISHED_PAYLOADS).fetchall())
         return _loads(rows)
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
+    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
         def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
             with _write(conn):
                 now = time.time()
                 parameters = {
                     "owner": self.owner,
+                    "mine": mine,
                     "lease_until": now + self.lease.total_seconds(),
                     "now": now,
                     "limit": limit,

@@ -71,10 +71,15 @@ class WorkerStats:
     replies_delivered: int = 0
     replies_failed: int = 0
     dropped: int = 0
+    taken_over: int = 0  # jobs another worker holds now (this one lost its lease)
     locked: int = 0
     pending_replies: int = 0
     last_poll_ok: float | None = None  # time.monotonic() of the last successful fetch
     engine_errors: int = 0
+
+
+class _TakenOver(Exception):
+    """The journal refused a save: another worker holds the job now (this one lost its lease)."""
 
 
 def default_worker_id() -> str:
@@ -131,6 +136,7 @@ class Worker:
         )
         self._jobs: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()  # names of the jobs in self._jobs
+        self._resumed_own = False
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._pending_fetch: asyncio.Task[list[Task]] | None = None
@@ -276,7 +282,9 @@ class Worker:
         """Claim and restart unfinished journal jobs: this worker's own after a restart, and
         those of workers whose lease ran out."""
         resumed = 0
-        for job in await self.journal.claim():
+        mine = not self._resumed_own  # own jobs once: after that, this worker runs them
+        self._resumed_own = True
+        for job in await self.journal.claim(mine=mine):
             if f"job:{job.id}" in self._running:
                 continue
             if job.task.topic not in self.router:
@@ -290,7 +298,8 @@ class Worker:
                     continue  # history cannot tell right now: ask again next round
                 if completed:
                     job = job.advance(JobState.ACKNOWLEDGED)
-                    await self.journal.save(job)
+                    if not await self.journal.save(job):
+                        continue  # claimed by another worker meanwhile
                 else:
                     await self.journal.save(job.advance(JobState.DROPPED, error="not completed"))
                     continue
@@ -576,7 +585,7 @@ class Worker:
                     log.info("task already known to the journal; not run twice", extra=extra)
                     self.stats.pending_replies -= 1
                     return
-                await self.journal.save(job)
+                await self._keep(job)
             await self.failpoints.hit("after_record")
             try:
                 ack_variables = _complete_variables(registration, task)
@@ -593,16 +602,35 @@ class Worker:
                 return
             await self.failpoints.hit("after_complete_before_work")
             # One write for "acknowledged" and "first attempt started".
-            job = job.advance(JobState.ACKNOWLEDGED, attempts=1)
-            await self.journal.save(job)
+            job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
             self.stats.completed += 1
             log.debug("task completed; work runs in the background", extra=extra)
+        except _TakenOver:
+            if locked:
+                self._release_lock()
+            self.stats.pending_replies -= 1
+            self._left(job)
+            return
         except BaseException:
             if locked:
                 self._release_lock()
             self.stats.pending_replies -= 1
             raise
         await self._work_and_deliver(job, registration, counted=True)
+
+    async def _keep(self, job: Job) -> Job:
+        """Save ``job``; :class:`_TakenOver` when another worker holds it now."""
+        if not await self.journal.save(job):
+            raise _TakenOver(job.id)
+        return job
+
+    def _left(self, job: Job) -> None:
+        self.stats.taken_over += 1
+        log.warning(
+            "this worker lost its journal lease and another worker holds the job now; "
+            "leaving the job to it",
+            extra=job.task.log_context(),
+        )
 
     async def _work_and_deliver(
         self, job: Job, registration: Registration, *, counted: bool = False
@@ -615,7 +643,11 @@ class Worker:
                 job = await self.correlator.deliver(job)
                 if job.state is JobState.DELIVERED:
                     await self.failpoints.hit("after_correlate_before_journal")
-                await self.journal.save(job)
+                await self._keep(job)
+        except _TakenOver:
+            self._left(job)
+            return
+        else:
             if job.state is JobState.DELIVERED:
                 self.stats.replies_delivered += 1
                 log.info("reply %r delivered", job.message, extra=job.task.log_context())
@@ -633,7 +665,7 @@ class Worker:
         while True:
             if not counted:  # every attempt is on record before it starts
                 job = job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
-                await self.journal.save(job)
+                await self._keep(job)
             counted = False
             try:
                 await self.failpoints.hit("mid_work")
@@ -646,15 +678,13 @@ class Worker:
                     f"BPMN error {error.code!r} cannot be thrown by a reply topic: its task was "
                     "already completed; model the error path after the catch event instead",
                 )
-                await self.journal.save(job)
-                return job
+                return await self._keep(job)
             except Exception as error:  # noqa: BLE001 - a handler's error is an outcome
                 if job.attempts > policy:
                     job = await self.correlator.fail(
                         job, f"work failed after {job.attempts} attempts: {_describe(error)}"
                     )
-                    await self.journal.save(job)
-                    return job
+                    return await self._keep(job)
                 log.warning(
                     "work failed (%s), attempt %d of %d",
                     type(error).__name__,
@@ -672,8 +702,7 @@ class Worker:
                 result=dict(result),
                 deadline=time.time() + allowed.total_seconds(),
             )
-            await self.journal.save(job)
-            return job
+            return await self._keep(job)
 
 
 def _complete_variables(registration: Registration, task: Task) -> Mapping[str, object] | None:

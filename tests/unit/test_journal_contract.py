@@ -457,13 +457,71 @@ def test_release_lets_another_owner_claim_at_once(store: Store) -> None:
     store.run(scenario)
 
 
-def test_save_keeps_the_owner_and_renews_the_lease(store: Store) -> None:
+def test_save_by_the_owner_renews_the_lease(store: Store) -> None:
     async def scenario() -> None:
         await store.journal("worker-a", lease=EXPIRED).record(make_job(1))
-        await store.journal("worker-b").save(make_job(1, state=JobState.ACKNOWLEDGED))
+        worker_a = store.journal("worker-a")
+        assert await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
         assert await store.journal("heir").claim() == [], "save renewed the lease"
-        assert await store.journal("worker-b").renew() == 0
-        assert await store.journal("worker-a").renew() == 1, "worker-a still owns the job"
+        assert await worker_a.renew() == 1
+        assert (await worker_a.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
+
+    store.run(scenario)
+
+
+def test_save_never_overwrites_a_job_another_owner_holds(store: Store) -> None:
+    """A worker paused past its lease wakes up after its heir claimed the job."""
+
+    async def scenario() -> None:
+        stale = store.journal("stale", lease=EXPIRED)
+        await stale.record(make_job(1))
+        heir = store.journal("heir")
+        assert ids(await heir.claim()) == ["task-1"]
+        await heir.save(make_job(1, state=JobState.DONE))
+        assert await stale.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2)) is False
+        assert (await heir.get("task-1")) == make_job(1, state=JobState.DONE), "nothing written"
+        assert await store.journal("stale", lease=LIVE).renew() == 0
+        assert await heir.renew() == 1
+
+    store.run(scenario)
+
+
+def test_save_takes_a_job_whose_lease_ran_out(store: Store) -> None:
+    async def scenario() -> None:
+        await store.journal("crashed", lease=EXPIRED).record(make_job(1))
+        saver = store.journal("saver")
+        assert await saver.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
+        assert await saver.renew() == 1, "the saver holds the job now"
+        assert await store.journal("heir").claim() == []
+
+    store.run(scenario)
+
+
+def test_a_finished_job_is_held_by_nobody(store: Store) -> None:
+    """``pending retry`` puts a failed job back at once, whoever failed it."""
+
+    async def scenario() -> None:
+        worker_a = store.journal("worker-a")
+        await worker_a.record(make_job(1, state=JobState.DONE))
+        assert await worker_a.save(make_job(1, state=JobState.FAILED, error="deadline")) is True
+        assert await worker_a.renew() == 0
+        operator = store.journal("operator", lease=timedelta(0))
+        assert await operator.save(make_job(1, state=JobState.DONE)) is True
+        assert ids(await store.journal("heir").claim()) == ["task-1"]
+
+    store.run(scenario)
+
+
+def test_claim_without_mine_leaves_this_owners_live_jobs(store: Store) -> None:
+    """A running worker claims only what others left; its own jobs it runs already."""
+
+    async def scenario() -> None:
+        mine = store.journal("mine")
+        await mine.record(make_job(1))
+        await store.journal("crashed", lease=EXPIRED).record(make_job(2))
+        assert ids(await mine.claim(mine=False)) == ["task-2"]
+        assert await mine.claim(mine=False) == [], "task-2 is live now"
+        assert ids(await mine.claim()) == ["task-1", "task-2"]
 
     store.run(scenario)
 

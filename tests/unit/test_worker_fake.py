@@ -192,6 +192,38 @@ def test_a_known_task_is_not_run_twice() -> None:
     assert len(runs) == 1
 
 
+def test_a_worker_that_lost_its_lease_leaves_the_job_to_its_heir() -> None:
+    """Paused past its lease (a stopped container), the worker wakes up after another one
+    claimed the job: it neither overwrites the heir's journal row nor sends the reply."""
+    fake = FakeEngine()
+    instance_id = fake.start("paused")
+    journal = MemoryJournal(owner="paused", lease=timedelta(milliseconds=50))
+    heir = journal.share(owner="heir", lease=timedelta(minutes=10))
+    work_started, resume_work = asyncio.Event(), asyncio.Event()
+
+    async def work(task: Task) -> None:
+        work_started.set()
+        await resume_work.wait()
+
+    async def scenario() -> Worker:
+        async with make_worker(fake, reply_router(work), journal=journal) as worker:
+            running = asyncio.create_task(worker.run_once())
+            await work_started.wait()
+            while not await heir.claim(mine=False):  # the paused worker's lease runs out
+                await asyncio.sleep(0.01)
+            resume_work.set()
+            await running
+            return worker
+
+    worker = run(scenario())
+    (job,) = run(heir.unfinished())
+    assert job.state is JobState.ACKNOWLEDGED, "the heir's row is as the heir claimed it"
+    assert worker.stats.taken_over == 1
+    assert worker.stats.replies_delivered == 0
+    assert "POST /message" not in fake.calls
+    assert fake.instances[instance_id].state != "completed", "the reply is the heir's to send"
+
+
 def test_plain_handler_failure_reports_decreasing_retries_then_incident() -> None:
     fake = FakeEngine()
     fake.start("plain")

@@ -160,8 +160,8 @@ class _SlowJournal:
     async def record(self, job: Job) -> bool:
         return await self._io(lambda: self._inner.record(job))
 
-    async def save(self, job: Job) -> None:
-        await self._io(lambda: self._inner.save(job))
+    async def save(self, job: Job) -> bool:
+        return await self._io(lambda: self._inner.save(job))
 
     async def get(self, job_id: str) -> Job | None:
         return await self._io(lambda: self._inner.get(job_id))
@@ -169,8 +169,8 @@ class _SlowJournal:
     async def unfinished(self) -> list[Job]:
         return await self._io(lambda: self._inner.unfinished())
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(limit=limit))
+    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
+        return await self._io(lambda: self._inner.claim(limit=limit, mine=mine))
 
     async def renew(self) -> int:
         return await self._io(lambda: self._inner.renew())
