@@ -399,6 +399,19 @@ class EngineClient:
         counted = await self._object("GET", "/history/external-task-log/count", params=params)
         return bool(counted.get("count"))
 
+    async def external_task_log(
+        self, *, process_instance_id: str, success_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The history log of the instance's external tasks, oldest first (history level
+        ``full``); with ``success_only``, only the completions."""
+        params = _query(
+            processInstanceId=process_instance_id,
+            successLog=True if success_only else None,
+            sortBy="timestamp",
+            sortOrder="asc",
+        )
+        return await self._list("GET", "/history/external-task-log", params=params)
+
     # -- messages and incidents ---------------------------------------------------------------
 
     async def correlate(
@@ -465,6 +478,26 @@ class EngineClient:
             businessKey=business_key,
         )
         return await self._list("GET", "/execution", params=params)
+
+    async def message_subscriptions(
+        self, message_name: str, *, first: int = 0, max_results: int = 500
+    ) -> list[dict[str, Any]]:
+        """Event subscriptions to ``message_name`` (one page, oldest first)."""
+        params = _query(
+            eventType="message",
+            eventName=message_name,
+            sortBy="created",
+            sortOrder="asc",
+            firstResult=first,
+            maxResults=max_results,
+        )
+        return await self._list("GET", "/event-subscription", params=params)
+
+    async def process_variables(self, process_instance_id: str) -> dict[str, Any]:
+        """The instance's variables now, decoded (Java-serialised values stay unread)."""
+        path = f"/process-instance/{_segment(process_instance_id)}/variables"
+        raw = await self._object("GET", path, params={"deserializeValues": "false"})
+        return decode_all(raw)
 
     async def historic_activity_instances(
         self, *, process_instance_id: str, activity_id: str | None = None

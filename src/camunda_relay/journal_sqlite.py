@@ -8,7 +8,10 @@ processes queue on the file's write lock (``busy_timeout``) instead of failing m
 :meth:`claim` takes its jobs in one statement: two claimers never get the same job.
 
 The connection lives on one private thread; every call runs there, so the event loop never
-waits on the disk and the connection is never shared between threads. The file and its
+waits on the disk and the connection is never shared between threads. Writes are committed in
+groups: the writes that arrive while a commit is on its way to the disk wait for the next one,
+which takes them all in one transaction (each in its own savepoint, so one failing write fails
+alone) and one fsync. Every write still returns only once it is committed. The file and its
 folders are created, and the schema with them, on the first call. Lease times come from this
 host's clock (``time.time()``); processes sharing a file share that clock.
 
@@ -27,8 +30,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from camunda_relay import journal_codec
 from camunda_relay.errors import ConfigurationError
@@ -149,6 +153,26 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _commit_group(
+    conn: sqlite3.Connection, actions: list[Callable[[sqlite3.Connection], object]]
+) -> list[tuple[bool, object]]:
+    """Run ``actions`` in one transaction, each in a savepoint: (True, result) or (False, error)."""
+    outcomes: list[tuple[bool, object]] = []
+    with _write(conn):
+        for action in actions:
+            conn.execute("SAVEPOINT relay_write")
+            try:
+                result = action(conn)
+            except Exception as error:  # noqa: BLE001 - handed to the caller of this write
+                conn.execute("ROLLBACK TO relay_write")
+                conn.execute("RELEASE relay_write")
+                outcomes.append((False, error))
+            else:
+                conn.execute("RELEASE relay_write")
+                outcomes.append((True, result))
+    return outcomes
+
+
 def _loads(rows: list[tuple[str]]) -> list[Job]:
     return [journal_codec.loads(payload) for (payload,) in rows]
 
@@ -169,6 +193,8 @@ class SqliteJournal:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-journal")
         self._conn: sqlite3.Connection | None = None  # touched on the executor's thread only
         self._closed = False
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteJournal({str(self.path)!r}, owner={self.owner!r})"
@@ -185,6 +211,42 @@ class SqliteJournal:
         if self._conn is None:
             self._conn = _connect(self.path)
         return action(self._conn)
+
+    async def _write(self, action: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``action`` in a write transaction; return once it is committed."""
+        if self._closed:
+            raise RuntimeError("the journal is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((action, future))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_queued())
+        return await future
+
+    async def _commit_queued(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queued:
+            group, self._queued = self._queued, []
+            actions = [action for action, _ in group]
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._run, partial(_commit_group, actions=actions)
+                )
+            except BaseException as error:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                if isinstance(error, Exception):
+                    continue
+                raise
+            for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue  # its caller was cancelled; the write is committed all the same
+                if ok:
+                    future.set_result(value)
+                else:
+                    assert isinstance(value, BaseException)
+                    future.set_exception(value)
 
     def _row(self, job: Job) -> dict[str, object]:
         now = time.time()
@@ -205,19 +267,17 @@ class SqliteJournal:
         row = self._row(job)
 
         def record(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
-                return conn.execute(_RECORD, row).rowcount == 1
+            return conn.execute(_RECORD, row).rowcount == 1
 
-        return await self._call(record)
+        return await self._write(record)
 
     async def save(self, job: Job) -> bool:
         row = self._row(job)
 
         def save(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
-                return conn.execute(_SAVE, row).rowcount == 1
+            return conn.execute(_SAVE, row).rowcount == 1
 
-        return await self._call(save)
+        return await self._write(save)
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> str | None:
@@ -233,35 +293,32 @@ class SqliteJournal:
 
     async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
         def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
-            with _write(conn):
-                now = time.time()
-                parameters = {
-                    "owner": self.owner,
-                    "mine": mine,
-                    "lease_until": now + self.lease.total_seconds(),
-                    "now": now,
-                    "limit": limit,
-                }
-                return conn.execute(_CLAIM, parameters).fetchall()
+            now = time.time()
+            parameters = {
+                "owner": self.owner,
+                "mine": mine,
+                "lease_until": now + self.lease.total_seconds(),
+                "now": now,
+                "limit": limit,
+            }
+            return conn.execute(_CLAIM, parameters).fetchall()
 
-        jobs = _oldest_first(_loads(await self._call(claim)))
+        jobs = _oldest_first(_loads(await self._write(claim)))
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs
 
     async def renew(self) -> int:
         def renew(conn: sqlite3.Connection) -> int:
-            with _write(conn):
-                return conn.execute(_RENEW, (self._lease_until(), self.owner)).rowcount
+            return conn.execute(_RENEW, (self._lease_until(), self.owner)).rowcount
 
-        return await self._call(renew)
+        return await self._write(renew)
 
     async def release(self) -> None:
         def release(conn: sqlite3.Connection) -> None:
-            with _write(conn):
-                conn.execute(_RELEASE, (self.owner,))
+            conn.execute(_RELEASE, (self.owner,))
 
-        await self._call(release)
+        await self._write(release)
 
     async def counts(self) -> dict[JobState, int]:
         rows = await self._call(
@@ -276,15 +333,16 @@ class SqliteJournal:
 
     async def delete(self, job_id: str) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
-                return conn.execute("DELETE FROM relay_jobs WHERE id = ?", (job_id,)).rowcount > 0
+            return conn.execute("DELETE FROM relay_jobs WHERE id = ?", (job_id,)).rowcount > 0
 
-        return await self._call(delete)
+        return await self._write(delete)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._committer is not None and not self._committer.done():
+            await asyncio.wait([self._committer])  # writes already accepted reach the disk
 
         def close() -> None:
             if self._conn is not None:

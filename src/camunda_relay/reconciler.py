@@ -5,13 +5,17 @@ message is delivered. If the journal is lost (a volume gone, a file deleted) or 
 deleted by hand (``camunda-relay pending cancel``), the process instance waits at its catch
 event forever and nothing says so. :func:`find_orphans` finds those executions;
 :class:`Reconciler` runs it periodically and makes each orphan visible: an ERROR log line and
-a metric (``report``), or an incident of type :data:`~camunda_relay.reply.INCIDENT_TYPE` on
-the waiting execution, shown in Cockpit (``incident``).
+a metric always; then, as configured, nothing more (``report``), an incident of type
+:data:`~camunda_relay.reply.INCIDENT_TYPE` on the waiting execution, shown in Cockpit
+(``incident``), or the work started again (``resume``).
 
-An orphan cannot be *resumed* from here: re-running the work needs the task's variables and
-the handler's result, and those were in the lost journal entry. The incident (or the alert)
-is how a person learns of it; they can re-run the work by hand and correlate the message
-(``camunda-relay correlate``), or cancel the instance.
+Resuming rebuilds the lost job from the engine: the completed external task of a reply topic
+for that message (its id stays the job id, the handler's idempotency key) from the external
+task log, and the instance's variables as they are now (the ones the task saw, plus any set
+since, such as the task's completion variables). The work then runs again, at least once
+more, and the message is delivered once. An orphan that cannot be rebuilt (no such task in
+the history) gets the incident instead. Either way a person can also re-run the work by hand
+and correlate the message (``camunda-relay correlate``), or cancel the instance.
 
 How an execution is judged, for each message name given:
 
@@ -38,7 +42,7 @@ worker avoids it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -55,8 +59,8 @@ __all__ = ["DEFAULT_MIN_AGE", "Action", "Orphan", "Reconciler", "find_orphans"]
 
 log = logging.getLogger(__name__)
 
-Action = Literal["report", "incident"]
-ACTIONS: tuple[Action, ...] = ("report", "incident")
+Action = Literal["report", "incident", "resume"]
+ACTIONS: tuple[Action, ...] = ("report", "incident", "resume")
 DEFAULT_MIN_AGE = timedelta(minutes=5)
 PAGE_SIZE = 500
 _MAX_INCIDENT_MESSAGE = 3900
@@ -203,29 +207,15 @@ async def _business_keys(client: EngineClient, instances: set[str]) -> dict[str,
     return {str(instance["id"]): instance.get("businessKey") for instance in found}
 
 
-# -- engine calls EngineClient does not offer yet ----------------------------------------------
-# TODO(lead): move these two into EngineClient (event_subscriptions, external_task_log) and
-# call them from here; they go through its one error-mapping place (_list) already.
-
-
 async def _event_subscriptions(
     client: EngineClient, message: str, *, first: int, size: int
 ) -> list[dict[str, Any]]:
-    params: dict[str, str | int] = {
-        "eventType": "message",
-        "eventName": message,
-        "sortBy": "created",
-        "sortOrder": "asc",
-        "firstResult": first,
-        "maxResults": size,
-    }
-    return await client._list("GET", "/event-subscription", params=params)
+    return await client.message_subscriptions(message, first=first, max_results=size)
 
 
 async def _completed_task_ids(client: EngineClient, instance: str) -> list[str]:
-    params: dict[str, str | int] = {"processInstanceId": instance, "successLog": "true"}
     try:
-        entries = await client._list("GET", "/history/external-task-log", params=params)
+        entries = await client.external_task_log(process_instance_id=instance, success_only=True)
     except NotFound:
         return []
     return [str(entry["externalTaskId"]) for entry in entries if entry.get("externalTaskId")]
@@ -235,13 +225,15 @@ async def _completed_task_ids(client: EngineClient, instance: str) -> list[str]:
 
 
 class Reconciler:
-    """Finds orphans periodically and makes them visible (a log line and metrics, or an incident).
+    """Finds orphans periodically and makes them visible (a log line and metrics), then acts.
 
     ``messages``: the reply message names to watch (a worker passes its router's). ``action``:
     ``"report"`` logs one ERROR line per new orphan (ids only) and counts it; ``"incident"``
     also raises an incident of type ``camundaRelay`` on the waiting execution, which takes it
-    out of later sweeps. Metrics go to ``registry`` (a private one when None: never the
-    process-wide default, so two reconcilers or tests do not collide).
+    out of later sweeps; ``"resume"`` hands the orphan to ``resume`` (the worker's: it rebuilds
+    the job, records it and runs it; True when it did, False when the orphan cannot be
+    rebuilt, which then gets the incident). Metrics go to ``registry`` (a private one when
+    None: never the process-wide default, so two reconcilers or tests do not collide).
     """
 
     def __init__(
@@ -253,9 +245,13 @@ class Reconciler:
         action: Action = "report",
         min_age: timedelta = DEFAULT_MIN_AGE,
         registry: CollectorRegistry | None = None,
+        resume: Callable[[Orphan], Awaitable[bool]] | None = None,
     ) -> None:
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        if action == "resume" and resume is None:
+            raise ValueError("the resume action needs a worker to resume orphans with")
+        self.resume = resume
         if min_age < timedelta(0):
             raise ValueError(f"min_age must not be negative, not {min_age}")
         self.client = client
@@ -279,6 +275,11 @@ class Reconciler:
         self.incidents_created = Counter(
             "camunda_relay_orphan_incidents",
             "Incidents raised on orphaned executions",
+            registry=self.registry,
+        )
+        self.orphans_resumed = Counter(
+            "camunda_relay_orphans_resumed",
+            "Orphaned executions whose job was rebuilt from the engine and started again",
             registry=self.registry,
         )
         self.sweep_errors = Counter(
@@ -321,11 +322,30 @@ class Reconciler:
                     orphan.message,
                     extra=orphan.log_context(),
                 )
-            if self.action == "incident":
+            if self.action == "resume" and await self._resume(orphan):
+                continue
+            if self.action in ("incident", "resume"):
                 await self._raise_incident(orphan)
         self._seen = current
         self.last_sweep.set_to_current_time()
         return found
+
+    async def _resume(self, orphan: Orphan) -> bool:
+        """True when resumed, or when it cannot be told now (the next sweep tries again)."""
+        assert self.resume is not None
+        try:
+            resumed = await self.resume(orphan)
+        except EngineError as error:
+            log.warning(
+                "could not resume the orphan on execution %s (%s); the next sweep tries again",
+                orphan.execution_id,
+                type(error).__name__,
+                extra=orphan.log_context(),
+            )
+            return True
+        if resumed:
+            self.orphans_resumed.inc()
+        return resumed
 
     async def _raise_incident(self, orphan: Orphan) -> None:
         try:
@@ -353,10 +373,10 @@ def incident_message(orphan: Orphan) -> str:
     return (
         "no worker journal knows the reply owed to this instance: it waits for message "
         f"{orphan.message!r}{since}, and no worker will send it (the journal entry was lost "
-        "or deleted). The work cannot be resumed without the task's variables: re-run it by "
-        "hand and correlate the message (camunda-relay correlate "
-        f"{orphan.message} --process-instance {orphan.process_instance_id}), or cancel the "
-        "instance."
+        "or deleted). Re-run the work by hand and correlate the message (camunda-relay "
+        f"correlate {orphan.message} --process-instance {orphan.process_instance_id}), or "
+        "cancel the instance. A worker with CAMUNDA_RECONCILE=resume re-runs the work itself "
+        "when the history shows the completed task of its reply topic."
     )
 
 

@@ -131,7 +131,7 @@ class Settings:
     shutdown_grace: timedelta = timedelta(seconds=25)
     journal: str = ".camunda-relay/journal.sqlite3"
     journal_lease: timedelta = timedelta(seconds=60)
-    reconcile: Literal["off", "report", "incident"] = "report"
+    reconcile: Literal["off", "report", "incident", "resume"] = "report"
     reconcile_interval: timedelta = timedelta(minutes=5)
     reconcile_min_age: timedelta = timedelta(minutes=5)
     state_dir: Path = Path(".camunda-relay")
@@ -196,7 +196,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "shutdown_grace": _seconds,
     "journal": _text,
     "journal_lease": _seconds,
-    "reconcile": lambda v: _choice(v, ("off", "report", "incident")),
+    "reconcile": lambda v: _choice(v, ("off", "report", "incident", "resume")),
     "reconcile_interval": _seconds,
     "reconcile_min_age": _seconds,
     "state_dir": lambda v: Path(_text(v)),

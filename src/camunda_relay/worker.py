@@ -45,7 +45,7 @@ from camunda_relay.errors import (
 )
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.jobs import Job, JobState, Journal, open_journal
-from camunda_relay.reconciler import Reconciler
+from camunda_relay.reconciler import Orphan, Reconciler
 from camunda_relay.reply import Correlator
 from camunda_relay.router import Registration, Router
 from camunda_relay.settings import Settings
@@ -125,6 +125,7 @@ class Worker:
                 replies,
                 action=settings.reconcile,
                 min_age=settings.reconcile_min_age,
+                resume=self._adopt,
             )
             if replies and settings.reconcile != "off"
             else None
@@ -309,6 +310,73 @@ class Worker:
         if resumed:
             log.info("resumed %d unfinished reply jobs from the journal", resumed)
         return resumed
+
+    async def _adopt(self, orphan: Orphan) -> bool:
+        """Rebuild a lost reply job from the engine and run it (the reconciler's ``resume``).
+
+        False when the history shows no completed task of a reply topic for the orphan's
+        message (nothing to rebuild from: the reconciler raises an incident instead).
+        """
+        topics = {
+            registration.topic: registration
+            for registration in self.router
+            if registration.reply is not None and registration.reply.message == orphan.message
+        }
+        log_entries = await self.client.external_task_log(
+            process_instance_id=orphan.process_instance_id, success_only=True
+        )
+        completed = [e for e in log_entries if e.get("topicName") in topics]
+        if not completed:
+            log.warning(
+                "cannot resume the orphan on execution %s: the history shows no completed "
+                "task of topic %s",
+                orphan.execution_id,
+                " or ".join(repr(topic) for topic in sorted(topics)),
+                extra=orphan.log_context(),
+            )
+            return False
+        entry = completed[-1]  # the latest completion: the one whose reply is owed
+        task_id = str(entry["externalTaskId"])
+        if f"job:{task_id}" in self._running:
+            return True
+        known = await self.journal.get(task_id)
+        if known is not None and known.state is not JobState.DROPPED:
+            return True  # recorded meanwhile: a worker has it
+        registration = topics[str(entry["topicName"])]
+        assert registration.reply is not None
+        task = Task(
+            id=task_id,
+            topic=str(entry["topicName"]),
+            worker_id=self.worker_id,
+            process_instance_id=orphan.process_instance_id,
+            execution_id=entry.get("executionId"),
+            activity_id=entry.get("activityId"),
+            activity_instance_id=entry.get("activityInstanceId"),
+            process_definition_id=entry.get("processDefinitionId"),
+            process_definition_key=entry.get("processDefinitionKey"),
+            business_key=orphan.business_key,
+            tenant_id=entry.get("tenantId"),
+            priority=entry.get("priority") or 0,
+            variables=await self.client.process_variables(orphan.process_instance_id),
+        )
+        job = Job(
+            task=task,
+            message=orphan.message,
+            by_business_key=registration.reply.by_business_key,
+            state=JobState.ACKNOWLEDGED,
+        )
+        stored = await (self.journal.record(job) if known is None else self.journal.save(job))
+        if not stored:
+            return True  # another worker recorded it first
+        log.warning(
+            "resuming the orphan on execution %s: the work runs again from the instance's "
+            "variables, then the reply is sent",
+            orphan.execution_id,
+            extra=task.log_context(),
+        )
+        self.stats.pending_replies += 1
+        self._start(self._work_and_deliver(job, registration), f"job:{job.id}")
+        return True
 
     # -- fetching --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ engine never mix with theirs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -456,3 +457,48 @@ def test_the_reconciler_raises_one_incident_per_orphan_on_the_real_engine(
     )
     none = rest.get("/incident", params={"processInstanceId": answered_id}).json()
     assert none == []
+
+
+def test_a_worker_with_reconcile_resume_reruns_an_orphan_and_delivers_once(
+    engine: Engine, deployed: None, rest: httpx.Client
+) -> None:
+    """The journal entry is gone (a lost volume): the worker rebuilds the job from Camunda's
+    external task log and the instance's variables, re-runs the work, and the instance
+    passes its catch event once."""
+    orphan_id = start(rest, f"resumed-{uuid.uuid4().hex[:8]}")
+    seen: dict[str, Task] = {}
+    routes = Router()
+
+    @routes.task(TOPIC, reply=MESSAGE)
+    async def handle(task: Task) -> dict[str, object]:
+        seen[task.process_instance_id] = task
+        return {"answer": CANARY_RESULT}
+
+    settings = dataclasses.replace(
+        settings_for(engine), reconcile="resume", reconcile_min_age=timedelta(0)
+    )
+
+    async def scenario() -> Task:
+        async with EngineClient(settings) as client:
+            lost = await fetch_and_complete(client, orphan_id)
+        async with Worker(routes, settings) as worker:
+            assert worker.reconciler is not None
+            await worker.reconciler.sweep()
+            await worker.drain()
+            assert orphan_id not in {
+                orphan.process_instance_id for orphan in await worker.reconciler.sweep()
+            }
+            assert worker.stats.replies_delivered >= 1
+        return lost
+
+    lost = run(scenario())
+    assert finished_once(rest, orphan_id)
+    task = seen[orphan_id]
+    assert task.job_id == lost.id, "the handler's idempotency key is the lost job's"
+    assert task.variables["secret"] == CANARY_VARIABLE
+    assert task.business_key == lost.business_key
+    answer = rest.get(
+        "/history/variable-instance",
+        params={"processInstanceId": orphan_id, "variableName": "answer"},
+    ).json()
+    assert [variable["value"] for variable in answer] == [CANARY_RESULT]

@@ -204,6 +204,11 @@ class FakeEngine:
             return httpx.Response(200, json={"id": f"inc-{next(self._ids)}"})
         if (method, path) == ("GET", "/history/activity-instance"):
             return self._passages(params)
+        match = re.fullmatch(r"/process-instance/([^/]+)/variables", path)
+        if method == "GET" and match:
+            if match.group(1) not in self.instances:
+                return _error(404, f"process instance {match.group(1)} does not exist")
+            return httpx.Response(200, json=self.instances[match.group(1)].variables)
         match = re.fullmatch(r"/history/process-instance/([^/]+)", path)
         if method == "GET" and match:
             return self._historic(match.group(1))
@@ -361,7 +366,15 @@ class FakeEngine:
 
     def _task_log_entries(self, params: httpx.QueryParams) -> httpx.Response:
         found = [
-            {"externalTaskId": t.id, "processInstanceId": t.instance_id, "workerId": t.completed_by}
+            {
+                "externalTaskId": t.id,
+                "topicName": t.topic,
+                "processInstanceId": t.instance_id,
+                "executionId": t.instance_id,
+                "activityId": "send_message",
+                "processDefinitionKey": "correlation-message",
+                "workerId": t.completed_by,
+            }
             for t in self.tasks.values()
             if t.done
             and params.get("successLog") in ("true", None)

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camunda_relay import journal_codec
+from camunda_relay import journal_codec, journal_sqlite
 from camunda_relay.errors import ConfigurationError, VariableError
 from camunda_relay.jobs import Job, JobState, Journal, MemoryJournal, open_journal
 from camunda_relay.journal_postgres import APPLICATION_NAME, PostgresJournal
@@ -538,7 +538,7 @@ def test_a_saved_unknown_job_belongs_to_the_saver(store: Store) -> None:
 
 _RECORD_THEN_DIE = """
 import asyncio, os, signal, sys
-from camunda_relay import journal_codec
+from camunda_relay import journal_codec, journal_sqlite
 from camunda_relay.journal_sqlite import SqliteJournal
 
 async def main():
@@ -590,6 +590,40 @@ def test_sqlite_second_journal_sees_a_job_while_the_first_is_still_open(tmp_path
             await first.close()
 
     asyncio.run(scenario())
+
+
+def test_sqlite_commits_concurrent_writes_together_and_a_failing_one_fails_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[int] = []
+    commit_group = journal_sqlite._commit_group
+
+    def counted(conn: sqlite3.Connection, actions: list[Any]) -> list[tuple[bool, object]]:
+        groups.append(len(actions))
+        return commit_group(conn, actions)
+
+    monkeypatch.setattr(journal_sqlite, "_commit_group", counted)
+
+    async def scenario() -> None:
+        journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="worker-a")
+        try:
+            writes = [journal.save(make_job(n, state=JobState.ACKNOWLEDGED)) for n in range(50)]
+            broken = journal._write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+            outcomes = await asyncio.gather(*writes, broken, return_exceptions=True)
+            assert outcomes[:50] == [True] * 50
+            assert isinstance(outcomes[50], sqlite3.OperationalError)
+            assert len(await journal.unfinished()) == 50
+        finally:
+            await journal.close()
+        other = SqliteJournal(tmp_path / "journal.sqlite3", owner="reader")
+        try:
+            assert len(await other.unfinished()) == 50, "committed, as seen from elsewhere"
+        finally:
+            await other.close()
+
+    asyncio.run(scenario())
+    assert sum(groups) == 51
+    assert len(groups) < 51, "writes that arrive together share a commit"
 
 
 def test_sqlite_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path) -> None:

@@ -220,9 +220,9 @@ def test_metrics_go_to_the_given_registry_only() -> None:
 def test_unknown_action_is_refused() -> None:
     async def scenario() -> None:
         async with client(FakeEngine()) as engine:
-            Reconciler(engine, MemoryJournal(), [MESSAGE], action="resume")  # type: ignore[arg-type]
+            Reconciler(engine, MemoryJournal(), [MESSAGE], action="retry")  # type: ignore[arg-type]
 
-    with pytest.raises(ValueError, match="action must be one of report, incident"):
+    with pytest.raises(ValueError, match="action must be one of report, incident, resume"):
         run(scenario())
 
 
@@ -257,3 +257,84 @@ def test_a_lost_journal_after_completion_is_found_by_the_next_sweep() -> None:
     assert fake.instances[instance_id].state == "waiting"
     assert known == []
     assert [orphan.process_instance_id for orphan in lost] == [instance_id]
+
+
+def resuming_worker(fake: FakeEngine, journal: MemoryJournal, seen: list[Task]) -> Worker:
+    router = Router()
+
+    @router.task(TOPIC, reply=MESSAGE)
+    async def handle(task: Task) -> dict[str, object]:
+        seen.append(task)
+        return {"answer": 42}
+
+    settings = Settings(
+        url=SETTINGS.url, journal=":memory:", reconcile="resume", reconcile_min_age=timedelta(0)
+    )
+    return Worker(router, settings, client=client(fake), journal=journal)
+
+
+def test_resume_rebuilds_the_lost_job_runs_it_and_delivers_the_reply() -> None:
+    fake = FakeEngine()
+    instance_id = waiting_instance(fake, "lost-volume")
+    fake.instances[instance_id].variables["order"] = {
+        "value": "A-17",
+        "type": "String",
+        "valueInfo": {},
+    }
+    (task_id,) = [t.id for t in fake.tasks.values() if t.instance_id == instance_id]
+    journal = MemoryJournal(owner="fresh")
+    seen: list[Task] = []
+
+    async def scenario() -> tuple[list[Orphan], list[Orphan]]:
+        async with resuming_worker(fake, journal, seen) as worker:
+            assert worker.reconciler is not None
+            first = await worker.reconciler.sweep()
+            await worker.drain()
+            return first, await worker.reconciler.sweep()
+
+    first, second = run(scenario())
+    assert [orphan.process_instance_id for orphan in first] == [instance_id]
+    assert second == []
+    (task,) = seen
+    assert task.job_id == task_id, "the idempotency key is the lost job's"
+    assert task.business_key == "lost-volume"
+    assert dict(task.variables) == {"order": "A-17"}
+    instance = fake.instances[instance_id]
+    assert instance.state == "completed"
+    assert instance.passages == 1
+    assert instance.variables["answer"]["value"] == 42
+    job = run(journal.get(task_id))
+    assert job is not None
+    assert job.state is JobState.DELIVERED
+    assert job.attempts == 1
+    assert fake.incidents == []
+
+
+def test_an_orphan_that_cannot_be_rebuilt_gets_the_incident() -> None:
+    """The history shows no completed task of the worker's reply topic (a message sent by
+    someone else's task, or history below level full)."""
+    fake = FakeEngine()
+    instance_id = waiting_instance(fake, "other-topic")
+    for task in fake.tasks.values():
+        task.topic = "someone-elses-topic"
+    seen: list[Task] = []
+
+    async def scenario() -> None:
+        async with resuming_worker(fake, MemoryJournal(), seen) as worker:
+            assert worker.reconciler is not None
+            await worker.reconciler.sweep()
+            await worker.drain()
+
+    run(scenario())
+    assert seen == []
+    assert [incident["executionId"] for incident in fake.incidents] == [instance_id]
+    assert fake.instances[instance_id].state == "waiting"
+
+
+def test_resume_needs_a_worker() -> None:
+    async def scenario() -> None:
+        async with client(FakeEngine()) as engine:
+            Reconciler(engine, MemoryJournal(), [MESSAGE], action="resume")
+
+    with pytest.raises(ValueError, match="the resume action needs a worker"):
+        run(scenario())
