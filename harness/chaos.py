@@ -56,7 +56,7 @@ class _Restartable(Protocol):
 class Supervisor:
     """What Kubernetes does for a pod: restart the worker ``downtime`` s after it died
     (killed by a failpoint or by :class:`WorkerKiller`); ``before_restart`` runs in between
-    (S2B deletes the journal there)."""
+    (S2B and S2C delete the journal there)."""
 
     def __init__(
         self,

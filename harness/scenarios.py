@@ -147,34 +147,48 @@ def s2a(ctx: Context) -> dict[str, Any]:
     return _run(ctx, "S2A", body)
 
 
+def _orphaned(lab: Lab, count: int) -> list[str]:
+    """S2A's crash, with the journal lost at every restart: instances wait, no journal knows."""
+    journal = lab.folder / "journal-w1.sqlite3"
+
+    def lose_journal() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{journal}{suffix}").unlink(missing_ok=True)
+
+    worker = lab.worker(
+        work="0.5", failpoints="after_complete_before_work=kill", lock_duration="10"
+    )
+    supervisor = chaos.Supervisor(worker, before_restart=lose_journal)
+    lab.start_instances(count)
+    wait_until(lambda: lab.external_tasks() == 0, timeout=FINISH * 2, interval=1.0)
+    supervisor.stop()
+    lab.notes["restarts"] = supervisor.restarts
+    orphans = [i for i in lab.instances if i in set(lab.unfinished(lab.instances))]
+    lab.mark("orphaned")
+    return orphans
+
+
+def _sweeping_worker(lab: Lab, action: str) -> None:
+    """A worker with an empty journal of its own that sweeps every few seconds."""
+    lab.worker("w2", work="0.5", reconcile=action, reconcile_interval="5", reconcile_min_age="2")
+
+
 def s2b(ctx: Context) -> dict[str, Any]:
-    """As S2A, but the journal is lost at every restart: the orphans must not wait silently."""
+    """As S2A, but the journal is lost at every restart; a worker with
+    CAMUNDA_RECONCILE=incident gives every orphan an incident (or an ERROR line naming it)
+    within one sweep window: none waits silently."""
     sweep = float(ctx.params.get("S2B.sweep", "60"))
 
     def body(lab: Lab) -> dict[str, Any]:
-        journal = lab.folder / "journal-w1.sqlite3"
-
-        def lose_journal() -> None:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{journal}{suffix}").unlink(missing_ok=True)
-
-        worker = lab.worker(
-            work="0.5", failpoints="after_complete_before_work=kill", lock_duration="10"
-        )
-        supervisor = chaos.Supervisor(worker, before_restart=lose_journal)
-        lab.start_instances(ctx.count(20))
-        wait_until(lambda: lab.external_tasks() == 0, timeout=FINISH * 2, interval=1.0)
-        supervisor.stop()
-        orphans = [i for i in lab.instances if i in set(lab.unfinished(lab.instances))]
-        lab.mark("orphaned")
-        # One sweep interval for whatever reconciliation exists to report them.
+        orphans = _orphaned(lab, ctx.count(20))
+        _sweeping_worker(lab, "incident")
         reported = wait_until(
             lambda: _reported(lab, orphans) >= len(orphans), timeout=sweep, interval=2.0
         )
         count = _reported(lab, orphans)
         lab.notes.update(orphans=len(orphans), reported=count, sweep_window_s=sweep)
         if not reported:
-            lab.notes["result"] = "needs reconciler"
+            lab.notes["result"] = "orphans not reported"
         lab.notes["exit_codes"] = lab.stop_workers()
         expect = Expectation(
             must_finish=[],
@@ -191,6 +205,19 @@ def s2b(ctx: Context) -> dict[str, Any]:
         return check(lab, expect)
 
     return _run(ctx, "S2B", body)
+
+
+def s2c(ctx: Context) -> dict[str, Any]:
+    """As S2B, but the sweeping worker has CAMUNDA_RECONCILE=resume: it rebuilds the orphans'
+    jobs from the engine and finishes every instance."""
+
+    def body(lab: Lab) -> dict[str, Any]:
+        orphans = _orphaned(lab, ctx.count(20))
+        _sweeping_worker(lab, "resume")
+        lab.notes["orphans"] = len(orphans)
+        return _finish(lab, Expectation(reruns=True))
+
+    return _run(ctx, "S2C", body)
 
 
 def _reported(lab: Lab, orphans: list[str]) -> int:
@@ -1043,6 +1070,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S1": s1,
     "S2A": s2a,
     "S2B": s2b,
+    "S2C": s2c,
     "S3": s3,
     "S4": s4,
     "S5": s5,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -113,6 +113,11 @@ class Journal(Protocol):
 
     async def unfinished(self) -> list[Job]:
         """Jobs not yet delivered, failed or dropped, oldest first (whoever owns them)."""
+        ...
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        """Every job in one of ``states`` (all states when None), finished ones too, oldest
+        first (whoever owns them): for listings such as ``camunda-relay pending``."""
         ...
 
     async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
@@ -243,7 +248,12 @@ class MemoryJournal:
     async def delete(self, job_id: str) -> bool:
         return self._entries.pop(job_id, None) is not None
 
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        found = [e.job for e in self._entries.values() if states is None or e.job.state in states]
+        return sorted(found, key=lambda job: (job.created_at, job.id))
+
     async def all(self) -> list[Job]:
+        """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
         return [entry.job for entry in self._entries.values()]
 
     async def close(self) -> None:

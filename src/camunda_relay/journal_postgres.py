@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -89,6 +89,8 @@ _QUERIES = {
 WHERE {table}.owner = excluded.owner OR {table}.lease_until < now()""",
     "get": "SELECT payload FROM {table} WHERE id = %(id)s",
     "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
+    "jobs": "SELECT payload FROM {table} ORDER BY created_at, id",
+    "jobs_in": "SELECT payload FROM {table} WHERE state = ANY(%(states)s) ORDER BY created_at, id",
     # MATERIALIZED: the locking sub-select runs exactly once, so LIMIT holds.
     "claim": """
 WITH picked AS MATERIALIZED (
@@ -229,6 +231,14 @@ class PostgresJournal:
 
     async def unfinished(self) -> list[Job]:
         rows = await self._execute("unfinished", {})
+        return [journal_codec.from_payload(payload) for (payload,) in rows]
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        if states is None:
+            rows = await self._execute("jobs", {})
+        else:
+            wanted = sorted({JobState(state).value for state in states})
+            rows = await self._execute("jobs_in", {"states": wanted})
         return [journal_codec.from_payload(payload) for (payload,) in rows]
 
     async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:

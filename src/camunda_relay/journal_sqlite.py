@@ -26,7 +26,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
@@ -289,6 +289,15 @@ class SqliteJournal:
 
     async def unfinished(self) -> list[Job]:
         rows = await self._call(lambda conn: conn.execute(_UNFINISHED_PAYLOADS).fetchall())
+        return _loads(rows)
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        wanted = sorted({JobState(state).value for state in states}) if states is not None else []
+        query = "SELECT payload FROM relay_jobs"
+        if states is not None:
+            query += f" WHERE state IN ({', '.join('?' * len(wanted))})" if wanted else " WHERE 0"
+        query += " ORDER BY created_at, id"
+        rows = await self._call(lambda conn: conn.execute(query, wanted).fetchall())
         return _loads(rows)
 
     async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:

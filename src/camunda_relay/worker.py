@@ -592,8 +592,10 @@ class Worker:
             extra=task.log_context(),
         )
 
-    async def _complete(self, task: Task, result: Mapping[str, object] | None) -> bool:
-        """Complete the task, retrying transient errors. False when the task is not ours."""
+    async def _complete(self, task: Task, result: Mapping[str, object] | None) -> bool | None:
+        """Complete the task, retrying transient errors. False when the task is not ours (or
+        not completed); None when no try was answered and history cannot tell whether one
+        went through (a lost answer, then an outage)."""
         extra = task.log_context()
         uncertain = False
         for attempt in range(_COMPLETE_ATTEMPTS):
@@ -623,7 +625,22 @@ class Worker:
                     return False
                 uncertain = True
                 await asyncio.sleep(self._poll_backoff.delay(attempt))
-        log.error("completion failed %d times; task left to its lock", _COMPLETE_ATTEMPTS)
+        if uncertain:
+            confirmed = await self._completion_confirmed(task)
+            if confirmed:
+                log.info("completion confirmed from history after failed tries", extra=extra)
+                return True
+            if confirmed is None:
+                log.error(
+                    "completion failed %d times and history cannot tell whether a try went "
+                    "through; decided from history later",
+                    _COMPLETE_ATTEMPTS,
+                    extra=extra,
+                )
+                return None
+        log.error(
+            "completion failed %d times; task left to its lock", _COMPLETE_ATTEMPTS, extra=extra
+        )
         return False
 
     async def _completion_confirmed(self, task: Task, attempts: int = 5) -> bool | None:
@@ -663,16 +680,15 @@ class Worker:
                 completed = False
             locked = False
             self._release_lock()
-            if not completed:
+            if completed is None:
+                pass  # the job stays recorded until history tells (below)
+            elif not completed:
                 await self.journal.save(job.advance(JobState.DROPPED, error="not completed"))
                 self.stats.dropped += 1
                 self.stats.pending_replies -= 1
                 return
-            await self.failpoints.hit("after_complete_before_work")
-            # One write for "acknowledged" and "first attempt started".
-            job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
-            self.stats.completed += 1
-            log.debug("task completed; work runs in the background", extra=extra)
+            else:
+                job = await self._acknowledged(job)
         except _TakenOver:
             if locked:
                 self._release_lock()
@@ -684,7 +700,46 @@ class Worker:
                 self._release_lock()
             self.stats.pending_replies -= 1
             raise
+        if job.state is JobState.RECORDED:
+            await self._decide_later(job, registration)
+            return
         await self._work_and_deliver(job, registration, counted=True)
+
+    async def _acknowledged(self, job: Job) -> Job:
+        await self.failpoints.hit("after_complete_before_work")
+        # One write for "acknowledged" and "first attempt started".
+        job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
+        self.stats.completed += 1
+        log.debug("task completed; work runs in the background", extra=job.task.log_context())
+        return job
+
+    async def _decide_later(self, job: Job, registration: Registration) -> None:
+        """Ask history, with backoff, whether the task was completed; then run the job or
+        drop it. At a stop the job stays recorded, and the next start decides."""
+        attempt = 0
+        handed_on = False  # to _work_and_deliver, which counts the pending reply down itself
+        try:
+            while not self.stopping:
+                await self._wait_or_stop(self._stopping.wait(), self._poll_backoff.delay(attempt))
+                if self.stopping:
+                    break
+                completed = await self._completion_confirmed(job.task)
+                attempt += 1
+                if completed is None:
+                    continue
+                if not completed:
+                    await self.journal.save(job.advance(JobState.DROPPED, error="not completed"))
+                    self.stats.dropped += 1
+                    break
+                job = await self._acknowledged(job)
+                handed_on = True
+                await self._work_and_deliver(job, registration, counted=True)
+                break
+        except _TakenOver:
+            self._left(job)
+        finally:
+            if not handed_on:
+                self.stats.pending_replies -= 1
 
     async def _keep(self, job: Job) -> Job:
         """Save ``job``; :class:`_TakenOver` when another worker holds it now."""

@@ -311,6 +311,22 @@ def test_unfinished_lists_open_jobs_oldest_first(store: Store) -> None:
     store.run(scenario)
 
 
+def test_jobs_lists_every_state_oldest_first_and_filters(store: Store) -> None:
+    async def scenario() -> None:
+        journal = store.journal()
+        await journal.record(make_job(3, state=JobState.DELIVERED))
+        await journal.record(make_job(1, state=JobState.FAILED, error="deadline"))
+        await journal.record(make_job(2, state=JobState.ACKNOWLEDGED))
+        await store.journal("other").record(make_job(4))
+        assert ids(await journal.jobs()) == ["task-1", "task-2", "task-3", "task-4"]
+        finished = await journal.jobs(states=[JobState.FAILED, JobState.DELIVERED])
+        assert ids(finished) == ["task-1", "task-3"]
+        assert finished[0] == make_job(1, state=JobState.FAILED, error="deadline")
+        assert await journal.jobs(states=[]) == []
+
+    store.run(scenario)
+
+
 def test_counts_name_every_state(store: Store) -> None:
     async def scenario() -> None:
         journal = store.journal()

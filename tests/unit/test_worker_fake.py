@@ -113,6 +113,63 @@ def test_lost_complete_response_is_confirmed_and_work_runs_once() -> None:
     assert fake.calls.count("complete") == 2
 
 
+FAST = Backoff(base=timedelta(milliseconds=5), cap=timedelta(milliseconds=20))
+HISTORY_COUNT = "GET /history/external-task-log/count"
+
+
+def counted_work() -> tuple[Router, list[str]]:
+    runs: list[str] = []
+
+    async def work(task: Task) -> None:
+        runs.append(task.id)
+
+    return reply_router(work), runs
+
+
+def test_a_lost_complete_answer_then_an_outage_is_settled_from_history() -> None:
+    """The completion went through, its answer was lost, and every retry meets a 503: the
+    job is not dropped (that would leave the instance waiting silently)."""
+    fake = FakeEngine()
+    instance_id = fake.start("lost-then-outage")
+    fake.inject("complete", Fault("lose"), *[Fault("status", 503)] * 7)
+    router, runs = counted_work()
+    worker = run(run_once(fake, router, poll_backoff=FAST))
+    assert fake.calls.count("complete") == 8
+    assert len(runs) == 1
+    assert fake.instances[instance_id].state == "completed"
+    assert worker.stats.replies_delivered == 1
+    assert worker.stats.dropped == 0
+
+
+def test_a_completion_history_cannot_confirm_yet_is_decided_later() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("undecided")
+    fake.inject("complete", Fault("lose"), *[Fault("status", 503)] * 7)
+    fake.inject(HISTORY_COUNT, *[Fault("status", 503)] * 8)
+    router, runs = counted_work()
+    worker = run(run_once(fake, router, poll_backoff=FAST))
+    assert fake.calls.count(HISTORY_COUNT) > 8, "history was asked again until it answered"
+    assert len(runs) == 1
+    assert fake.instances[instance_id].state == "completed"
+    assert worker.stats.replies_delivered == 1
+    assert worker.stats.pending_replies == 0
+
+
+def test_a_completion_that_never_went_through_drops_the_job_without_work() -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("refused")
+    fake.inject("complete", *[Fault("status", 503)] * 8)
+    journal = MemoryJournal()
+    router, runs = counted_work()
+    worker = run(run_once(fake, router, poll_backoff=FAST, journal=journal))
+    assert runs == []
+    assert worker.stats.dropped == 1
+    assert worker.stats.pending_replies == 0
+    (job,) = run(journal.jobs())
+    assert job.state is JobState.DROPPED
+    assert fake.instances[instance_id].state == "task", "offered again when its lock expires"
+
+
 def test_engine_errors_on_correlate_are_retried() -> None:
     fake = FakeEngine()
     instance_id = fake.start("flaky")

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import selectors
 from collections import defaultdict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -168,6 +168,9 @@ class _SlowJournal:
 
     async def unfinished(self) -> list[Job]:
         return await self._io(lambda: self._inner.unfinished())
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        return await self._io(lambda: self._inner.jobs(states=states))
 
     async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
         return await self._io(lambda: self._inner.claim(limit=limit, mine=mine))

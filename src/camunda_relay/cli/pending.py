@@ -30,14 +30,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
-from camunda_relay import journal_codec
 from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
-from camunda_relay.jobs import Job, JobState, Journal, MemoryJournal, open_journal
+from camunda_relay.jobs import Job, JobState, Journal, open_journal
 from camunda_relay.reconciler import Orphan, find_orphans
 from camunda_relay.settings import Settings
 
@@ -97,51 +96,6 @@ def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
             raise
         problem = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise click.ClickException(f"cannot use the journal {_shown(target)}: {problem}") from None
-
-
-async def _all_jobs(journal: Journal) -> list[Job]:
-    """Every job, finished ones too, oldest first.
-
-    TODO(lead): the Journal protocol has no way to list finished jobs; this reads each
-    implementation directly until it gains one (e.g. ``jobs(states=None)``).
-    """
-    from camunda_relay.journal_sqlite import SqliteJournal
-
-    if isinstance(journal, MemoryJournal):
-        jobs = await journal.all()
-    elif isinstance(journal, SqliteJournal):
-        jobs = await asyncio.to_thread(_sqlite_jobs, journal.path)
-    elif type(journal).__name__ == "PostgresJournal":  # not imported: psycopg is optional
-        jobs = await _postgres_jobs(journal)
-    else:  # an implementation of the user's: unfinished jobs are what the protocol offers
-        jobs = await journal.unfinished()
-    return sorted(jobs, key=lambda job: (job.created_at, job.id))
-
-
-def _sqlite_jobs(path: Path) -> list[Job]:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT payload FROM relay_jobs").fetchall()
-    except sqlite3.OperationalError as error:
-        if "no such table" in str(error):
-            return []
-        raise
-    finally:
-        conn.close()
-    return [journal_codec.loads(payload) for (payload,) in rows]
-
-
-async def _postgres_jobs(journal: Any) -> list[Job]:
-    from psycopg import sql
-
-    query = sql.SQL("SELECT payload FROM {table}").format(table=sql.Identifier(journal.table))
-
-    async def read(conn: Any) -> list[Any]:
-        cursor = await conn.execute(query)
-        return list(await cursor.fetchall())
-
-    rows = await journal._run(read)
-    return [journal_codec.from_payload(payload) for (payload,) in rows]
 
 
 # -- presenting --------------------------------------------------------------------------------
@@ -356,7 +310,7 @@ async def _list(
     if state is not None and not state.finished:
         jobs = [job for job in await journal.unfinished() if job.state is state]
     elif state is not None or show_all:
-        jobs = await _all_jobs(journal)
+        jobs = await journal.jobs()
         if state is not None:
             jobs = [job for job in jobs if job.state is state]
     else:
@@ -368,7 +322,7 @@ async def _orphans(
     settings: Settings, journal: Journal, given: Sequence[str], min_age: timedelta
 ) -> tuple[list[str], list[Orphan]]:
     messages = set(given or [DEFAULT_MESSAGE])
-    messages.update(job.message for job in await _all_jobs(journal))
+    messages.update(job.message for job in await journal.jobs())
     async with EngineClient(settings) as client:
         await client.check_access()
         found = await find_orphans(client, journal, messages, min_age=min_age)
