@@ -40,6 +40,7 @@ _log = logging.getLogger(__name__)
 # reach the pool timeout and retry, and the worker livelocks (measured: 10,000 due replies,
 # 99 delivered in two minutes; with this gate, all 10,000 in 60 s).
 MAX_CONCURRENT_REQUESTS = 32
+_LONG_POLL_CONNECTIONS = 4  # long polls bypass the gate; a worker runs one at a time
 
 # The engine refuses an asyncResponseTimeout above 30 minutes.
 MAX_LONG_POLL = timedelta(milliseconds=1_800_000)
@@ -149,6 +150,13 @@ class EngineClient:
             timeout=self._timeout,
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": f"camunda-relay/{__version__}"},
+            # Every gated request and a few long polls keep their connection between requests
+            # (httpx keeps 20 by default: with 32 in flight, connections were closed and
+            # opened again all the time).
+            limits=httpx.Limits(
+                max_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
+                max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
+            ),
         )
 
     async def aclose(self) -> None:

@@ -30,6 +30,11 @@ _COUNTERS = (
     ("replies_delivered", "camunda_relay_replies_delivered", "Reply messages delivered"),
     ("replies_failed", "camunda_relay_replies_failed", "Reply jobs failed (incident raised)"),
     ("dropped", "camunda_relay_jobs_dropped", "Jobs dropped because the lock was lost"),
+    (
+        "taken_over",
+        "camunda_relay_jobs_taken_over",
+        "Jobs left to another worker that took them over after this one lost its lease",
+    ),
     ("engine_errors", "camunda_relay_engine_errors", "Failed fetches (engine unreachable, 5xx)"),
 )
 _GAUGES = (

@@ -381,6 +381,7 @@ def test_metrics_expose_the_worker_figures() -> None:
     assert f"camunda_relay_replies_delivered_total{{{label}}} 1.0" in text
     assert f"camunda_relay_tasks_fetched_total{{{label}}} 1.0" in text
     assert f"camunda_relay_replies_pending{{{label}}} 0.0" in text
+    assert f"camunda_relay_jobs_taken_over_total{{{label}}} 0.0" in text
 
 
 def test_delivery_deadline_counts_from_the_end_of_work_then_incident() -> None:
