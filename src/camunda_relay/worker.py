@@ -27,6 +27,7 @@ import socket
 import time
 import traceback
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -76,6 +77,11 @@ class WorkerStats:
     pending_replies: int = 0
     last_poll_ok: float | None = None  # time.monotonic() of the last successful fetch
     engine_errors: int = 0
+
+
+# Journal states of a job whose task this worker completed (a FAILED job starts afresh when
+# its task is offered again: the engine lost the incident with the completion).
+_COMPLETED_BEFORE = frozenset({JobState.ACKNOWLEDGED, JobState.DONE, JobState.DELIVERED})
 
 
 class _TakenOver(Exception):
@@ -136,7 +142,7 @@ class Worker:
             max_workers=settings.max_in_flight, thread_name_prefix="relay-handler"
         )
         self._jobs: set[asyncio.Task[None]] = set()
-        self._running: set[str] = set()  # names of the jobs in self._jobs
+        self._running: Counter[str] = Counter()  # names of the jobs in self._jobs
         self._resumed_own = False
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -472,12 +478,15 @@ class Worker:
     def _start(self, coroutine: Any, name: str) -> None:
         job = asyncio.get_running_loop().create_task(coroutine, name=name)
         self._jobs.add(job)
-        self._running.add(name)
+        self._running[name] += 1
         job.add_done_callback(self._finished)
 
     def _finished(self, job: asyncio.Task[None]) -> None:
         self._jobs.discard(job)
-        self._running.discard(job.get_name())
+        name = job.get_name()
+        self._running[name] -= 1
+        if self._running[name] <= 0:
+            del self._running[name]
         self._slot_freed.set()
         if not job.cancelled() and job.exception() is not None:
             error = job.exception()
@@ -659,16 +668,15 @@ class Worker:
     async def _run_reply(self, task: Task, registration: Registration) -> None:
         reply = registration.reply
         assert reply is not None
-        extra = task.log_context()
         locked = True
         try:
             job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
             await self.failpoints.hit("after_fetch")
             if not await self.journal.record(job):
                 known = await self.journal.get(job.id)
-                if known is not None and known.state not in (JobState.RECORDED, JobState.DROPPED):
-                    log.info("task already known to the journal; not run twice", extra=extra)
-                    self.stats.pending_replies -= 1
+                if known is not None and known.state in _COMPLETED_BEFORE:
+                    locked = False  # _complete_again releases it
+                    await self._complete_again(known, registration)
                     return
                 await self._keep(job)
             await self.failpoints.hit("after_record")
@@ -704,6 +712,38 @@ class Worker:
             await self._decide_later(job, registration)
             return
         await self._work_and_deliver(job, registration, counted=True)
+
+    async def _complete_again(self, known: Job, registration: Registration) -> None:
+        """The engine offers a task this worker completed: it lost the completion (a database
+        restored from a backup, an H2 engine killed before it wrote its last commits). The
+        work is not run again; the task is completed again so that the instance moves on to
+        the catch event, and a reply already delivered is delivered again (the engine lost it
+        too). The fetch's lock slot and pending-reply count end here."""
+        task = known.task
+        log.warning(
+            "the engine offers a task this worker completed (job %s): it lost the "
+            "completion; completing it again without running the work",
+            known.state.value,
+            extra=task.log_context(),
+        )
+        handed_on = False  # to _work_and_deliver, which counts the pending reply down itself
+        try:
+            try:
+                completed = await self._complete(task, _complete_variables(registration, task))
+            except InvalidInput:
+                completed = False
+            finally:
+                self._release_lock()
+            if completed and known.state is JobState.DELIVERED:
+                again = known.advance(JobState.DONE)
+                if await self.journal.save(again):
+                    handed_on = True
+                    await self._work_and_deliver(again, registration)
+            # ACKNOWLEDGED or DONE: the job runs (here or at the worker holding it); its
+            # reply, retried while the instance was not waiting yet, now finds it waiting.
+        finally:
+            if not handed_on:
+                self.stats.pending_replies -= 1
 
     async def _acknowledged(self, job: Job) -> Job:
         await self.failpoints.hit("after_complete_before_work")

@@ -8,6 +8,7 @@ the real one cannot be made to on demand.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import pytest
 from camunda_relay import (
     BpmnError,
     EngineClient,
+    Job,
     JobState,
     MemoryJournal,
     Reply,
@@ -244,9 +246,55 @@ def test_a_known_task_is_not_run_twice() -> None:
 
     run(run_once(fake, reply_router(work), journal=journal))
     (task,) = fake.tasks.values()
-    task.done, task.locked_by = False, None  # the engine offers the same task again
+    (instance,) = fake.instances.values()
+    # The engine lost the completion and the reply (a database restored from a backup): it
+    # offers the same task again.
+    task.done, task.locked_by = False, None
+    instance.state, instance.passages = "task", 0
     run(run_once(fake, reply_router(work), journal=journal))
-    assert len(runs) == 1
+    assert len(runs) == 1, "the work is not run again"
+    assert fake.calls.count("complete") == 2, "the task is completed again"
+    assert instance.state == "completed"
+    assert instance.passages == 1, "the stored reply is delivered again"
+
+
+def test_a_job_waiting_for_its_instance_finishes_when_its_task_is_completed_again() -> None:
+    """An H2 engine killed before it wrote its last commits: the worker's job is done and
+    retries its reply (the instance is not waiting), and the engine offers the task again."""
+    fake = FakeEngine()
+    instance_id = fake.start("forgotten")
+    (task,) = fake.tasks.values()
+    worker_id = "survivor"
+    journal = MemoryJournal(owner=worker_id)
+    done = Job(
+        task=Task(
+            id=task.id,
+            topic=TOPIC,
+            worker_id=worker_id,
+            process_instance_id=instance_id,
+            process_definition_id="correlation-message:1:def",
+            business_key="forgotten",
+        ),
+        message=MESSAGE,
+        state=JobState.DONE,
+        attempts=1,
+        result={"answer": 7},
+        deadline=time.time() + 600,
+    )
+    run(journal.record(done))
+    runs: list[str] = []
+
+    async def work(task: Task) -> None:
+        runs.append(task.id)
+
+    run(run_once(fake, reply_router(work), journal=journal, worker_id=worker_id))
+    assert runs == []
+    assert fake.calls.count("complete") == 1
+    assert fake.instances[instance_id].state == "completed"
+    assert fake.instances[instance_id].variables["answer"]["value"] == 7
+    job = run(journal.get(task.id))
+    assert job is not None
+    assert job.state is JobState.DELIVERED
 
 
 def test_a_worker_that_lost_its_lease_leaves_the_job_to_its_heir() -> None:
