@@ -28,9 +28,10 @@ How an execution is judged, for each message name given:
    clock): a margin for clock skew and for jobs being worked on right now;
 4. minus instances that already carry an incident of type ``camundaRelay`` (a failed job's,
    or an orphan's from an earlier sweep): no duplicate incidents;
-5. minus instances whose completed external tasks (``GET /history/external-task-log``,
-   needs history level ``full``, the bundled engine's) have a delivered or failed job in the
-   journal (a *dropped* job means this worker never completed the task: still an orphan).
+5. minus instances whose latest completed external task (``GET /history/external-task-log``,
+   needs history level ``full``, the bundled engine's) has a delivered or failed job in the
+   journal (a *dropped* job means this worker never completed the task: still an orphan; an
+   older round's delivered job, in a model that loops, does not count).
 
 Only run it where the journal holds every job for these messages: one worker pod with its
 SQLite file, or all pods sharing one PostgreSQL journal. Pods with separate journals would
@@ -192,12 +193,16 @@ def _date(text: object) -> datetime | None:
 
 
 async def _journal_answered(client: EngineClient, journal: Journal, instance: str) -> bool:
-    """Whether a journal job for one of the instance's completed tasks is delivered/failed."""
-    for task_id in await _completed_task_ids(client, instance):
-        job = await journal.get(task_id)
-        if job is not None and job.state in _KNOWN_STATES:
-            return True
-    return False
+    """Whether the journal job of the instance's latest completed task is delivered/failed.
+
+    Only the latest: in a model that loops back to the catch event, an earlier round's
+    delivered job says nothing about the reply owed now.
+    """
+    completed = await _completed_task_ids(client, instance)
+    if not completed:
+        return False
+    job = await journal.get(completed[-1])
+    return job is not None and job.state in _KNOWN_STATES
 
 
 async def _business_keys(client: EngineClient, instances: set[str]) -> dict[str, str | None]:

@@ -17,7 +17,7 @@ from camunda_relay import reconciler as reconciler_module
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.reconciler import Orphan, Reconciler, find_orphans
 from camunda_relay.worker import Worker
-from tests.support.fake_engine import CATCH, MESSAGE, TOPIC, FakeEngine, Fault
+from tests.support.fake_engine import CATCH, MESSAGE, TOPIC, FakeEngine, FakeTask, Fault
 
 T = TypeVar("T")
 
@@ -90,6 +90,20 @@ def test_a_delivered_or_failed_job_makes_the_instance_known(state: JobState) -> 
     journal = MemoryJournal()
     run(journal.record(job_for(fake, instance_id, state)))
     assert run(orphans_of(fake, journal)) == []
+
+
+def test_only_the_latest_round_counts_in_a_model_that_loops() -> None:
+    """The instance came back to the catch event: the first round's reply was delivered,
+    the second round's job is missing from the journal."""
+    fake = FakeEngine()
+    instance_id = waiting_instance(fake, "looping")
+    journal = MemoryJournal()
+    run(journal.record(job_for(fake, instance_id, JobState.DELIVERED)))
+    second = FakeTask(id="task-second-round", instance_id=instance_id)
+    second.done, second.completed_by = True, "unseen-worker"
+    fake.tasks[second.id] = second
+    (orphan,) = run(orphans_of(fake, journal))
+    assert orphan.process_instance_id == instance_id
 
 
 def test_a_dropped_job_does_not_make_the_instance_known() -> None:
