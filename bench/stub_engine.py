@@ -39,6 +39,7 @@ class Stub:
         self.issued = 0
         self.completed = 0
         self.messages = 0
+        self.fetches = 0  # fetch-and-lock calls that handed out at least one task
         self.first_fetch: float | None = None
         self.more = asyncio.Event()
         self.done = asyncio.Event()
@@ -83,6 +84,7 @@ class Stub:
         count = min(int(body.get("maxTasks") or 1), self.total - self.issued)  # type: ignore[call-overload]
         tasks = [self._task(self.issued + i) for i in range(count)]
         self.issued += count
+        self.fetches += 1 if count else 0
         return _json_response(tasks)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -120,6 +122,7 @@ class Stub:
                             "tasks": self.total,
                             "first_fetch": self.first_fetch,
                             "last_message": time.time(),
+                            "fetches": self.fetches,
                         }
                     ),
                     flush=True,

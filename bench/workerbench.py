@@ -112,6 +112,7 @@ def run_variant(variant: str, tasks: int, work: Path, profile: bool) -> dict[str
         "other_threads_ms_per_task": round(1000 * (cpu - main) / tasks, 3),
         "peak_rss_mb": round(rss, 1),
         "stub_cpu_ms_per_task": round(1000 * stub_cpu / tasks, 3),
+        "tasks_per_fetch": round(tasks / done["fetches"], 1) if done.get("fetches") else None,
     }
 
 
