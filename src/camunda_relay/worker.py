@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 
 _MAX_ERROR_MESSAGE = 500
 _COMPLETE_ATTEMPTS = 8
-# How long a busy worker waits for more free slots before it fetches (see _gather_capacity).
-FETCH_GATHER = timedelta(milliseconds=25)
 POLL_BACKOFF = Backoff(base=timedelta(milliseconds=500), cap=timedelta(seconds=30))
 
 
@@ -223,9 +221,6 @@ class Worker:
                 self._slot_freed.clear()
                 await self._wait_or_stop(self._slot_freed.wait(), None)
                 continue
-            capacity = await self._gather_capacity(capacity)
-            if capacity <= 0 or self.stopping:
-                continue
             fetch = self._start_fetch(capacity, self.settings.long_poll)
             await self._wait_or_stop(asyncio.shield(fetch), None)
             if not fetch.done():
@@ -255,23 +250,6 @@ class Worker:
                 break
             for task in tasks:
                 self._spawn(task)
-
-    async def _gather_capacity(self, capacity: int) -> int:
-        """While busy, wait up to :data:`FETCH_GATHER` for a batch of free slots: every fetch
-        is a query and a lock for the engine, so one fetch for eight tasks costs it much less
-        than eight fetches for one. Idle (nothing locked), fetch at once."""
-        batch = max(1, self.settings.max_in_flight // 4)
-        if capacity >= batch or self.stats.locked == 0:
-            return capacity
-        deadline = time.monotonic() + FETCH_GATHER.total_seconds()
-        while capacity < batch and not self.stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            self._slot_freed.clear()
-            await self._wait_or_stop(self._slot_freed.wait(), remaining)
-            capacity = self._capacity()
-        return capacity
 
     async def run_once(self, *, long_poll: timedelta = timedelta(0)) -> int:
         """Fetch once, run everything fetched to the end (replies delivered); return the

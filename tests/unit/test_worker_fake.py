@@ -8,7 +8,6 @@ the real one cannot be made to on demand.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -450,32 +449,3 @@ def test_delivery_deadline_counts_from_the_end_of_work_then_incident() -> None:
     assert "not delivered before its deadline" in incident["message"]
     assert "too early" in incident["message"]
     assert worker.stats.replies_failed == 1
-
-
-def test_a_busy_worker_gathers_free_slots_before_it_fetches() -> None:
-    """Every fetch is a query and a lock for the engine: a busy worker waits a moment for a
-    batch of free slots (a quarter of max_in_flight) instead of fetching one task at a time;
-    an idle one fetches at once."""
-    settings = dataclasses.replace(SETTINGS, max_in_flight=8)
-
-    async def scenario() -> tuple[int, int, int]:
-        fake = FakeEngine()
-        async with Worker(
-            reply_router(), settings, client=EngineClient(settings, transport=fake.transport())
-        ) as worker:
-            idle = await worker._gather_capacity(1)
-            worker.stats.locked = 7  # one slot free, seven tasks waiting for their completion
-
-            async def completions() -> None:
-                await asyncio.sleep(0)
-                worker._release_lock()  # a second slot frees up meanwhile
-
-            freeing = asyncio.ensure_future(completions())
-            gathered = await worker._gather_capacity(1)
-            await freeing
-            worker.stats.locked = 7
-            alone = await worker._gather_capacity(1)  # nothing frees up: fetch after the wait
-            worker.stats.locked = 0
-            return idle, gathered, alone
-
-    assert run(scenario()) == (1, 2, 1)
