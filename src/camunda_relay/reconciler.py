@@ -341,12 +341,7 @@ class Reconciler:
         try:
             resumed = await self.resume(orphan)
         except EngineError as error:
-            log.warning(
-                "could not resume the orphan on execution %s (%s); the next sweep tries again",
-                orphan.execution_id,
-                type(error).__name__,
-                extra=orphan.log_context(),
-            )
+            _next_sweep("resume the orphan", orphan, error)
             return True
         if resumed:
             self.orphans_resumed.inc()
@@ -361,15 +356,20 @@ class Reconciler:
                 configuration=f"orphan:{orphan.message}",
             )
         except EngineError as error:
-            log.warning(
-                "could not raise an incident on execution %s (%s); the next sweep tries again",
-                orphan.execution_id,
-                type(error).__name__,
-                extra=orphan.log_context(),
-            )
+            _next_sweep("raise an incident", orphan, error)
             return
         self.incidents_created.inc()
         log.info("incident raised on execution %s", orphan.execution_id, extra=orphan.log_context())
+
+
+def _next_sweep(action: str, orphan: Orphan, error: EngineError) -> None:
+    log.warning(
+        "could not %s on execution %s (%s); the next sweep tries again",
+        action,
+        orphan.execution_id,
+        type(error).__name__,
+        extra=orphan.log_context(),
+    )
 
 
 def incident_message(orphan: Orphan) -> str:
