@@ -144,6 +144,7 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._running: Counter[str] = Counter()  # names of the jobs in self._jobs
         self._resumed_own = False
+        self._undecided: dict[str, Job] = {}  # claimed, completion not known yet
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._pending_fetch: asyncio.Task[list[Task]] | None = None
@@ -291,7 +292,13 @@ class Worker:
         resumed = 0
         mine = not self._resumed_own  # own jobs once: after that, this worker runs them
         self._resumed_own = True
-        for job in await self.journal.claim(mine=mine):
+        claimed = await self.journal.claim(mine=mine)
+        # Jobs claimed in an earlier round whose completion history could not tell: this
+        # worker holds (and renews) them, so no later claim returns them; ask again here.
+        known = {job.id for job in claimed}
+        undecided = [job for job in self._undecided.values() if job.id not in known]
+        self._undecided.clear()
+        for job in [*claimed, *undecided]:
             if f"job:{job.id}" in self._running:
                 continue
             if job.task.topic not in self.router:
@@ -302,7 +309,8 @@ class Worker:
                 # The completion may or may not have reached the engine before the stop.
                 completed = await self._completion_confirmed(job.task)
                 if completed is None:
-                    continue  # history cannot tell right now: ask again next round
+                    self._undecided[job.id] = job  # history cannot tell now: next round
+                    continue
                 if completed:
                     job = job.advance(JobState.ACKNOWLEDGED)
                     if not await self.journal.save(job):

@@ -449,3 +449,42 @@ def test_delivery_deadline_counts_from_the_end_of_work_then_incident() -> None:
     assert "not delivered before its deadline" in incident["message"]
     assert "too early" in incident["message"]
     assert worker.stats.replies_failed == 1
+
+
+def test_a_taken_over_job_whose_completion_history_cannot_tell_is_asked_again() -> None:
+    """S8B in miniature: a worker died right after complete; its heir claims the recorded
+    job while the engine is down, so history cannot say whether the completion went
+    through. The heir now holds (and renews) the job; a later round must still decide it."""
+    fake = FakeEngine()
+    instance_id = fake.start("heir")
+    (task,) = fake.tasks.values()
+    fake.complete_elsewhere(instance_id)  # the dead worker's completion went through
+    crashed = MemoryJournal(owner="crashed", lease=timedelta(seconds=-1))
+    recorded = Job(
+        task=Task(
+            id=task.id,
+            topic=TOPIC,
+            worker_id="crashed",
+            process_instance_id=instance_id,
+            process_definition_id="correlation-message:1:def",
+            business_key="heir",
+        ),
+        message=MESSAGE,
+    )
+    run(crashed.record(recorded))
+    heir_journal = crashed.share(owner="heir", lease=timedelta(minutes=10))
+    fake.inject(HISTORY_COUNT, *[Fault("status", 503)] * 5)  # the engine is down
+    router, runs = counted_work()
+
+    async def scenario() -> tuple[int, int]:
+        async with make_worker(
+            fake, router, journal=heir_journal, poll_backoff=FAST, worker_id="heir"
+        ) as worker:
+            first = await worker.resume()  # claims it; history cannot tell
+            second = await worker.resume()  # the engine is back
+            await worker.drain()
+            return first, second
+
+    assert run(scenario()) == (0, 1)
+    assert len(runs) == 1
+    assert fake.instances[instance_id].state == "completed"
