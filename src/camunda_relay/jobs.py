@@ -18,7 +18,7 @@ keep them on disk. :func:`open_journal` picks one from a setting.
 Leases let several workers share one journal: each journal has an ``owner`` (the worker's
 id); a job belongs to the owner that recorded or last claimed it until its lease runs out.
 While it runs, a worker renews its leases; at a clean shutdown it releases them; and it
-claims the unfinished jobs whose lease expired (a crashed worker's), and at its start its own.
+claims the unfinished jobs whose lease expired (a crashed worker's) together with its own.
 A worker that was paused past its lease (a stopped container, a long GC, a lost database)
 cannot overwrite the job its heir now holds: :meth:`Journal.save` refuses, and the worker
 leaves the job to the heir. A finished job is held by nobody.

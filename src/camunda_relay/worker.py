@@ -143,8 +143,6 @@ class Worker:
         )
         self._jobs: set[asyncio.Task[None]] = set()
         self._running: Counter[str] = Counter()  # names of the jobs in self._jobs
-        self._resumed_own = False
-        self._undecided: dict[str, Job] = {}  # claimed, completion not known yet
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._pending_fetch: asyncio.Task[list[Task]] | None = None
@@ -290,15 +288,11 @@ class Worker:
         """Claim and restart unfinished journal jobs: this worker's own after a restart, and
         those of workers whose lease ran out."""
         resumed = 0
-        mine = not self._resumed_own  # own jobs once: after that, this worker runs them
-        self._resumed_own = True
-        claimed = await self.journal.claim(mine=mine)
-        # Jobs claimed in an earlier round whose completion history could not tell: this
-        # worker holds (and renews) them, so no later claim returns them; ask again here.
-        known = {job.id for job in claimed}
-        undecided = [job for job in self._undecided.values() if job.id not in known]
-        self._undecided.clear()
-        for job in [*claimed, *undecided]:
+        # This worker's own jobs are claimed again every round (those running here are
+        # skipped): a job left unfinished by an unexpected error, or claimed while history
+        # could not tell whether its task was completed, must come back, and no other worker
+        # can take it while this one renews its lease.
+        for job in await self.journal.claim(mine=True):
             if f"job:{job.id}" in self._running:
                 continue
             if job.task.topic not in self.router:
@@ -309,8 +303,7 @@ class Worker:
                 # The completion may or may not have reached the engine before the stop.
                 completed = await self._completion_confirmed(job.task)
                 if completed is None:
-                    self._undecided[job.id] = job  # history cannot tell now: next round
-                    continue
+                    continue  # history cannot tell right now: ask again next round
                 if completed:
                     job = job.advance(JobState.ACKNOWLEDGED)
                     if not await self.journal.save(job):
