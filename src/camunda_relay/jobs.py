@@ -120,9 +120,8 @@ class Journal(Protocol):
         first (whoever owns them): for listings such as ``camunda-relay pending``."""
         ...
 
-    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
-        """Take over unfinished jobs whose lease expired and, when ``mine``, re-take the ones
-        this owner holds (after a restart under the same id); oldest first.
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
+        """Take over unfinished jobs whose lease expired, and re-take this owner's; oldest first.
 
         Taken jobs belong to :attr:`owner`, leased until now plus the lease. Two claimers
         never get the same job while its lease runs.
@@ -216,13 +215,13 @@ class MemoryJournal:
         entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
         return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))
 
-    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
         now = time.time()
         taken: list[Job] = []
         for entry in self._unfinished():
             if len(taken) >= limit:
                 break
-            if entry.lease_until < now or (mine and entry.owner == self.owner):
+            if entry.lease_until < now or entry.owner == self.owner:
                 entry.owner = self.owner
                 entry.lease_until = self._lease_until()
                 taken.append(entry.job)

@@ -95,7 +95,7 @@ WHERE {table}.owner = excluded.owner OR {table}.lease_until < now()""",
     "claim": """
 WITH picked AS MATERIALIZED (
     SELECT id FROM {table}
-    WHERE {unfinished} AND (lease_until < now() OR (%(mine)s AND owner = %(owner)s))
+    WHERE {unfinished} AND (lease_until < now() OR owner = %(owner)s)
     ORDER BY created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -241,8 +241,8 @@ class PostgresJournal:
             rows = await self._execute("jobs_in", {"states": wanted})
         return [journal_codec.from_payload(payload) for (payload,) in rows]
 
-    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
-        rows = await self._execute("claim", self._mine(limit=limit, mine=mine))
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
+        rows = await self._execute("claim", self._mine(limit=limit))
         jobs = _oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))

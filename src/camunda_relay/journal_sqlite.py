@@ -94,7 +94,7 @@ UPDATE relay_jobs SET owner = :owner, lease_until = :lease_until
 WHERE id IN (
     SELECT id FROM relay_jobs
     WHERE state NOT IN ('delivered', 'failed', 'dropped')
-        AND (lease_until < :now OR (:mine AND owner = :owner))
+        AND (lease_until < :now OR owner = :owner)
     ORDER BY created_at, id LIMIT :limit
 )
 RETURNING payload
@@ -300,12 +300,11 @@ class SqliteJournal:
         rows = await self._call(lambda conn: conn.execute(query, wanted).fetchall())
         return _loads(rows)
 
-    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
         def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
             now = time.time()
             parameters = {
                 "owner": self.owner,
-                "mine": mine,
                 "lease_until": now + self.lease.total_seconds(),
                 "now": now,
                 "limit": limit,

@@ -292,7 +292,7 @@ class Worker:
         # skipped): a job left unfinished by an unexpected error, or claimed while history
         # could not tell whether its task was completed, must come back, and no other worker
         # can take it while this one renews its lease.
-        for job in await self.journal.claim(mine=True):
+        for job in await self.journal.claim():
             if f"job:{job.id}" in self._running:
                 continue
             if job.task.topic not in self.router:

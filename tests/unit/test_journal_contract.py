@@ -528,20 +528,6 @@ def test_a_finished_job_is_held_by_nobody(store: Store) -> None:
     store.run(scenario)
 
 
-def test_claim_without_mine_leaves_this_owners_live_jobs(store: Store) -> None:
-    """A running worker claims only what others left; its own jobs it runs already."""
-
-    async def scenario() -> None:
-        mine = store.journal("mine")
-        await mine.record(make_job(1))
-        await store.journal("crashed", lease=EXPIRED).record(make_job(2))
-        assert ids(await mine.claim(mine=False)) == ["task-2"]
-        assert await mine.claim(mine=False) == [], "task-2 is live now"
-        assert ids(await mine.claim()) == ["task-1", "task-2"]
-
-    store.run(scenario)
-
-
 def test_a_saved_unknown_job_belongs_to_the_saver(store: Store) -> None:
     async def scenario() -> None:
         await store.journal("worker-a").save(make_job(1, state=JobState.ACKNOWLEDGED))

@@ -314,7 +314,7 @@ def test_a_worker_that_lost_its_lease_leaves_the_job_to_its_heir() -> None:
         async with make_worker(fake, reply_router(work), journal=journal) as worker:
             running = asyncio.create_task(worker.run_once())
             await work_started.wait()
-            while not await heir.claim(mine=False):  # the paused worker's lease runs out
+            while not await heir.claim():  # the paused worker's lease runs out
                 await asyncio.sleep(0.01)
             resume_work.set()
             await running

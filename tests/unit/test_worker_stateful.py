@@ -172,8 +172,8 @@ class _SlowJournal:
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         return await self._io(lambda: self._inner.jobs(states=states))
 
-    async def claim(self, *, limit: int = 1000, mine: bool = True) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(limit=limit, mine=mine))
+    async def claim(self, *, limit: int = 1000) -> list[Job]:
+        return await self._io(lambda: self._inner.claim(limit=limit))
 
     async def renew(self) -> int:
         return await self._io(lambda: self._inner.renew())
