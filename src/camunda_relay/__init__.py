@@ -34,7 +34,8 @@ from camunda_relay.errors import (
     TaskNotLocked,
     VariableError,
 )
-from camunda_relay.jobs import Job, JobState, MemoryJournal
+from camunda_relay.journal import MemoryJournal
+from camunda_relay.replies.job import Job, JobState
 from camunda_relay.router import Reply, Router
 from camunda_relay.settings import Settings, SettingsError
 from camunda_relay.task import BpmnError, RetryLater, Task

@@ -10,7 +10,7 @@ error never touches another; sync handlers run on a thread pool, async ones on t
   reports a failure with decreasing retries (0 left: an incident, as Camunda intends);
 - reply topic: record the job in the journal, complete the task at once, run the handler in
   the background (retried per the retry policy), then correlate the reply message to the
-  same process instance (:mod:`camunda_relay.reply`).
+  same process instance (:mod:`camunda_relay.replies.correlator`).
 
 An unreachable engine is retried with capped, jittered backoff, kept apart from "no tasks
 right now" (an empty long poll). :meth:`Worker.shutdown` stops fetching at once, lets
@@ -45,9 +45,10 @@ from camunda_relay.errors import (
     TaskNotLocked,
 )
 from camunda_relay.failpoints import Failpoints
-from camunda_relay.jobs import Job, JobState, Journal, open_journal
-from camunda_relay.reconciler import Orphan, Reconciler
-from camunda_relay.reply import Correlator
+from camunda_relay.journal import Journal, open_journal
+from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.reconciler import Orphan, Reconciler
+from camunda_relay.replies.correlator import Correlator
 from camunda_relay.router import Registration, Router
 from camunda_relay.settings import Settings
 from camunda_relay.task import BpmnError, RetryLater, Task

@@ -28,7 +28,7 @@ from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
-from camunda_relay.jobs import JobState
+from camunda_relay.replies.job import JobState
 from camunda_relay.settings import Settings
 from camunda_relay.worker import Worker
 

@@ -9,7 +9,7 @@
 
 The listing shows ids, states, ages, attempts, deliveries and the last error: never a
 variable value or a handler's result. ``--orphans`` asks the engine for executions waiting for
-a reply message that no journal job will answer (:mod:`camunda_relay.reconciler`).
+a reply message that no journal job will answer (:mod:`camunda_relay.replies.reconciler`).
 
 ``retry`` puts a failed or dropped job back where a worker resumes it: failed with a result
 (delivery failed) to ``done``, to send the message again; failed without one (the work failed)
@@ -36,8 +36,9 @@ import click
 
 from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
-from camunda_relay.jobs import Job, JobState, Journal, open_journal
-from camunda_relay.reconciler import Orphan, find_orphans
+from camunda_relay.journal import Journal, open_journal
+from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.reconciler import Orphan, find_orphans
 from camunda_relay.settings import Settings
 
 __all__ = ["pending"]

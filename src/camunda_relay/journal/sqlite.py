@@ -16,7 +16,7 @@ folders are created, and the schema with them, on the first call. Lease times co
 host's clock (``time.time()``); processes sharing a file share that clock.
 
 The table keeps the fields needed to list and count jobs in columns and the whole job in
-``payload`` (JSON text from :mod:`camunda_relay.journal_codec`); ``PRAGMA user_version``
+``payload`` (JSON text from :mod:`camunda_relay.journal.codec`); ``PRAGMA user_version``
 is the schema version.
 """
 
@@ -34,9 +34,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from camunda_relay import journal_codec
+from camunda_relay.journal import codec as journal_codec
 from camunda_relay.errors import ConfigurationError
-from camunda_relay.jobs import DEFAULT_LEASE, Job, JobState, check_owner
+from camunda_relay.journal.base import DEFAULT_LEASE, check_owner
+from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["SCHEMA_VERSION", "SqliteJournal"]
 

@@ -6,7 +6,7 @@ deleted by hand (``camunda-relay pending cancel``), the process instance waits a
 event forever and nothing says so. :func:`find_orphans` finds those executions;
 :class:`Reconciler` runs it periodically and makes each orphan visible: an ERROR log line and
 a metric always; then, as configured, nothing more (``report``), an incident of type
-:data:`~camunda_relay.reply.INCIDENT_TYPE` on the waiting execution, shown in Cockpit
+:data:`~camunda_relay.replies.correlator.INCIDENT_TYPE` on the waiting execution, shown in Cockpit
 (``incident``), or the work started again (``resume``).
 
 Resuming rebuilds the lost job from the engine: the completed external task of a reply topic
@@ -52,8 +52,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import EngineError, NotFound
-from camunda_relay.jobs import JobState, Journal
-from camunda_relay.reply import INCIDENT_TYPE
+from camunda_relay.journal.base import Journal
+from camunda_relay.replies.job import JobState
+from camunda_relay.replies.correlator import INCIDENT_TYPE
 from camunda_relay.variables import parse_date
 
 __all__ = ["DEFAULT_MIN_AGE", "Action", "Orphan", "Reconciler", "find_orphans"]

@@ -30,7 +30,7 @@ from camunda_relay.errors import (
     NoMatchingExecution,
     NotFound,
 )
-from camunda_relay.jobs import Job, JobState
+from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["INCIDENT_TYPE", "Correlator", "catch_activity_ids"]
 
@@ -196,7 +196,7 @@ class Correlator:
         task = job.task
         extra = task.log_context()
         log.error("reply job failed: %s", reason, extra=extra)
-        failed = job.advance(JobState.FAILED, error=reason)
+        failed = job.advance(JobState.FAILING, error=reason).advance(JobState.FAILED)
         try:
             candidates = await self._incident_candidates(job)
         except EngineError as error:
