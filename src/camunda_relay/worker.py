@@ -46,9 +46,9 @@ from camunda_relay.errors import (
 )
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
+from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, Reconciler
-from camunda_relay.replies.correlator import Correlator
 from camunda_relay.router import Registration, Router
 from camunda_relay.settings import Settings
 from camunda_relay.task import BpmnError, RetryLater, Task

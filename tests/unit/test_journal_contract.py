@@ -28,13 +28,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from camunda_relay.journal import codec as journal_codec
-from camunda_relay.journal import sqlite as journal_sqlite
 from camunda_relay.errors import ConfigurationError, VariableError
 from camunda_relay.journal import Journal, MemoryJournal, open_journal
-from camunda_relay.replies.job import Job, JobState
+from camunda_relay.journal import codec as journal_codec
+from camunda_relay.journal import sqlite as journal_sqlite
 from camunda_relay.journal.postgres import APPLICATION_NAME, PostgresJournal
 from camunda_relay.journal.sqlite import SCHEMA_VERSION, SqliteJournal
+from camunda_relay.replies.job import Job, JobState
 from camunda_relay.task import Task
 from camunda_relay.variables import Unreadable
 from tests.support.postgres import PostgresServer

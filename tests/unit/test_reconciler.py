@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from camunda_relay import EngineClient, Job, JobState, MemoryJournal, Router, Settings, Task
-from camunda_relay.replies import reconciler as reconciler_module
 from camunda_relay.failpoints import Failpoints
+from camunda_relay.replies import reconciler as reconciler_module
 from camunda_relay.replies.reconciler import Orphan, Reconciler, find_orphans
 from camunda_relay.worker import Worker
 from tests.support.fake_engine import CATCH, MESSAGE, TOPIC, FakeEngine, FakeTask, Fault

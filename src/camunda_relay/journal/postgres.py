@@ -28,8 +28,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from camunda_relay.journal import codec as journal_codec
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal.base import DEFAULT_LEASE, check_owner
 from camunda_relay.replies.job import Job, JobState
 

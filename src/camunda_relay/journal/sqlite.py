@@ -34,8 +34,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from camunda_relay.journal import codec as journal_codec
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal.base import DEFAULT_LEASE, check_owner
 from camunda_relay.replies.job import Job, JobState
 

@@ -53,8 +53,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import EngineError, NotFound
 from camunda_relay.journal.base import Journal
-from camunda_relay.replies.job import JobState
 from camunda_relay.replies.correlator import INCIDENT_TYPE
+from camunda_relay.replies.job import JobState
 from camunda_relay.variables import parse_date
 
 __all__ = ["DEFAULT_MIN_AGE", "Action", "Orphan", "Reconciler", "find_orphans"]
