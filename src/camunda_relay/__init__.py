@@ -15,8 +15,7 @@ that asked for it when the work is done::
         await worker.run()
 """
 
-__version__ = "0.1.0"  # before the imports: client.py sends it in its User-Agent
-
+from camunda_relay._version import __version__
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import (
     AmbiguousCorrelation,

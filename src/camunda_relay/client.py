@@ -25,7 +25,8 @@ from urllib.parse import quote
 
 import httpx
 
-from camunda_relay import __version__, errors
+from camunda_relay import errors
+from camunda_relay._version import __version__
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
 from camunda_relay.variables import decode_all, encode_all, parse_date, validate_business_key
@@ -406,6 +407,18 @@ class EngineClient:
         params = _query(externalTaskId=task_id, successLog=True, workerId=worker_id)
         counted = await self._object("GET", "/history/external-task-log/count", params=params)
         return bool(counted.get("count"))
+
+    async def keeps_full_history(self) -> bool | None:
+        """Whether the engine records history at level ``full`` (the external-task log and
+        variable details that confirm a lost answer), told from what its history holds: True
+        when it holds full-level records, False when it holds variables but not their
+        full-level details, None when it cannot be told yet (nothing has run)."""
+        for path in ("/history/detail/count", "/history/external-task-log/count"):
+            counted = await self._object("GET", path)
+            if counted.get("count"):
+                return True
+        variables = await self._object("GET", "/history/variable-instance/count")
+        return False if variables.get("count") else None
 
     async def external_task_log(
         self, *, process_instance_id: str, success_only: bool = False

@@ -150,6 +150,7 @@ class _SlowJournal:
     def __init__(self, inner: MemoryJournal) -> None:
         self._inner = inner
         self.owner = inner.owner
+        self.durable = inner.durable
 
     async def _io(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         await asyncio.sleep(0)
@@ -172,14 +173,16 @@ class _SlowJournal:
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         return await self._io(lambda: self._inner.jobs(states=states))
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(limit=limit))
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        return await self._io(lambda: self._inner.claim(topics=topics, limit=limit, own=own))
 
-    async def renew(self) -> int:
-        return await self._io(lambda: self._inner.renew())
+    async def renew(self) -> None:
+        await self._io(lambda: self._inner.renew())
 
-    async def release(self) -> None:
-        await self._io(lambda: self._inner.release())
+    async def release(self, job_id: str | None = None) -> None:
+        await self._io(lambda: self._inner.release(job_id))
 
     async def counts(self) -> dict[JobState, int]:
         return await self._io(lambda: self._inner.counts())
@@ -394,7 +397,7 @@ class WorkerMachine(RuleBasedStateMachine):
         assert worker is not None
         assert runner is not None
         self.worker = self.runner = None
-        doomed = [runner, *worker._jobs]
+        doomed = [runner, *worker._ctx.runs.tasks()]
         for task in doomed:
             task.cancel()
         self._run(asyncio.wait(doomed))

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from camunda_relay.journal.base import DEFAULT_LEASE, check_owner
+from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
 from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["MemoryJournal"]
 
 
 @dataclass
-class _Entry:
-    job: Job
-    owner: str
-    lease_until: float  # epoch seconds
+class _Shared:
+    jobs: dict[str, tuple[Job, str]] = field(default_factory=dict)  # id -> (job, owner)
+    leases: dict[str, float] = field(default_factory=dict)  # owner -> lease_until
 
 
 class MemoryJournal:
-    """A journal that lives as long as the process: nothing survives a crash.
+    """Jobs in a dict: nothing survives the process.
 
     :meth:`share` gives another owner's view of the same jobs, as a second worker process on
     one database would have. Every method runs without awaiting, so each is atomic on the
@@ -30,87 +29,102 @@ class MemoryJournal:
 
     durable = False
 
-    def __init__(self, *, owner: str = "local", lease: timedelta = DEFAULT_LEASE) -> None:
+    def __init__(
+        self, *, owner: str = "local", lease: timedelta = DEFAULT_LEASE, clock: Clock = SYSTEM
+    ) -> None:
         self.owner = check_owner(owner)
         self.lease = lease
-        self._entries: dict[str, _Entry] = {}
+        self.clock = clock
+        self._shared = _Shared()
 
     def share(self, *, owner: str, lease: timedelta | None = None) -> MemoryJournal:
-        """A journal for ``owner`` on the same jobs (same lease unless given)."""
-        other = MemoryJournal(owner=owner, lease=self.lease if lease is None else lease)
-        other._entries = self._entries
+        """A journal for ``owner`` on the same jobs (same lease and clock unless given)."""
+        other = MemoryJournal(
+            owner=owner, lease=self.lease if lease is None else lease, clock=self.clock
+        )
+        other._shared = self._shared
         return other
 
-    def _lease_until(self) -> float:
-        return time.time() + self.lease.total_seconds()
+    def _live(self, owner: str) -> bool:
+        return owner != NOBODY and self._shared.leases.get(owner, 0.0) >= self.clock.wall()
+
+    def _holder(self, job: Job) -> str:
+        return NOBODY if job.state.finished else self.owner
 
     async def record(self, job: Job) -> bool:
-        if job.id in self._entries:
+        if job.id in self._shared.jobs:
             return False
-        self._entries[job.id] = _Entry(job, self.owner, self._lease_until())
+        self._shared.jobs[job.id] = (job, self._holder(job))
         return True
 
     async def save(self, job: Job) -> bool:
-        entry = self._entries.get(job.id)
-        lease_until = 0.0 if job.state.finished else self._lease_until()
-        if entry is None:
-            self._entries[job.id] = _Entry(job, self.owner, lease_until)
-            return True
-        if entry.owner != self.owner and entry.lease_until >= time.time():
+        known = self._shared.jobs.get(job.id)
+        if known is not None and known[1] not in (self.owner, NOBODY) and self._live(known[1]):
             return False
-        entry.job, entry.owner, entry.lease_until = job, self.owner, lease_until
+        self._shared.jobs[job.id] = (job, self._holder(job))
         return True
 
     async def get(self, job_id: str) -> Job | None:
-        entry = self._entries.get(job_id)
-        return entry.job if entry is not None else None
+        known = self._shared.jobs.get(job_id)
+        return known[0] if known is not None else None
+
+    def _sorted(self, jobs: list[Job]) -> list[Job]:
+        return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
     async def unfinished(self) -> list[Job]:
-        return [entry.job for entry in self._unfinished()]
+        return self._sorted([j for j, _ in self._shared.jobs.values() if not j.state.finished])
 
-    def _unfinished(self) -> list[_Entry]:
-        entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
-        return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        found = [j for j, _ in self._shared.jobs.values() if states is None or j.state in states]
+        return self._sorted(found)
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        now = time.time()
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        wanted = set(topics)
         taken: list[Job] = []
-        for entry in self._unfinished():
+        for job in await self.unfinished():
             if len(taken) >= limit:
                 break
-            if entry.lease_until < now or entry.owner == self.owner:
-                entry.owner = self.owner
-                entry.lease_until = self._lease_until()
-                taken.append(entry.job)
+            holder = self._shared.jobs[job.id][1]
+            if job.task.topic not in wanted:
+                continue
+            if holder == self.owner and not own:
+                continue
+            if holder not in (NOBODY, self.owner) and self._live(holder):
+                continue
+            self._shared.jobs[job.id] = (job, self.owner)
+            taken.append(job)
         return taken
 
-    async def renew(self) -> int:
-        mine = [entry for entry in self._unfinished() if entry.owner == self.owner]
-        for entry in mine:
-            entry.lease_until = self._lease_until()
-        return len(mine)
+    async def renew(self) -> None:
+        self._shared.leases[self.owner] = self.clock.wall() + self.lease.total_seconds()
 
-    async def release(self) -> None:
-        for entry in self._unfinished():
-            if entry.owner == self.owner:
-                entry.lease_until = 0.0
+    async def release(self, job_id: str | None = None) -> None:
+        if job_id is None:
+            self._shared.leases[self.owner] = 0.0
+            return
+        known = self._shared.jobs.get(job_id)
+        if known is not None and known[1] == self.owner:
+            self._shared.jobs[job_id] = (known[0], NOBODY)
 
     async def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
-        for entry in self._entries.values():
-            counts[entry.job.state] += 1
+        for job, _ in self._shared.jobs.values():
+            counts[job.state] += 1
         return counts
 
     async def delete(self, job_id: str) -> bool:
-        return self._entries.pop(job_id, None) is not None
-
-    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
-        found = [e.job for e in self._entries.values() if states is None or e.job.state in states]
-        return sorted(found, key=lambda job: (job.created_at, job.id))
+        return self._shared.jobs.pop(job_id, None) is not None
 
     async def all(self) -> list[Job]:
         """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
-        return [entry.job for entry in self._entries.values()]
+        return [job for job, _ in self._shared.jobs.values()]
+
+    def holder(self, job_id: str) -> str | None:
+        """Who holds the job now (NOBODY when nobody does); None for an unknown job."""
+        known = self._shared.jobs.get(job_id)
+        return known[1] if known is not None else None
 
     async def close(self) -> None:
         return None

@@ -4,23 +4,30 @@ Camunda 7 does not keep a message that arrives early: it answers 400 "No process
 or execution matches". That answer means either *too early* (the instance has not reached
 the catch event yet, e.g. behind an async continuation) or *already passed* (an earlier
 correlation succeeded but its response was lost). :class:`Correlator` tells them apart from
-history: a finished passage of a catch event for this message means delivered; otherwise it
-retries with backoff until the job's deadline. Several matching executions is a modelling or
-configuration error: reported at once, not retried. When delivery cannot succeed, the waiting
-execution gets an incident (visible in Cockpit) instead of a silent forever-wait.
+history: a finished passage of a catch event for this message *in this job's round* (it
+started after the job's task ended: a model may loop back to the catch event) means
+delivered; otherwise it retries with backoff.
+
+The job's deadline bounds the time the instance is seen *not waiting* for the message: it
+is checked only on a "too early" answer, never before the first try, and it is moved on by
+every stretch in which the engine could not answer (unreachable, 5xx, history unreadable).
+An engine outage of any length therefore never fails a reply. Several matching executions is
+a modelling or configuration error: failed at once, not retried. A job that cannot be
+delivered comes back ``failing``; its incident is raised by the caller
+(:mod:`camunda_relay.replies.incidents`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
 from camunda_relay.backoff import Backoff
 from camunda_relay.client import EngineClient
+from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import (
     AmbiguousCorrelation,
     AuthenticationFailed,
@@ -28,21 +35,23 @@ from camunda_relay.errors import (
     EngineError,
     InvalidInput,
     NoMatchingExecution,
-    NotFound,
 )
+from camunda_relay.replies.incidents import INCIDENT_TYPE
 from camunda_relay.replies.job import Job, JobState
+from camunda_relay.variables import parse_date
 
-__all__ = ["INCIDENT_TYPE", "Correlator", "catch_activity_ids"]
+__all__ = ["INCIDENT_TYPE", "Correlator", "Wait", "catch_activity_ids"]
 
 log = logging.getLogger(__name__)
 
-INCIDENT_TYPE = "camundaRelay"
 _BPMN = "{http://www.omg.org/spec/BPMN/20100524/MODEL}"
-_MAX_INCIDENT_MESSAGE = 3900
 # "Too early" clears within milliseconds to seconds (an async continuation); an unreachable
 # engine takes longer, so its retries back off further.
 EARLY_BACKOFF = Backoff(base=timedelta(milliseconds=50), cap=timedelta(seconds=5))
 UNAVAILABLE_BACKOFF = Backoff(base=timedelta(milliseconds=500), cap=timedelta(seconds=30))
+
+Wait = Callable[[float], Awaitable[bool]]
+"""Wait so many seconds; False when the worker stops meanwhile (the caller then returns)."""
 
 
 def catch_activity_ids(bpmn_xml: str, message_name: str) -> frozenset[str]:
@@ -69,94 +78,113 @@ def catch_activity_ids(bpmn_xml: str, message_name: str) -> frozenset[str]:
 
 
 class Correlator:
-    """Sends reply messages and raises incidents for the ones that cannot be delivered."""
+    """Sends reply messages; tells "too early" from "already delivered" from history."""
 
     def __init__(
         self,
         client: EngineClient,
         *,
+        clock: Clock = SYSTEM,
         early: Backoff = EARLY_BACKOFF,
         unavailable: Backoff = UNAVAILABLE_BACKOFF,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
+        self._clock = clock
         self._early = early
         self._unavailable = unavailable
-        self._sleep = sleep
         self._catch_ids: dict[tuple[str, str], frozenset[str]] = {}
 
-    async def deliver(self, job: Job) -> Job:
-        """Correlate ``job``'s message; return it delivered, or failed with an incident."""
+    async def deliver(self, job: Job, *, wait: Wait) -> Job:
+        """Correlate ``job``'s message. Returns it ``delivered``, or ``failing`` with the
+        reason (its incident is still to be raised), or, when ``wait`` says the worker stops,
+        still ``done`` (its deadline moved on by the time the engine could not answer)."""
         attempt = 0
-        reason = "not tried yet"
-        task = job.task
-        extra = task.log_context()
+        silent_since: float | None = None  # wall time since which the engine has not answered
+        extra = job.task.log_context()
         while True:
-            if job.deadline is not None and time.time() > job.deadline:
-                return await self.fail(
-                    job,
-                    f"reply message {job.message!r} not delivered before its deadline: {reason}",
-                )
-            try:
-                await self._client.correlate(
-                    job.message,
-                    process_instance_id=task.process_instance_id,
-                    business_key=task.business_key if job.by_business_key else None,
-                    variables=job.result,
-                )
-            except NoMatchingExecution:
-                passed = await self.passed(job)
-                if passed:
-                    log.info("reply already delivered (confirmed from history)", extra=extra)
-                    return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
-                try:
-                    problem = None if passed is None else await self._why_nobody_waits(job)
-                except EngineError as error:
-                    problem = None
-                    reason = f"history not readable ({type(error).__name__})"
-                    delay = self._unavailable.delay(attempt)
-                else:
-                    if problem is not None and await self.passed(job):  # it just passed
-                        return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
-                    if problem is not None:
-                        return await self.fail(job, problem)
-                    if passed is None:
-                        reason = "history not readable; cannot tell too early from delivered"
-                        delay = self._unavailable.delay(attempt)
-                    else:
-                        reason = "too early: no execution waits for the message yet"
-                        log.debug("reply too early, retrying", extra=extra)
-                        delay = self._early.delay(attempt)
-            except AmbiguousCorrelation as error:
-                return await self.fail(
-                    job,
-                    f"reply message {job.message!r} matches several executions "
-                    f"(a configuration error, not retried): {error.message}",
-                )
-            except InvalidInput as error:
-                return await self.fail(job, f"reply message cannot be sent: {error}")
-            except (AuthenticationFailed, EngineError) as error:
-                if isinstance(error, BadRequest):
-                    return await self.fail(
-                        job, f"engine refused reply message {job.message!r}: {error.message}"
+            outcome = await self._try(job)
+            if isinstance(outcome, Job):
+                return outcome
+            now = self._clock.wall()
+            if outcome == _EARLY:
+                if silent_since is not None and job.deadline is not None:
+                    job = _moved(job, now - silent_since)
+                silent_since = None
+                if job.deadline is not None and now > job.deadline:
+                    return job.advance(
+                        JobState.FAILING,
+                        error=f"reply message {job.message!r} not delivered before its "
+                        f"deadline: {_EARLY}",
                     )
-                if error.retryable and await self.passed(job):
-                    return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
-                reason = f"{type(error).__name__}: {error}"
-                log.warning(
-                    "reply delivery failed, retrying (%s)", type(error).__name__, extra=extra
-                )
-                delay = self._unavailable.delay(attempt)
+                log.debug("reply too early, retrying", extra=extra)
+                delay = self._early.delay(attempt)
+                if job.deadline is not None:
+                    delay = max(0.0, min(delay, job.deadline - now))
             else:
-                return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
+                if silent_since is None:
+                    silent_since = now
+                log.warning("reply delivery not answered, retrying (%s)", outcome, extra=extra)
+                delay = self._unavailable.delay(attempt)
             attempt += 1
-            if job.deadline is not None:
-                delay = max(0.0, min(delay, job.deadline - time.time()))
-            await self._sleep(delay)
+            if not await wait(delay):
+                if silent_since is not None and job.deadline is not None:
+                    job = _moved(job, self._clock.wall() - silent_since)
+                return job
+
+    async def _try(self, job: Job) -> Job | str:
+        """One correlation: the job delivered or failing, :data:`_EARLY`, or a description
+        of why the engine gave no answer that counts (retry without running the deadline)."""
+        task = job.task
+        try:
+            await self._client.correlate(
+                job.message,
+                process_instance_id=task.process_instance_id,
+                business_key=task.business_key if job.by_business_key else None,
+                variables=job.result,
+            )
+        except NoMatchingExecution:
+            return await self._no_match(job)
+        except AmbiguousCorrelation as error:
+            return _failing(
+                job,
+                f"reply message {job.message!r} matches several executions "
+                f"(a configuration error, not retried): {error.message}",
+            )
+        except InvalidInput as error:
+            return _failing(job, f"reply message cannot be sent: {error}")
+        except BadRequest as error:
+            return _failing(job, f"engine refused reply message {job.message!r}: {error.message}")
+        except (AuthenticationFailed, EngineError) as error:
+            # Unreachable, 5xx, a 401 while a password is rotated: the answer may have been
+            # lost after the engine committed, so history decides before the next try.
+            if error.retryable and await self.passed(job):
+                return _delivered(job)
+            return f"{type(error).__name__}: {error}"
+        return _delivered(job)
+
+    async def _no_match(self, job: Job) -> Job | str:
+        passed = await self.passed(job)
+        if passed:
+            log.info(
+                "reply already delivered (confirmed from history)", extra=job.task.log_context()
+            )
+            return _delivered(job)
+        if passed is None:
+            return "history not readable; cannot tell too early from delivered"
+        try:
+            problem = await self._why_nobody_waits(job)
+        except EngineError as error:
+            return f"history not readable ({type(error).__name__})"
+        if problem is None:
+            return _EARLY
+        if await self.passed(job):  # it passed just now
+            return _delivered(job)
+        return _failing(job, problem)
 
     async def passed(self, job: Job) -> bool | None:
-        """True when the instance has already passed a catch event of the job's message;
-        None when history cannot be read right now."""
+        """True when the instance has passed a catch event of the job's message in the job's
+        round (a passage that started after the job's task ended); None when history cannot
+        be read right now."""
         try:
             catch_ids = await self._catch_activities(job)
             passages = await self._client.historic_activity_instances(
@@ -164,12 +192,16 @@ class Correlator:
             )
         except EngineError:
             return None
-        return any(
-            passage.get("activityId") in catch_ids
-            and passage.get("endTime") is not None
-            and not passage.get("canceled", False)
-            for passage in passages
-        )
+        since = _round_start(passages, job.task.activity_instance_id)
+        for passage in passages:
+            if passage.get("activityId") not in catch_ids or passage.get("canceled", False):
+                continue
+            if passage.get("endTime") is None:
+                continue
+            started = _time(passage.get("startTime"))
+            if since is None or (started is not None and started >= since):
+                return True
+        return False
 
     async def _why_nobody_waits(self, job: Job) -> str | None:
         """A reason that retrying cannot help, or None when it may be just too early."""
@@ -191,53 +223,42 @@ class Correlator:
             self._catch_ids[key] = catch_activity_ids(xml, job.message)
         return self._catch_ids[key]
 
-    async def fail(self, job: Job, reason: str) -> Job:
-        """Mark the job failed and raise an incident on the waiting execution, if any."""
-        task = job.task
-        extra = task.log_context()
-        log.error("reply job failed: %s", reason, extra=extra)
-        failed = job.advance(JobState.FAILING, error=reason).advance(JobState.FAILED)
-        try:
-            candidates = await self._incident_candidates(job)
-        except EngineError as error:
-            log.error("could not look up the execution (%s)", type(error).__name__, extra=extra)
-            return failed
-        if not candidates:
-            log.error("no execution left to carry the incident", extra=extra)
-            return failed
-        for execution_id in candidates:
-            try:
-                await self._client.create_incident(
-                    execution_id,
-                    incident_type=INCIDENT_TYPE,
-                    message=reason[:_MAX_INCIDENT_MESSAGE],
-                    configuration=job.id,
-                )
-                return failed
-            except BadRequest:
-                continue  # e.g. a scope execution without an activity: try the next one
-            except EngineError as error:
-                log.error(
-                    "could not create the incident (%s); the job stays failed in the journal",
-                    type(error).__name__,
-                    extra=extra,
-                )
-                return failed
-        log.error("no execution accepted the incident; the job stays failed", extra=extra)
-        return failed
 
-    async def _incident_candidates(self, job: Job) -> list[str]:
-        """Executions to carry the incident: the one waiting for the message, else those of
-        the instance, newest first (the process instance itself has no activity once it has
-        child executions, and the engine refuses an incident there)."""
-        task = job.task
-        try:
-            waiting = await self._client.executions(
-                process_instance_id=task.process_instance_id, message_name=job.message
-            )
-            if waiting:
-                return [str(execution["id"]) for execution in waiting]
-            executions = await self._client.executions(process_instance_id=task.process_instance_id)
-        except NotFound:
-            return []
-        return [str(execution["id"]) for execution in reversed(executions)]
+_EARLY = "too early: no execution waits for the message yet"
+
+
+def _delivered(job: Job) -> Job:
+    return job.advance(JobState.DELIVERED, deliveries=job.deliveries + 1)
+
+
+def _failing(job: Job, reason: str) -> Job:
+    return job.advance(JobState.FAILING, error=reason)
+
+
+def _moved(job: Job, seconds: float) -> Job:
+    """``job`` with its deadline moved on by ``seconds`` (a stretch the engine was silent)."""
+    assert job.deadline is not None
+    return job.advance(job.state, deadline=job.deadline + max(seconds, 0.0), at=job.updated_at)
+
+
+def _time(text: object) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_date(text)
+    except ValueError:
+        return None
+
+
+def _round_start(
+    passages: Sequence[Mapping[str, Any]], activity_instance_id: str | None
+) -> datetime | None:
+    """When the job's round began: the end of the task's own activity instance (its start
+    while history has no end yet); None when the task's instance is unknown (every passage
+    then counts, as in a model without loops)."""
+    if activity_instance_id is None:
+        return None
+    for passage in passages:
+        if passage.get("id") == activity_instance_id:
+            return _time(passage.get("endTime")) or _time(passage.get("startTime"))
+    return None
