@@ -44,6 +44,7 @@ SEED_BPMN = (
 TOPIC = "messageSending"
 MESSAGE = "sample_response"
 CATCH = "wait_for_response"
+_HISTORY_COUNTS = ("/history/detail/count", "/history/variable-instance/count")
 
 
 @dataclass

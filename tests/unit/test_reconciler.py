@@ -202,7 +202,7 @@ def test_incident_action_raises_one_incident_per_orphan() -> None:
 
 def test_incident_that_cannot_be_created_is_tried_again_next_sweep() -> None:
     fake = FakeEngine()
-    instance_id = waiting_instance(fake, "retry")
+    waiting_instance(fake, "retry")
     fake.inject("create-incident", Fault("status", 503))
     reconciler, found = run(sweeps(fake, 2, action="incident"))
     assert found == [1, 1]
