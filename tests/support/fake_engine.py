@@ -7,7 +7,7 @@ process: task ``messageSending`` → catch event ``wait_for_response`` (``sample
 
 Faults are queued per route with :meth:`FakeEngine.inject`: ``status`` answers with an error
 without doing anything; ``lose`` does the work, then drops the response (a transport error),
-as a connection cut after the engine committed.
+as a connection cut after the engine committed; ``hang`` never answers.
 
 State changes a test can make, as the real engine would: :meth:`FakeEngine.expire_lock` (the
 lock ran out: anyone may fetch the task, and its old holder may still complete it while no one
@@ -69,6 +69,7 @@ class FakeInstance:
     variables: dict[str, Any] = field(default_factory=dict)
     passages: int = 0
     waiting_since: datetime | None = None  # the message subscription's createdDate
+    topic: str = TOPIC
     rounds: int = 1  # a looping model: how many times it passes the catch event in all
     history: list[dict[str, Any]] = field(default_factory=list)  # activity instances
 
@@ -79,7 +80,7 @@ class FakeInstance:
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "status" or "lose"
+    kind: str  # "status", "lose" or "hang" (never answers)
     status: int = 503
     message: str = "injected"
     error_type: str = "RestException"
@@ -115,16 +116,16 @@ class FakeEngine:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def start(self, business_key: str | None = None, *, rounds: int = 1) -> str:
+    def start(self, business_key: str | None = None, *, rounds: int = 1, topic: str = TOPIC) -> str:
         instance = FakeInstance(
-            id=f"pi-{next(self._ids)}", business_key=business_key, rounds=rounds
+            id=f"pi-{next(self._ids)}", business_key=business_key, rounds=rounds, topic=topic
         )
         self.instances[instance.id] = instance
         self._new_task(instance)
         return instance.id
 
     def _new_task(self, instance: FakeInstance) -> FakeTask:
-        task = FakeTask(id=f"task-{next(self._ids)}", instance_id=instance.id)
+        task = FakeTask(id=f"task-{next(self._ids)}", instance_id=instance.id, topic=instance.topic)
         self.tasks[task.id] = task
         instance.state = "task"
         self._begin(instance, f"send_message:{task.id}", "send_message")
@@ -202,6 +203,8 @@ class FakeEngine:
             self.faults_hit.append(
                 (route, fault.kind if fault.kind == "lose" else str(fault.status))
             )
+        if fault is not None and fault.kind == "hang":
+            await asyncio.Event().wait()
         if fault is not None and fault.kind == "status":
             await self._network()
             return _error(fault.status, fault.message, fault.error_type)

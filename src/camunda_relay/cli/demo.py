@@ -24,7 +24,6 @@ import click
 
 from camunda_relay import bundled_engine
 from camunda_relay.cli._logging import configure
-from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
@@ -226,7 +225,7 @@ def _where_to_look(settings: Settings) -> None:
     click.echo("  stop the engine: camunda-relay engine down")
 
 
-@cli.command()
+@click.command()
 @click.option("--instances", "-n", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option(
     "--work-seconds",

@@ -34,7 +34,6 @@ from typing import TypeVar
 
 import click
 
-from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.job import Job, JobState
@@ -220,7 +219,7 @@ def _target(ctx: click.Context, given: str | None) -> str:
     return ctx.find_object(Settings).journal  # type: ignore[union-attr]
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @_journal_option
 @click.option(
     "--state",

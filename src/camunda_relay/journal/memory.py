@@ -121,6 +121,10 @@ class MemoryJournal:
         """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
         return [job for job, _ in self._shared.jobs.values()]
 
+    def lease_until(self, owner: str) -> float:
+        """When ``owner``'s lease runs out (0 when it has none)."""
+        return self._shared.leases.get(owner, 0.0)
+
     def holder(self, job_id: str) -> str | None:
         """Who holds the job now (NOBODY when nobody does); None for an unknown job."""
         known = self._shared.jobs.get(job_id)

@@ -110,7 +110,7 @@ class Correlator:
                 if silent_since is not None and job.deadline is not None:
                     job = _moved(job, now - silent_since)
                 silent_since = None
-                if job.deadline is not None and now > job.deadline:
+                if job.deadline is not None and now >= job.deadline:
                     return job.advance(
                         JobState.FAILING,
                         error=f"reply message {job.message!r} not delivered before its "

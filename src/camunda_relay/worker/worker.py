@@ -104,7 +104,7 @@ class Worker:
             stats=self.stats,
         )
         outcomes = Outcomes(ctx)
-        self.correlator = Correlator(self.client, clock=clock)
+        self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
         self._plain = Plain(ctx, outcomes)
         self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
         self._poller = Poller(ctx, self._spawn)
@@ -226,6 +226,8 @@ class Worker:
         """One claim round now: start the unfinished journal jobs nobody runs (this worker's
         own too); returns how many started."""
         await self._recovery.renew()
+        if self._ctx.history_full is None:
+            await self._recovery.check_history()
         return await self._recovery.resume(own=True)
 
     async def drain(self) -> None:
