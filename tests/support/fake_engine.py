@@ -56,6 +56,7 @@ class FakeTask:
     retries: int | None = None
     done: bool = False
     lock_expired: bool = False  # fetchable again; the old holder may still complete it
+    lock_until: float | None = None  # the loop's time when the lock runs out by itself
     deleted: bool = False  # its instance was cancelled
     completed_by: str | None = None
 
@@ -269,7 +270,11 @@ class FakeEngine:
         return _error(404, f"fake engine has no route {method} {path}")
 
     async def _fetch(self, body: dict[str, Any]) -> httpx.Response:
-        topics = {topic["topicName"] for topic in body["topics"]}
+        topics = {topic["topicName"]: topic for topic in body["topics"]}
+        now = asyncio.get_running_loop().time()
+        for task in self.tasks.values():
+            if task.lock_until is not None and task.lock_until <= now:
+                task.lock_expired = True  # the lock ran out by itself, as in the engine
         free = [
             t
             for t in self.tasks.values()
@@ -280,6 +285,8 @@ class FakeEngine:
             await asyncio.sleep(min(body.get("asyncResponseTimeout", 0) / 1000, self.max_long_poll))
         for task in chosen:
             task.locked_by, task.lock_expired = body["workerId"], False
+            duration = topics[task.topic].get("lockDuration")
+            task.lock_until = now + duration / 1000 if duration else None
         return httpx.Response(200, json=[self._wire(task) for task in chosen])
 
     def _wire(self, task: FakeTask) -> dict[str, Any]:
