@@ -38,7 +38,7 @@ from camunda_relay.errors import (
 )
 from camunda_relay.replies.incidents import INCIDENT_TYPE
 from camunda_relay.replies.job import Job, JobState
-from camunda_relay.variables import parse_date
+from camunda_relay.variables import engine_date
 
 __all__ = ["INCIDENT_TYPE", "Correlator", "Wait", "catch_activity_ids"]
 
@@ -198,7 +198,7 @@ class Correlator:
                 continue
             if passage.get("endTime") is None:
                 continue
-            started = _time(passage.get("startTime"))
+            started = engine_date(passage.get("startTime"))
             if since is None or (started is not None and started >= since):
                 return True
         return False
@@ -241,15 +241,6 @@ def _moved(job: Job, seconds: float) -> Job:
     return job.advance(job.state, deadline=job.deadline + max(seconds, 0.0), at=job.updated_at)
 
 
-def _time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return parse_date(text)
-    except ValueError:
-        return None
-
-
 def _round_start(
     passages: Sequence[Mapping[str, Any]], activity_instance_id: str | None
 ) -> datetime | None:
@@ -260,5 +251,5 @@ def _round_start(
         return None
     for passage in passages:
         if passage.get("id") == activity_instance_id:
-            return _time(passage.get("endTime")) or _time(passage.get("startTime"))
+            return engine_date(passage.get("endTime")) or engine_date(passage.get("startTime"))
     return None

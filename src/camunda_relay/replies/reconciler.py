@@ -55,7 +55,7 @@ from camunda_relay.errors import EngineError, NotFound
 from camunda_relay.journal.base import Journal
 from camunda_relay.replies.incidents import INCIDENT_TYPE, Incidents
 from camunda_relay.replies.job import ANSWERED
-from camunda_relay.variables import parse_date
+from camunda_relay.variables import engine_date
 
 __all__ = ["DEFAULT_MIN_AGE", "Action", "Orphan", "Reconciler", "find_orphans"]
 
@@ -172,7 +172,7 @@ async def _waiting_for(client: EngineClient, message: str) -> list[_Waiting]:
                     execution_id=str(execution),
                     message=message,
                     activity_id=subscription.get("activityId"),
-                    created=_date(subscription.get("createdDate")),
+                    created=engine_date(subscription.get("createdDate")),
                 )
             )
         if len(page) < PAGE_SIZE:
@@ -180,15 +180,6 @@ async def _waiting_for(client: EngineClient, message: str) -> list[_Waiting]:
         # Offsets shift when subscriptions go away between pages; one skipped now is seen
         # by the next sweep.
         first += PAGE_SIZE
-
-
-def _date(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return parse_date(text)
-    except ValueError:
-        return None
 
 
 async def _journal_answered(client: EngineClient, journal: Journal, instance: str) -> bool:
