@@ -150,6 +150,51 @@ def test_the_timeouts_and_keepalives_reach_the_connection(pg_dsn: str) -> None:
     asyncio.run(scenario())
 
 
+def test_the_claim_reads_jobs_through_indexes_however_many_live_jobs_there_are(
+    pg_dsn: str,
+) -> None:
+    """With statistics that show one live owner holding nearly every job, the planner still
+    reads the jobs table through its indexes only (a seq scan would grow with those jobs)."""
+    table = unique_table()
+    live_jobs = 20_000
+
+    async def scenario() -> list[str]:
+        busy = PostgresJournal(pg_dsn, owner="busy", table=table)
+        dead = PostgresJournal(pg_dsn, owner="dead", table=table, lease=-HOUR)
+        heir = PostgresJournal(pg_dsn, owner="heir", table=table)
+        try:
+            await busy.renew()
+            await dead.record(make_job(live_jobs + 1))
+            payload = journal_codec.dumps(make_job(0))
+            columns = "id, topic, process_instance_id, state, attempts, deliveries, "
+            columns += "created_at, updated_at, owner, payload"
+            copy = sql.SQL(f"COPY {{}} ({columns}) FROM STDIN").format(sql.Identifier(table))
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                with admin.cursor().copy(copy) as rows:
+                    for number in range(live_jobs):
+                        row = (f"busy-{number}", TOPICS[0], "p", "recorded", 0, 0)
+                        rows.write_row((*row, "2025-01-01", "2025-01-01", "busy", payload))
+                admin.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+            parameters = heir._mine(own=False, topics=TOPICS, limit=100, mine=True)
+
+            async def explain(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
+                query = sql.SQL("EXPLAIN ") + heir._sql["claim"]
+                return [
+                    str(row[0]) for row in await (await conn.execute(query, parameters)).fetchall()
+                ]
+
+            plan = await heir._run("explain", explain)
+            assert ids(await heir.claim(topics=TOPICS, limit=10)) == [f"task-{live_jobs + 1}"]
+            return plan
+        finally:
+            for journal in (busy, dead, heir):
+                await journal.close()
+
+    plan = asyncio.run(scenario())
+    assert not [line for line in plan if f"Seq Scan on {table} " in line + " "], "\n".join(plan)
+    assert any(f"{table}_claim_idx" in line for line in plan)
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 

@@ -95,8 +95,12 @@ VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
     %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
     to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json)
 """
+# NOT EXISTS first: with a live lease (the common case) nothing is inserted, so the owner's
+# row is not even locked.
 _KEEP_ALIVE = """INSERT INTO {owners} (owner, lease_until) SELECT %(me)s, now() + %(lease)s
-WHERE %(mine)s
+WHERE %(mine)s AND NOT EXISTS (
+    SELECT 1 FROM {owners} WHERE owner = %(me)s AND lease_until > now()
+)
 ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until
 WHERE {owners}.lease_until <= now()"""
 # The job's write and (when the job becomes this owner's) a live lease for this owner, in
@@ -122,10 +126,11 @@ WHERE {table}.owner IN (%(me)s, '') OR NOT EXISTS (
     "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
     "jobs": "SELECT payload FROM {table} ORDER BY created_at, id",
     "jobs_in": "SELECT payload FROM {table} WHERE state = ANY(%(states)s) ORDER BY created_at, id",
-    # The distinct owners of unfinished jobs, one index probe each (a "loose index scan"),
-    # those whose jobs are free, then their jobs of the wanted topics, locked with SKIP
-    # LOCKED so concurrent claimers pass each other by. MATERIALIZED: the locking sub-select
-    # runs exactly once, so LIMIT holds.
+    # The distinct owners of unfinished jobs, one index probe each (a "loose index scan");
+    # those whose jobs are free; for each of them and each topic, its oldest jobs straight
+    # from the claim index (in its order, so LIMIT stops the scan: the planner takes this
+    # path whatever its estimates), locked with SKIP LOCKED so concurrent claimers pass each
+    # other by; of those, the oldest. MATERIALIZED: the locking runs exactly once.
     "claim": """
 WITH RECURSIVE holders AS (
     (SELECT owner FROM {table} WHERE {unfinished} ORDER BY owner LIMIT 1)
@@ -144,13 +149,18 @@ free AS (
             WHERE lease.owner = holders.owner AND lease.lease_until > now()
         ) END
 ),
-picked AS MATERIALIZED (
-    SELECT id FROM {table}
-    WHERE {unfinished} AND owner IN (SELECT owner FROM free) AND topic = ANY(%(topics)s)
-    ORDER BY created_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
+locked AS MATERIALIZED (
+    SELECT job.id, job.created_at
+    FROM free CROSS JOIN unnest(%(topics)s::text[]) AS wanted(topic)
+    CROSS JOIN LATERAL (
+        SELECT id, created_at FROM {table}
+        WHERE owner = free.owner AND topic = wanted.topic AND {unfinished}
+        ORDER BY created_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS job
+),
+picked AS (SELECT id FROM locked ORDER BY created_at, id LIMIT %(limit)s)
 UPDATE {table} AS job SET owner = %(me)s
 FROM picked WHERE job.id = picked.id
 RETURNING job.payload""",
