@@ -159,5 +159,14 @@ class MemoryJournal:
         """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
         return [entry.job for entry in self._entries.values()]
 
+    def lease_until(self, owner: str) -> float:
+        """When ``owner``'s lease runs out, epoch seconds (0 when it has none): for tests."""
+        return self._leases.get(owner, 0.0)
+
+    def holder(self, job_id: str) -> str | None:
+        """Who holds the job (NOBODY when nobody does; None for an unknown job): for tests."""
+        entry = self._entries.get(job_id)
+        return entry.owner if entry is not None else None
+
     async def close(self) -> None:
         return None
