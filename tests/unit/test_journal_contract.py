@@ -259,6 +259,7 @@ def test_claim_takes_over_expired_leases(store: Store) -> None:
         for number in (3, 1, 2):
             await crashed.record(make_job(number))
         heir = store.journal("heir")
+        await heir.renew()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-2", "task-3"]
         assert await store.journal("late").claim(topics=TOPICS) == [], "the heir's lease is live"
         back = store.journal("crashed", lease=LIVE)
@@ -271,9 +272,12 @@ def test_claim_takes_over_expired_leases(store: Store) -> None:
 def test_claim_leaves_the_jobs_of_live_owners(store: Store) -> None:
     async def scenario() -> None:
         alive = store.journal("alive")
+        await alive.renew()
         await alive.record(make_job(1))
         await store.journal("crashed", lease=EXPIRED).record(make_job(2))
-        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-2"]
+        heir = store.journal("heir")
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
         assert await alive.claim(topics=TOPICS) == [], "without own, never its own jobs"
         assert ids(await alive.claim(topics=TOPICS, own=True)) == ["task-1"]
 
@@ -310,11 +314,13 @@ def test_claim_takes_only_jobs_of_the_topics_asked_for(store: Store) -> None:
         crashed = store.journal("crashed", lease=EXPIRED)
         for number, topic in [(1, "a"), (2, "b"), (3, "c"), (4, "a")]:
             await crashed.record(make_job(number, topic=topic))
-        heir = store.journal("heir")
+        heir, other = store.journal("heir"), store.journal("other")
+        await heir.renew()
+        await other.renew()
         assert await heir.claim(topics=[]) == [], "no topics, nothing"
         assert await heir.claim(topics=["unknown"]) == []
         assert ids(await heir.claim(topics={"c", "a"})) == ["task-1", "task-3", "task-4"]
-        assert ids(await store.journal("other").claim(topics=("b",))) == ["task-2"]
+        assert ids(await other.claim(topics=("b",))) == ["task-2"]
         assert ids(await heir.claim(topics=["a"], own=True)) == ["task-1", "task-4"]
         assert await heir.claim(topics=["b"], own=True) == []
 
@@ -326,9 +332,10 @@ def test_claim_takes_at_most_limit_jobs_oldest_first(store: Store) -> None:
         crashed = store.journal("crashed", lease=EXPIRED)
         for number in (5, 4, 3, 2, 1):
             await crashed.record(make_job(number))
-        first = store.journal("first")
+        first, second = store.journal("first"), store.journal("second")
+        await first.renew()
+        await second.renew()
         assert ids(await first.claim(topics=TOPICS, limit=2)) == ["task-1", "task-2"]
-        second = store.journal("second")
         assert ids(await second.claim(topics=TOPICS, limit=2)) == ["task-3", "task-4"]
         everything = await first.claim(topics=TOPICS, limit=10, own=True)
         assert ids(everything) == ["task-1", "task-2", "task-5"]
@@ -354,7 +361,9 @@ def test_a_live_owner_keeps_its_jobs_however_many_it_holds(store: Store) -> None
 
 def test_an_owner_without_a_lease_counts_as_dead(store: Store) -> None:
     async def scenario() -> None:
-        await store.journal("vanished").record(make_job(1))
+        vanished = store.journal("vanished")
+        await vanished.renew()
+        await vanished.record(make_job(1))
         assert await store.journal("heir").claim(topics=TOPICS) == []
         store.drop_lease("vanished")
         assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1"]
@@ -373,6 +382,8 @@ def test_concurrent_claimers_never_get_the_same_job(store: Store) -> None:
         for number in range(jobs):
             await crashed.record(make_job(number))
         claimers = [store.journal(owner) for owner in owners]
+        for claimer in claimers:
+            await claimer.renew()
         for _ in range(3):
             claimed = await asyncio.gather(
                 *(claimer.claim(topics=TOPICS, limit=40, own=True) for claimer in claimers)
@@ -396,7 +407,9 @@ def test_renew_extends_the_one_lease_of_an_owner(store: Store) -> None:
         await short.record(make_job(1))
         await short.record(make_job(2, state=JobState.DONE))
         await short.record(make_job(3, state=JobState.DELIVERED))
-        await store.journal("worker-b").record(make_job(4))
+        worker_b = store.journal("worker-b")
+        await worker_b.renew()
+        await worker_b.record(make_job(4))
         await store.journal("worker-a", lease=LIVE).renew()
         assert await store.journal("heir").claim(topics=TOPICS) == [], "the lease is live"
         await store.journal("worker-a", lease=EXPIRED).renew()
@@ -407,11 +420,12 @@ def test_renew_extends_the_one_lease_of_an_owner(store: Store) -> None:
 
 def test_release_lets_another_owner_claim_at_once(store: Store) -> None:
     async def scenario() -> None:
-        leaving = store.journal("leaving")
+        leaving, staying, heir = (store.journal(name) for name in ("leaving", "staying", "heir"))
+        for journal in (leaving, staying, heir):
+            await journal.renew()
         await leaving.record(make_job(1))
         await leaving.record(make_job(2, state=JobState.ACKNOWLEDGED))
-        await store.journal("staying").record(make_job(3))
-        heir = store.journal("heir")
+        await staying.record(make_job(3))
         assert await heir.claim(topics=TOPICS) == []
         await leaving.release()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-2"]
@@ -423,11 +437,12 @@ def test_release_lets_another_owner_claim_at_once(store: Store) -> None:
 
 def test_release_of_one_job_gives_it_to_nobody(store: Store) -> None:
     async def scenario() -> None:
-        worker_a = store.journal("worker-a")
+        worker_a, heir = store.journal("worker-a"), store.journal("heir")
+        await worker_a.renew()
+        await heir.renew()
         await worker_a.record(make_job(1))
         await worker_a.record(make_job(2))
         await worker_a.release("task-1")
-        heir = store.journal("heir")
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1"], "claimable at once"
         assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-2"]
         await heir.release("task-2")  # not the heir's: left alone
@@ -437,13 +452,19 @@ def test_release_of_one_job_gives_it_to_nobody(store: Store) -> None:
     store.run(scenario)
 
 
-def test_save_by_the_owner_gives_a_lease_that_ran_out_anew(store: Store) -> None:
+def test_record_and_save_leave_the_lease_to_renew(store: Store) -> None:
     async def scenario() -> None:
-        await store.journal("worker-a", lease=EXPIRED).record(make_job(1))
+        expired = store.journal("worker-a", lease=EXPIRED)
+        await expired.renew()
+        await expired.record(make_job(1))
         worker_a = store.journal("worker-a")
         assert await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
-        assert await store.journal("heir").claim(topics=TOPICS) == [], "the lease is live again"
-        assert (await worker_a.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
+        assert await worker_a.record(make_job(2)) is True
+        heir = store.journal("heir")
+        assert ids(await heir.claim(topics=TOPICS, limit=1)) == ["task-1"], "still run out"
+        await worker_a.renew()
+        assert await heir.claim(topics=TOPICS) == [], "renewed: task-2 is worker-a's again"
+        assert (await heir.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
 
     store.run(scenario)
 
@@ -455,6 +476,7 @@ def test_save_never_overwrites_a_job_another_owner_holds(store: Store) -> None:
         stale = store.journal("stale", lease=EXPIRED)
         await stale.record(make_job(1))
         heir = store.journal("heir")
+        await heir.renew()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1"]
         await heir.save(make_job(1, state=JobState.DONE))
         assert await stale.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2)) is False
@@ -471,6 +493,7 @@ def test_save_takes_a_job_whose_lease_ran_out(store: Store) -> None:
     async def scenario() -> None:
         await store.journal("crashed", lease=EXPIRED).record(make_job(1))
         saver = store.journal("saver")
+        await saver.renew()
         assert await saver.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
         assert await store.journal("heir").claim(topics=TOPICS) == []
         assert ids(await saver.claim(topics=TOPICS, own=True)) == ["task-1"], "the saver's now"
@@ -495,6 +518,7 @@ def test_a_finished_job_is_held_by_nobody(store: Store) -> None:
 def test_a_saved_unknown_job_belongs_to_the_saver(store: Store) -> None:
     async def scenario() -> None:
         worker_a = store.journal("worker-a")
+        await worker_a.renew()
         await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED))
         assert await store.journal("heir").claim(topics=TOPICS) == []
         assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-1"]
@@ -558,10 +582,12 @@ def test_a_worker_that_slept_past_its_lease_cannot_save(
         await sleeper.record(make_job(2))
         clock.advance(61)
         heir = store.journal("heir", lease=MINUTE)
+        await heir.renew()
         assert ids(await heir.claim(topics=TOPICS, limit=1)) == ["task-1"]
         assert await sleeper.save(make_job(1, state=JobState.ACKNOWLEDGED)) is False
         assert await sleeper.save(make_job(2, state=JobState.ACKNOWLEDGED)) is True
-        assert await heir.claim(topics=TOPICS) == [], "the sleeper's save gave it a live lease"
+        await sleeper.renew()
+        assert await heir.claim(topics=TOPICS) == [], "the sleeper renewed: task-2 stays its own"
         clock.advance(61)
         await heir.renew()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]

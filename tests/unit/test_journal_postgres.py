@@ -294,6 +294,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
         heir = PostgresJournal(pg_dsn, owner="heir", table=table)
         alive = PostgresJournal(pg_dsn, owner="alive", table=table)
         try:
+            await heir.renew()
             assert ids(await heir.jobs()) == [f"task-{n}" for n in range(1, 6)]
             assert await heir.get("task-2") == make_job(2, state=JobState.DONE)
             assert ids(await heir.claim(topics=TOPICS)) == ["task-3", "task-5"]

@@ -223,6 +223,7 @@ def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
     async def scenario() -> None:
         heir = SqliteJournal(path, owner="heir")
         try:
+            await heir.renew()
             assert ids(await heir.jobs()) == [f"task-{n}" for n in range(1, 7)]
             assert await heir.get("task-2") == make_job(2, state=JobState.DONE)
             assert ids(await heir.claim(topics=TOPICS)) == ["task-3", "task-6"]
@@ -282,8 +283,9 @@ def test_leases_of_owners_that_hold_nothing_are_forgotten(tmp_path: Path) -> Non
         idle = SqliteJournal(path, owner="idle")
         heir = SqliteJournal(path, owner="heir")
         try:
+            for journal in (gone, idle, heir):
+                await journal.renew()
             await gone.record(make_job(1))
-            await idle.renew()
             assert ids(await heir.claim(topics=TOPICS)) == ["task-1"]
             await heir.claim(topics=TOPICS)
         finally:

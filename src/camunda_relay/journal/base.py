@@ -7,13 +7,14 @@ unfinished job resumes where it stopped (:mod:`camunda_relay.replies.job` has th
 Leases let several workers (pods) share one journal. Each journal object acts for one
 ``owner`` (the worker's id); a job belongs to the owner that recorded or last claimed it.
 An owner holds *one* lease for all its jobs, renewed by :meth:`Journal.renew` (one small
-write, however many jobs it holds; call it when the worker starts and then well within the
-lease); when it runs out (the worker died) the owner's jobs may be claimed by any worker that
-serves their topics. An owner with no lease at all counts as one whose lease ran out. A clean
-shutdown releases the lease, so peers take the jobs over at once. A worker that was paused
-past its lease (a stopped container, a long GC, a lost database) cannot overwrite a job its
-heir now holds: :meth:`Journal.save` refuses, and the worker leaves the job to the heir. A
-finished job is held by nobody.
+write, however many jobs it holds). Only :meth:`Journal.renew` and :meth:`Journal.release`
+change a lease: a worker renews when it starts, before its first claim or record, and then
+well within the lease. When the lease runs out (the worker died) the owner's jobs may be
+claimed by any worker that serves their topics; an owner with no lease at all counts as one
+whose lease ran out. A clean shutdown releases the lease, so peers take the jobs over at
+once. A worker that was paused past its lease (a stopped container, a long GC, a lost
+database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
+worker leaves the job to the heir. A finished job is held by nobody.
 """
 
 from __future__ import annotations
@@ -49,12 +50,7 @@ class Journal(Protocol):
 
     async def record(self, job: Job) -> bool:
         """Store a new job, held by :attr:`owner` (by nobody when already finished); False
-        (nothing stored) when its id exists.
-
-        Like :meth:`save` and :meth:`claim`, it gives :attr:`owner` a lease when it has no
-        live one, so a job never becomes this owner's unprotected; a live lease is left for
-        :meth:`renew` to extend (no extra write per job).
-        """
+        (nothing stored) when its id exists."""
         ...
 
     async def save(self, job: Job) -> bool:

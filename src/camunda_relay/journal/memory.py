@@ -58,12 +58,6 @@ class MemoryJournal:
         """Whether ``owner`` holds a lease that has not run out (an owner without one: no)."""
         return self._leases.get(owner, float("-inf")) > self.clock.wall()
 
-    def _keep_alive(self) -> None:
-        """Give this owner a lease when it has none that is live (what record/save/claim do
-        for the jobs they make this owner's); a live lease is left to :meth:`renew`."""
-        if not self._live(self.owner):
-            self._leases[self.owner] = self.clock.wall() + self.lease.total_seconds()
-
     def _free(self, owner: str) -> bool:
         """Whether a job held by ``owner`` may be taken by this one."""
         return owner in (self.owner, NOBODY) or not self._live(owner)
@@ -74,8 +68,6 @@ class MemoryJournal:
         if job.id in self._entries:
             return False
         self._entries[job.id] = _Entry(job, NOBODY if job.state.finished else self.owner)
-        if not job.state.finished:
-            self._keep_alive()
         return True
 
     async def save(self, job: Job) -> bool:
@@ -87,8 +79,6 @@ class MemoryJournal:
             self._entries[job.id] = _Entry(job, owner)
         else:
             entry.job, entry.owner = job, owner
-        if not job.state.finished:
-            self._keep_alive()
         return True
 
     async def get(self, job_id: str) -> Job | None:
@@ -121,8 +111,6 @@ class MemoryJournal:
             if self._free(entry.owner):
                 entry.owner = self.owner
                 taken.append(entry.job)
-        if taken:
-            self._keep_alive()
         self._forget_idle_owners()
         return taken
 

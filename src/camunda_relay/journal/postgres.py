@@ -272,7 +272,6 @@ class PostgresJournal:
             **journal_codec.columns(job),
             **self._mine(),
             "owner": NOBODY if job.state.finished else self.owner,
-            "mine": not job.state.finished,
             "payload": journal_codec.dumps(job),
         }
 
@@ -309,13 +308,11 @@ class PostgresJournal:
         wanted = sorted(set(topics))
         if not wanted or limit <= 0:
             return []
-        parameters = self._mine(own=own, topics=wanted, limit=limit, mine=True)
+        parameters = self._mine(own=own, topics=wanted, limit=limit)
 
         async def claim(conn: Connection) -> list[TupleRow]:
             async with conn.transaction():
                 rows = await (await conn.execute(self._sql["claim"], parameters)).fetchall()
-                if rows:
-                    await conn.execute(self._sql["keep_alive"], parameters)
                 await conn.execute(self._sql["prune_owners"], parameters)
             return rows
 

@@ -95,23 +95,11 @@ VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
     %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
     to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json)
 """
-# NOT EXISTS first: with a live lease (the common case) nothing is inserted, so the owner's
-# row is not even locked.
-_KEEP_ALIVE = """INSERT INTO {owners} (owner, lease_until) SELECT %(me)s, now() + %(lease)s
-WHERE %(mine)s AND NOT EXISTS (
-    SELECT 1 FROM {owners} WHERE owner = %(me)s AND lease_until > now()
-)
-ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until
-WHERE {owners}.lease_until <= now()"""
-# The job's write and (when the job becomes this owner's) a live lease for this owner, in
-# one statement; a live lease is left for renew() to extend.
-_STORE = "WITH keep_alive AS (" + _KEEP_ALIVE + ")" + _INSERT
-
 QUERIES = {
-    "record": _STORE + "ON CONFLICT (id) DO NOTHING",
+    "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
     # Written over only when the job is this owner's or nobody's, or its owner has no live
     # lease (it ran out, was released, or there is no row at all).
-    "save": _STORE
+    "save": _INSERT
     + """ON CONFLICT (id) DO UPDATE SET
     topic = excluded.topic, process_instance_id = excluded.process_instance_id,
     business_key = excluded.business_key, state = excluded.state,
@@ -164,7 +152,6 @@ picked AS (SELECT id FROM locked ORDER BY created_at, id LIMIT %(limit)s)
 UPDATE {table} AS job SET owner = %(me)s
 FROM picked WHERE job.id = picked.id
 RETURNING job.payload""",
-    "keep_alive": _KEEP_ALIVE,
     # Leases that ran out of owners holding no unfinished job: the table stays as small as
     # the fleet, however many worker ids have come and gone.
     "prune_owners": """DELETE FROM {owners} AS lease

@@ -250,16 +250,11 @@ class SqliteJournal:
         }
 
     def _store(self, statement: str, job: Job) -> Callable[[sqlite3.Connection], bool]:
-        """The write of ``job`` by ``statement`` (RECORD or SAVE), with this owner's lease
-        made live when the job becomes its own."""
+        """The write of ``job`` by ``statement`` (RECORD or SAVE)."""
         row = self._row(job)
 
         def store(conn: sqlite3.Connection) -> bool:
-            parameters = {**row, **self._times()}
-            stored = conn.execute(statement, parameters).rowcount == 1
-            if stored and not job.state.finished:
-                conn.execute(schema.KEEP_ALIVE, parameters)
-            return stored
+            return bool(conn.execute(statement, {**row, **self._times()}).rowcount == 1)
 
         return store
 
@@ -303,8 +298,6 @@ class SqliteJournal:
         def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
             times = self._times()
             rows: list[tuple[str]] = conn.execute(schema.CLAIM, {**parameters, **times}).fetchall()
-            if rows:
-                conn.execute(schema.KEEP_ALIVE, {**parameters, **times})
             conn.execute(schema.PRUNE_OWNERS, {**parameters, **times})
             return rows
 

@@ -4,7 +4,7 @@ and the statements :mod:`camunda_relay.journal.sqlite` runs.
 Two tables. ``relay_jobs``: one row per job, the fields needed to list, count and claim jobs
 in columns, the whole job in ``payload`` (JSON text from :mod:`camunda_relay.journal.codec`),
 and the ``owner`` that holds it (``''``, :data:`~camunda_relay.journal.base.NOBODY`, for a
-finished or released job). ``relay_owners``: one row per owner that holds jobs, with the end
+finished or released job). ``relay_owners``: one row per owner that renewed, with the end
 of its one lease (epoch seconds, from the journal's clock). Renewing a lease writes one small
 row however many jobs the owner holds.
 
@@ -31,7 +31,6 @@ from camunda_relay.replies.job import FINISHED, UNFINISHED, sql_states
 __all__ = [
     "CLAIM",
     "CREATE",
-    "KEEP_ALIVE",
     "MIGRATE_FROM_1",
     "PRUNE_OWNERS",
     "RECORD",
@@ -127,8 +126,6 @@ RENEW = """
 INSERT INTO relay_owners (owner, lease_until) VALUES (:me, :lease_until)
 ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until
 """
-# A lease for :me when it has none that is live; a live one is left for RENEW to extend.
-KEEP_ALIVE = RENEW + "WHERE relay_owners.lease_until <= :now"
 RELEASE_LEASE = "UPDATE relay_owners SET lease_until = 0 WHERE owner = :me"
 RELEASE_JOB = "UPDATE relay_jobs SET owner = '' WHERE id = :id AND owner = :me"
 
