@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, Journal, check_owner
 from camunda_relay.journal.memory import MemoryJournal
@@ -14,8 +15,13 @@ from camunda_relay.journal.memory import MemoryJournal
 __all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "MemoryJournal", "check_owner", "open_journal"]
 
 
-def open_journal(url_or_path: str, *, owner: str, lease: timedelta = DEFAULT_LEASE) -> Journal:
+def open_journal(
+    url_or_path: str, *, owner: str, lease: timedelta = DEFAULT_LEASE, clock: Clock = SYSTEM
+) -> Journal:
     """The journal a setting names (``CAMUNDA_JOURNAL``); opens no connection yet.
+
+    ``clock`` times the leases of the memory and SQLite journals; PostgreSQL uses the
+    database's clock.
 
     ``postgresql://...`` or ``postgres://...``: :class:`~camunda_relay.journal.postgres.
     PostgresJournal` (needs ``camunda-relay[postgres]``); ``:memory:``: :class:`MemoryJournal`;
@@ -32,7 +38,7 @@ def open_journal(url_or_path: str, *, owner: str, lease: timedelta = DEFAULT_LEA
             ) from None
         return PostgresJournal(url_or_path, owner=owner, lease=lease)
     if url_or_path == ":memory:":
-        return MemoryJournal(owner=owner, lease=lease)
+        return MemoryJournal(owner=owner, lease=lease, clock=clock)
     if "://" in url_or_path:
         scheme = url_or_path.split("://", 1)[0]
         raise ConfigurationError(
@@ -43,4 +49,4 @@ def open_journal(url_or_path: str, *, owner: str, lease: timedelta = DEFAULT_LEA
         raise ConfigurationError("the journal path is empty")
     from camunda_relay.journal.sqlite import SqliteJournal
 
-    return SqliteJournal(Path(url_or_path), owner=owner, lease=lease)
+    return SqliteJournal(Path(url_or_path), owner=owner, lease=lease, clock=clock)

@@ -7,12 +7,14 @@ unfinished job resumes where it stopped (:mod:`camunda_relay.replies.job` has th
 Leases let several workers (pods) share one journal. Each journal object acts for one
 ``owner`` (the worker's id); a job belongs to the owner that recorded or last claimed it.
 An owner holds *one* lease for all its jobs, renewed by :meth:`Journal.renew` (one small
-write, however many jobs it holds); when it runs out (the worker died) the owner's jobs may
-be claimed by any worker that serves their topics. A clean shutdown releases the lease, so
-peers take the jobs over at once. A worker that was paused past its lease (a stopped
-container, a long GC, a lost database) cannot overwrite a job its heir now holds:
-:meth:`Journal.save` refuses, and the worker leaves the job to the heir. A finished job is
-held by nobody.
+write, however many jobs it holds). Only :meth:`Journal.renew` and :meth:`Journal.release`
+change a lease: a worker renews when it starts, before its first claim or record, and then
+well within the lease. When the lease runs out (the worker died) the owner's jobs may be
+claimed by any worker that serves their topics; an owner with no lease at all counts as one
+whose lease ran out. A clean shutdown releases the lease, so peers take the jobs over at
+once. A worker that was paused past its lease (a stopped container, a long GC, a lost
+database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
+worker leaves the job to the heir. A finished job is held by nobody.
 """
 
 from __future__ import annotations
@@ -47,15 +49,17 @@ class Journal(Protocol):
     """Whether jobs survive the process (False for the memory journal)."""
 
     async def record(self, job: Job) -> bool:
-        """Store a new job, held by :attr:`owner`; False (nothing stored) when its id exists."""
+        """Store a new job, held by :attr:`owner` (by nobody when already finished); False
+        (nothing stored) when its id exists."""
         ...
 
     async def save(self, job: Job) -> bool:
         """Store the job's new state (insert it if unknown); held by :attr:`owner` after it,
         by nobody once finished.
 
-        False, and nothing written, when another owner holds the job under a live lease (this
-        worker lost its lease and the job was taken over).
+        Stored when the job is unknown, :attr:`owner`'s or nobody's, or its owner's lease
+        ran out; False, and nothing written, when another owner holds it under a live lease
+        (this worker lost its lease and the job was taken over).
         """
         ...
 
@@ -73,22 +77,26 @@ class Journal(Protocol):
     async def claim(
         self, *, topics: Collection[str], limit: int = 100, own: bool = False
     ) -> list[Job]:
-        """Take over unfinished jobs of ``topics`` held by nobody or by an owner whose lease
-        ran out, oldest first, at most ``limit``; ``own``: this owner's own jobs too (the
-        first round after a restart under the same worker id).
+        """Take over unfinished jobs of ``topics`` held by nobody or by another owner whose
+        lease ran out (or who has none), oldest first, at most ``limit``; ``own``: this
+        owner's own jobs too (the first round after a restart under the same worker id).
+        No topics, nothing.
 
         Taken jobs belong to :attr:`owner`. Two claimers never get the same job. The cost
-        does not grow with the jobs live owners hold.
+        does not grow with the jobs live owners hold (only with the number of owners and the
+        jobs that may be taken).
         """
         ...
 
     async def renew(self) -> None:
-        """Extend :attr:`owner`'s lease (one write, however many jobs it holds)."""
+        """Extend :attr:`owner`'s lease, creating it on the first call (one write, however
+        many jobs it holds)."""
         ...
 
     async def release(self, job_id: str | None = None) -> None:
-        """Give up one job (it is then held by nobody, and claimable at once), or with None
-        this owner's lease (a clean shutdown: others may claim all its jobs at once)."""
+        """Give up one job of this owner's (it is then held by nobody, and claimable at
+        once; another owner's job is left alone), or with None this owner's lease (a clean
+        shutdown: others may claim all its jobs at once)."""
         ...
 
     async def counts(self) -> dict[JobState, int]:

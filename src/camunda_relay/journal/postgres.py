@@ -3,15 +3,31 @@
 Every statement commits on its own (autocommit), so a job is stored, by the database's own
 durability, when :meth:`record` returns. Leases use the database's clock (``now()``), so the
 workers' clocks need not agree. :meth:`claim` takes its jobs with ``FOR UPDATE SKIP LOCKED``
-in one statement: concurrent claimers skip each other's rows and never get the same job.
+in one statement: concurrent claimers skip each other's rows and never get the same job. The
+schema and the statements are in :mod:`camunda_relay.journal.postgres_schema`; the first
+connection creates the tables, or migrates a version-1 table (stop every worker of the old
+version first: one left running fails on its next write rather than misread the leases).
 
-One connection per journal object, created (with the table, if missing) on the first call
-and guarded by an :class:`asyncio.Lock`; when it breaks (a server restart, a failover) the
-call reconnects and runs once more. Every statement is safe to repeat: ``record`` and
-``delete`` then report what the first run did as "already there" / "nothing to delete".
+One connection per journal object, created on the first call and guarded by an
+:class:`asyncio.Lock`; when it breaks (a server restart, a failover) the call reconnects and
+runs once more. Every statement is safe to repeat: ``record`` and ``delete`` then report what
+the first run did as "already there" / "nothing to delete".
 
-Needs psycopg 3 (``pip install 'camunda-relay[postgres]'``). The DSN holds a password: it is
-never logged or shown in ``repr``.
+A database that does not answer must not hang a worker. Connecting gives up after
+``connect_timeout``, the server cancels a statement after ``statement_timeout``, TCP
+keepalives (and ``tcp_user_timeout``) notice a silent peer, and, because a blackholed server
+(its packets dropped) answers nothing at all, every call has a deadline of its own
+(``call_timeout``, waiting for the lock included): past it the connection is dropped as
+broken and :class:`~camunda_relay.errors.JournalUnavailable` raised; the next call connects
+afresh. libpq options given in the DSN win over these defaults.
+
+psycopg errors become :class:`~camunda_relay.errors.JournalUnavailable` (connection lost,
+timeouts, server shutting down, ...: ``OperationalError`` and ``InterfaceError``) or
+:class:`~camunda_relay.errors.JournalError`, naming the operation, the error class and the
+SQLSTATE only: a server message may quote a value, and the DSN holds a password. Neither is
+ever logged or shown in ``repr``.
+
+Needs psycopg 3 (``pip install 'camunda-relay[postgres]'``).
 """
 
 from __future__ import annotations
@@ -28,89 +44,33 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from camunda_relay.errors import ConfigurationError
+from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
-from camunda_relay.journal.base import DEFAULT_LEASE, check_owner
+from camunda_relay.journal import postgres_schema as schema
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.journal.postgres_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
 
-__all__ = ["DEFAULT_TABLE", "PostgresJournal"]
+__all__ = ["APPLICATION_NAME", "DEFAULT_TABLE", "PostgresJournal", "journal_error"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
+Action = Callable[[Connection], Awaitable[T]]
 
 DEFAULT_TABLE = "relay_jobs"
 APPLICATION_NAME = "camunda-relay journal"
 _TABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS {table} (
-    id                  text PRIMARY KEY,
-    topic               text NOT NULL,
-    process_instance_id text NOT NULL,
-    business_key        text,
-    state               text NOT NULL,
-    attempts            integer NOT NULL,
-    deliveries          integer NOT NULL,
-    error               text,
-    deadline            timestamptz,
-    created_at          timestamptz NOT NULL,
-    updated_at          timestamptz NOT NULL,
-    owner               text NOT NULL,
-    lease_until         timestamptz NOT NULL,
-    payload             json NOT NULL
-)""",
-    "CREATE INDEX IF NOT EXISTS {state_index} ON {table} (state)",
-    "CREATE INDEX IF NOT EXISTS {lease_index} ON {table} (lease_until)",
-)
 
-_UNFINISHED = "state NOT IN ('delivered', 'failed', 'dropped')"
-assert {state.value for state in JobState if state.finished} == {"delivered", "failed", "dropped"}
-
-_INSERT = """
-INSERT INTO {table} (id, topic, process_instance_id, business_key, state, attempts,
-    deliveries, error, deadline, created_at, updated_at, owner, lease_until, payload)
-VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
-    %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
-    to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s,
-    CASE WHEN %(finished)s THEN timestamptz 'epoch' ELSE now() + %(lease)s END,
-    %(payload)s::json)
-"""
-_QUERIES = {
-    "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
-    "save": _INSERT
-    + """ON CONFLICT (id) DO UPDATE SET
-    topic = excluded.topic, process_instance_id = excluded.process_instance_id,
-    business_key = excluded.business_key, state = excluded.state,
-    attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
-    deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, owner = excluded.owner,
-    lease_until = excluded.lease_until, payload = excluded.payload
-WHERE {table}.owner = excluded.owner OR {table}.lease_until < now()""",
-    "get": "SELECT payload FROM {table} WHERE id = %(id)s",
-    "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
-    "jobs": "SELECT payload FROM {table} ORDER BY created_at, id",
-    "jobs_in": "SELECT payload FROM {table} WHERE state = ANY(%(states)s) ORDER BY created_at, id",
-    # MATERIALIZED: the locking sub-select runs exactly once, so LIMIT holds.
-    "claim": """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM {table}
-    WHERE {unfinished} AND (lease_until < now() OR owner = %(owner)s)
-    ORDER BY created_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE {table} AS job SET owner = %(owner)s, lease_until = now() + %(lease)s
-FROM picked WHERE job.id = picked.id
-RETURNING job.payload""",
-    "renew": """UPDATE {table} SET lease_until = now() + %(lease)s
-WHERE owner = %(owner)s AND {unfinished}""",
-    "release": """UPDATE {table} SET lease_until = timestamptz 'epoch'
-WHERE owner = %(owner)s AND {unfinished}""",
-    "counts": "SELECT state, count(*) FROM {table} GROUP BY state",
-    "delete": "DELETE FROM {table} WHERE id = %(id)s",
-}
+def journal_error(error: psycopg.Error, doing: str) -> JournalError:
+    """The journal error for a psycopg error: the kind and SQLSTATE, never the server's
+    message (it may quote a value)."""
+    unavailable = isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+    cls = JournalUnavailable if unavailable else JournalError
+    state = f", SQLSTATE {error.sqlstate}" if error.sqlstate else ""
+    return cls(f"PostgreSQL journal: {doing} failed ({type(error).__name__}{state})")
 
 
 def _oldest_first(jobs: list[Job]) -> list[Job]:
@@ -129,6 +89,10 @@ class PostgresJournal:
         owner: str,
         lease: timedelta = DEFAULT_LEASE,
         table: str = DEFAULT_TABLE,
+        connect_timeout: timedelta = timedelta(seconds=5),
+        statement_timeout: timedelta = timedelta(seconds=10),
+        call_timeout: timedelta = timedelta(seconds=15),
+        keepalive: timedelta = timedelta(seconds=30),
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ConfigurationError(
@@ -139,21 +103,40 @@ class PostgresJournal:
             options = conninfo_to_dict(dsn)
         except psycopg.ProgrammingError:
             raise ConfigurationError("the journal's PostgreSQL DSN cannot be parsed") from None
-        if "application_name" not in options:
-            dsn = make_conninfo(dsn, application_name=APPLICATION_NAME)
-        self._dsn = dsn
+        idle = max(1, round(keepalive.total_seconds()))
+        defaults: dict[str, str | int] = {
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": max(2, round(connect_timeout.total_seconds())),
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": max(1, idle // 3),
+            "keepalives_count": 3,
+            "tcp_user_timeout": round(call_timeout.total_seconds() * 1000),
+        }
+        self._dsn = make_conninfo(dsn, **{k: v for k, v in defaults.items() if k not in options})
         self.owner = check_owner(owner)
         self.lease = lease
         self.table = table
+        self.statement_timeout = statement_timeout
+        self.call_timeout = call_timeout
         names = {
             "table": sql.Identifier(table),
+            "owners": sql.Identifier(f"{table}_owners"),
             "state_index": sql.Identifier(f"{table}_state_idx"),
+            "claim_index": sql.Identifier(f"{table}_claim_idx"),
             "lease_index": sql.Identifier(f"{table}_lease_until_idx"),
-            "unfinished": sql.SQL(_UNFINISHED),
+            "unfinished": sql.SQL(schema.UNFINISHED_CONDITION),
         }
-        self._schema = [sql.SQL(statement).format(**names) for statement in _SCHEMA]
-        self._sql = {name: sql.SQL(text).format(**names) for name, text in _QUERIES.items()}
+
+        def composed(statements: tuple[str, ...]) -> list[sql.Composed]:
+            return [sql.SQL(statement).format(**names) for statement in statements]
+
+        self._create = composed(schema.CREATE)
+        self._migrate = composed(schema.MIGRATE_FROM_1)
+        self._sql = {name: sql.SQL(text).format(**names) for name, text in schema.QUERIES.items()}
         self._conn: Connection | None = None
+        self._generation = 0  # moves on when a call is abandoned with its connection
+        self._abandoned: set[asyncio.Task[Any]] = set()
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -163,25 +146,98 @@ class PostgresJournal:
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _connect(self) -> Connection:
+        """A new connection with its statement timeout, the schema created or migrated."""
         conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
         try:
             async with conn.transaction():
+                timeout = f"{round(self.statement_timeout.total_seconds() * 1000)}ms"
+                await conn.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
                 # Serialise the CREATEs of workers starting together on an empty database.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.table,))
-                for statement in self._schema:
-                    await conn.execute(statement)
+                await self._upgrade(conn)
         except BaseException:
             await conn.close()
             raise
         return conn
 
-    async def _run(self, action: Callable[[Connection], Awaitable[T]]) -> T:
-        async with self._lock:
+    async def _upgrade(self, conn: Connection) -> None:
+        cursor = await conn.execute(self._sql["version"], {"table": self.table})
+        row = await cursor.fetchone()
+        assert row is not None
+        version = schema.schema_version(bool(row[0]), row[1])
+        if version > SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"journal table {self.table!r} has schema version {version}; this "
+                f"camunda-relay reads version {SCHEMA_VERSION} (a newer version wrote it)"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        for statement in self._create if version == 0 else self._migrate:
+            await conn.execute(statement)
+        if version:
+            log.info("journal table %s migrated from schema version %d", self.table, version)
+
+    async def _run(self, doing: str, action: Action[T]) -> T:
+        """``action`` on the connection, within :attr:`call_timeout` (see the module
+        docstring); psycopg errors mapped to journal errors."""
+        if self._closed:
+            raise RuntimeError("the journal is closed")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.call_timeout.total_seconds()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise self._late(doing) from None
+        try:
             if self._closed:
                 raise RuntimeError("the journal is closed")
-            if self._conn is None or self._conn.closed:
-                self._conn = await self._connect()
+            attempt = asyncio.ensure_future(self._attempt(doing, action, self._generation))
+            try:
+                done, _ = await asyncio.wait({attempt}, timeout=max(deadline - loop.time(), 0))
+            except BaseException:  # the caller was cancelled: the connection's state is unknown
+                self._abandon(attempt)
+                raise
+            if not done:
+                self._abandon(attempt)
+                raise self._late(doing)
+            return attempt.result()
+        finally:
+            self._lock.release()
+
+    def _late(self, doing: str) -> JournalUnavailable:
+        seconds = self.call_timeout.total_seconds()
+        return JournalUnavailable(f"PostgreSQL journal: {doing} got no answer within {seconds}s")
+
+    def _abandon(self, attempt: asyncio.Task[Any]) -> None:
+        """Leave a call that overran to finish on its own; it closes its connection, and the
+        next call connects afresh."""
+        log.warning("journal database did not answer in time; dropping the connection")
+        self._generation += 1
+        self._conn = None
+        attempt.cancel()
+        self._abandoned.add(attempt)
+        attempt.add_done_callback(self._abandoned.discard)
+        attempt.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    async def _attempt(self, doing: str, action: Action[T], generation: int) -> T:
+        used: list[Connection] = []
+
+        async def connection() -> Connection:
             conn = self._conn
+            if conn is None or conn.closed:
+                self._conn = None
+                try:
+                    conn = await self._connect()
+                except psycopg.Error as error:
+                    raise journal_error(error, "connecting") from None
+                if generation == self._generation:
+                    self._conn = conn
+            used.append(conn)
+            return conn
+
+        try:
+            conn = await connection()
             try:
                 return await action(conn)
             except psycopg.OperationalError:
@@ -190,33 +246,37 @@ class PostgresJournal:
                 log.warning("journal connection to PostgreSQL lost; reconnecting once")
                 self._conn = None
                 await conn.close()
-            self._conn = await self._connect()
-            return await action(self._conn)
+            return await action(await connection())
+        except psycopg.Error as error:
+            raise journal_error(error, doing) from None
+        finally:
+            if generation != self._generation:  # abandoned: nobody else uses its connections
+                for conn in used:
+                    await conn.close()
 
     async def _execute(self, query: str, parameters: dict[str, Any]) -> list[TupleRow]:
         async def execute(conn: Connection) -> list[TupleRow]:
             cursor = await conn.execute(self._sql[query], parameters)
             return await cursor.fetchall() if cursor.description is not None else []
 
-        return await self._run(execute)
+        return await self._run(query, execute)
 
     async def _rowcount(self, query: str, parameters: dict[str, Any]) -> int:
         async def execute(conn: Connection) -> int:
             return (await conn.execute(self._sql[query], parameters)).rowcount
 
-        return await self._run(execute)
+        return await self._run(query, execute)
 
     def _row(self, job: Job) -> dict[str, Any]:
         return {
             **journal_codec.columns(job),
-            "owner": self.owner,
-            "lease": self.lease,
-            "finished": job.state.finished,
+            **self._mine(),
+            "owner": NOBODY if job.state.finished else self.owner,
             "payload": journal_codec.dumps(job),
         }
 
     def _mine(self, **parameters: object) -> dict[str, Any]:
-        return {"owner": self.owner, "lease": self.lease, **parameters}
+        return {"me": self.owner, "lease": self.lease, **parameters}
 
     # -- the journal -------------------------------------------------------------------------
 
@@ -242,18 +302,34 @@ class PostgresJournal:
             rows = await self._execute("jobs_in", {"states": wanted})
         return [journal_codec.from_payload(payload) for (payload,) in rows]
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        rows = await self._execute("claim", self._mine(limit=limit))
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        wanted = sorted(set(topics))
+        if not wanted or limit <= 0:
+            return []
+        parameters = self._mine(own=own, topics=wanted, limit=limit)
+
+        async def claim(conn: Connection) -> list[TupleRow]:
+            async with conn.transaction():
+                rows = await (await conn.execute(self._sql["claim"], parameters)).fetchall()
+                await conn.execute(self._sql["prune_owners"], parameters)
+            return rows
+
+        rows = await self._run("claim", claim)
         jobs = _oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs
 
-    async def renew(self) -> int:
-        return await self._rowcount("renew", self._mine())
+    async def renew(self) -> None:
+        await self._rowcount("renew", self._mine())
 
-    async def release(self) -> None:
-        await self._rowcount("release", self._mine())
+    async def release(self, job_id: str | None = None) -> None:
+        if job_id is None:
+            await self._rowcount("release_lease", self._mine())
+        else:
+            await self._rowcount("release_job", self._mine(id=job_id))
 
     async def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
@@ -265,8 +341,12 @@ class PostgresJournal:
         return await self._rowcount("delete", {"id": job_id}) > 0
 
     async def close(self) -> None:
+        self._closed = True
+        for attempt in list(self._abandoned):
+            attempt.cancel()  # interrupted again, psycopg drops the connection at once
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=self.call_timeout.total_seconds())
         async with self._lock:
-            self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None:
                 await conn.close()
