@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from typing import TypeVar
 import click
 
 from camunda_relay.client import EngineClient
+from camunda_relay.errors import JournalError, JournalUnavailable
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, find_orphans
@@ -89,8 +89,12 @@ def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except sqlite3.DatabaseError as error:
-        raise click.ClickException(f"cannot read the journal {target}: {error}") from None
+    except JournalError as error:
+        problem = str(error).removeprefix(f"SQLite journal {target}: ")
+        verb = "use" if isinstance(error, JournalUnavailable) else "read"
+        raise click.ClickException(
+            f"cannot {verb} the journal {_shown(target)}: {problem}"
+        ) from None
     except Exception as error:
         if not type(error).__module__.startswith("psycopg"):
             raise
