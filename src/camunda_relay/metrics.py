@@ -36,6 +36,11 @@ _COUNTERS = (
         "Jobs left to another worker that took them over after this one lost its lease",
     ),
     ("engine_errors", "camunda_relay_engine_errors", "Failed fetches (engine unreachable, 5xx)"),
+    (
+        "journal_errors",
+        "camunda_relay_journal_errors",
+        "Journal calls that failed (database unreachable, timed out, full)",
+    ),
 )
 _GAUGES = (
     ("locked", "camunda_relay_tasks_locked", "Tasks this worker holds a lock on"),

@@ -29,6 +29,7 @@ from camunda_relay import (
 from camunda_relay.backoff import Backoff
 from camunda_relay.clock import ManualClock
 from camunda_relay.errors import JournalUnavailable
+from camunda_relay.failpoints import FailpointError, Failpoints
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
 
 T = TypeVar("T")
@@ -498,3 +499,43 @@ def test_an_engine_without_full_history_is_reported_and_a_recorded_job_goes_on(
     assert worker.history_full is False
     assert any("history level" in record.getMessage() for record in caplog.records)
     assert fake.instances[instance_id].state == "completed"
+
+
+class _OnceFailpoints(Failpoints):
+    """Raises at ``name`` the first time only (a bug that strikes once)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+        self.hits = 0
+
+    async def hit(self, name: str) -> None:
+        if name == self._name and self.hits == 0:
+            self.hits += 1
+            raise FailpointError(f"failpoint {name}")
+
+
+def test_a_job_left_by_an_unexpected_error_is_given_back_and_taken_up_again() -> None:
+    """An error nobody planned for (here: right after the job was recorded) must not leave
+    the job held and idle: it goes back to the journal and the next claim round runs it."""
+    fake = FakeEngine()
+    instance_id = fake.start("bug")
+    journal = MemoryJournal(owner="w", lease=SETTINGS.journal_lease)
+    failpoints = _OnceFailpoints("after_record")
+
+    router = reply_router(lock_duration=timedelta(seconds=1))  # the task comes back soon
+
+    async def scenario() -> None:
+        async with make_worker(
+            fake, router, journal=journal, worker_id="w", failpoints=failpoints
+        ) as worker:
+            running = asyncio.ensure_future(worker.run())
+            await until(lambda: fake.instances[instance_id].state == "completed")
+            worker.stop()
+            await running
+
+    run(scenario())
+    assert failpoints.hits == 1
+    (job,) = run(journal.jobs())
+    assert job.state is JobState.DELIVERED, "dropped (not completed), then afresh when offered"
+    assert not fake.incidents

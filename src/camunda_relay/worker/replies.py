@@ -62,17 +62,28 @@ class Replies:
     async def fetched(
         self, task: Task, registration: Registration, lock: Slot, reply: Slot
     ) -> None:
-        """A reply task just fetched: record the job, complete the task, hand the job on."""
+        """A reply task just fetched: record the job, complete the task, hand the job on.
+
+        An unexpected error gives the job back to the journal (held by nobody), so the next
+        claim round takes it up again instead of leaving it held and idle."""
+        handed_on = False
         try:
-            job = await self._record_and_complete(task, registration, lock)
+            with lock:
+                job = await self._record_and_complete(task, registration, lock)
+            if job is not None:
+                handed_on = True
+                self.start(job, registration, reply, counted=True)
         except (_TakenOver, _Stopped):
-            job = None
+            pass
+        except Exception:
+            log.exception(
+                "reply task ended with an unexpected error; its job is given back to the journal",
+                extra=task.log_context(),
+            )
+            await self._release(task.job_id, task)
         finally:
-            lock.release()
-        if job is None:
-            reply.release()
-            return
-        self.start(job, registration, reply, counted=True)
+            if not handed_on:
+                reply.release()
 
     async def _record_and_complete(
         self, task: Task, registration: Registration, lock: Slot
@@ -93,6 +104,8 @@ class Replies:
         if known is not None and known.state in COMPLETED_BEFORE:
             await self._complete_again(known, registration, lock)
             return None
+        if f"job:{job.id}" in ctx.runs:
+            return None  # its runner here decides (the lock runs out, the task comes back)
         if known is not None:  # offered again after it was dropped or failed: afresh
             job = await self._keep(
                 known.advance(JobState.RECORDED, task=task, attempts=0, result=None, error=None)
@@ -170,14 +183,17 @@ class Replies:
             except _Stopped:
                 pass
             except Exception:
-                log.exception("reply job failed unexpectedly; given back to the journal")
-                await self._release(job)
+                log.exception(
+                    "reply job ended with an unexpected error; given back to the journal",
+                    extra=job.task.log_context(),
+                )
+                await self._release(job.id, job.task)
 
-    async def _release(self, job: Job) -> None:
+    async def _release(self, job_id: str, task: Task) -> None:
         try:
-            await self._ctx.journal.release(job.id)
+            await self._ctx.journal.release(job_id)
         except JournalError as error:
-            log.error("could not give the job back (%s)", error, extra=job.task.log_context())
+            log.error("could not give the job back (%s)", error, extra=task.log_context())
 
     async def _carry_on(self, job: Job, registration: Registration, *, counted: bool) -> None:
         while not job.state.finished:
