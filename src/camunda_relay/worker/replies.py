@@ -159,8 +159,11 @@ class Replies:
             if await self._ctx.journal.save(again):
                 self.start(again, registration, self._ctx.slots.replies.take(), counted=False)
 
-    async def _acknowledged(self, job: Job) -> Job:
-        await self._ctx.failpoints.hit("after_complete_before_work")
+    async def _acknowledged(self, job: Job, *, completed_here: bool = True) -> Job:
+        """The task is completed: on record, with the first attempt. ``completed_here``: by
+        this call's own completion (not told from history after a restart)."""
+        if completed_here:
+            await self._ctx.failpoints.hit("after_complete_before_work")
         # One write for "acknowledged" and "first attempt started".
         job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
         self._ctx.stats.completed += 1
@@ -218,10 +221,10 @@ class Replies:
                     "completed cannot be told; going on as completed",
                     extra=job.task.log_context(),
                 )
-                return await self._acknowledged(job)
+                return await self._acknowledged(job, completed_here=False)
             completed = await self._outcomes.completion_confirmed(job.task)
             if completed:
-                return await self._acknowledged(job)
+                return await self._acknowledged(job, completed_here=False)
             if completed is False:
                 self._ctx.stats.dropped += 1
                 return await self._keep(job.advance(JobState.DROPPED, error="not completed"))
