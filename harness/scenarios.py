@@ -1089,7 +1089,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S14": s14,
     "S15": s15,
 }
-SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S20")
+SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20")
 _ = CANARY_PAYLOAD
 
 # S17-S21 live in a module of their own, which uses the helpers above.
