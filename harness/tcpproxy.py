@@ -37,6 +37,7 @@ class TcpProxy:
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
         self.counts: Counter[str] = Counter()
+        self.gave_up: list[float] = []  # when clients closed silent connections (time.time())
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -105,7 +106,7 @@ class TcpProxy:
                 self.counts["bytes_held"] += len(data)
                 if not data:  # the client gave up on a silent connection
                     self.counts["closed_by_client_while_blackholed"] += 1
-                    self.counts["last_client_close_t"] = int(time.time())
+                    self.gave_up.append(time.time())
             await inbox.put(data)
             if not data:
                 return
@@ -164,6 +165,15 @@ class TcpProxyThread:
             return dict(self.proxy.counts)
 
         result: dict[str, int] = self._call(snapshot())
+        return result
+
+    def gave_up(self) -> list[float]:
+        """When clients closed connections while blackholed (``time.time()``), in order."""
+
+        async def snapshot() -> list[float]:
+            return list(self.proxy.gave_up)
+
+        result: list[float] = self._call(snapshot())
         return result
 
     def close(self) -> None:

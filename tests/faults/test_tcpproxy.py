@@ -71,3 +71,4 @@ def test_a_client_giving_up_while_silent_is_counted(proxy: TcpProxyThread) -> No
     assert wait_until(
         lambda: proxy.counts().get("closed_by_client_while_blackholed") == 1, timeout=5
     )
+    assert len(proxy.gave_up()) == 1
