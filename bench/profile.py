@@ -19,9 +19,9 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]*)(?::\d+)?\)$")
 
 # First match wins, checked from the leaf of the stack upwards.
 AREAS = [
-    ("journal (SQLite)", ("journal_sqlite.py", "sqlite3")),
-    ("journal (PostgreSQL)", ("journal_postgres.py", "psycopg")),
-    ("journal codec (JSON)", ("journal_codec.py",)),
+    ("journal (SQLite)", ("journal/sqlite.py", "sqlite3")),
+    ("journal (PostgreSQL)", ("journal/postgres.py", "psycopg")),
+    ("journal codec (JSON)", ("journal/codec.py",)),
     ("logging", ("logging/",)),
     ("HTTP client (httpx/httpcore/h11)", ("httpx/", "httpcore/", "h11/", "anyio/")),
     ("ssl/socket", ("ssl.py", "socket.py", "selectors.py")),

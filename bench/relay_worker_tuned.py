@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 from camunda_relay import client as _client
-from camunda_relay import journal_sqlite as _journal_sqlite
+from camunda_relay.journal import sqlite as _journal_sqlite
 
 _patches = [p.strip() for p in os.environ.get("BENCH_PATCHES", "").split(",") if p.strip()]
 

@@ -15,8 +15,7 @@ that asked for it when the work is done::
         await worker.run()
 """
 
-__version__ = "0.1.0"  # before the imports: client.py sends it in its User-Agent
-
+from camunda_relay._version import __version__
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import (
     AmbiguousCorrelation,
@@ -27,6 +26,8 @@ from camunda_relay.errors import (
     EngineError,
     EngineUnavailable,
     InvalidInput,
+    JournalError,
+    JournalUnavailable,
     NoMatchingExecution,
     NotFound,
     RelayError,
@@ -34,7 +35,8 @@ from camunda_relay.errors import (
     TaskNotLocked,
     VariableError,
 )
-from camunda_relay.jobs import Job, JobState, MemoryJournal
+from camunda_relay.journal import MemoryJournal
+from camunda_relay.replies.job import Job, JobState
 from camunda_relay.router import Reply, Router
 from camunda_relay.settings import Settings, SettingsError
 from camunda_relay.task import BpmnError, RetryLater, Task
@@ -53,6 +55,8 @@ __all__ = [
     "InvalidInput",
     "Job",
     "JobState",
+    "JournalError",
+    "JournalUnavailable",
     "MemoryJournal",
     "NoMatchingExecution",
     "NotFound",

@@ -1,8 +1,10 @@
 """The async client of the engine's REST API (``/engine-rest``), on httpx.
 
-One :class:`EngineClient` holds one ``httpx.AsyncClient``. Every request goes through
-:meth:`EngineClient._send`, the one place where engine answers and connection failures become
-the exceptions of :mod:`camunda_relay.errors`. Variables are encoded before anything is sent,
+One :class:`EngineClient` holds one ``httpx.AsyncClient``; every request goes through
+:meth:`~camunda_relay.transport.Transport._send` (transport.py), the one place where engine
+answers and connection failures become the exceptions of :mod:`camunda_relay.errors`. This
+module has the calls a worker makes (fetch, complete, fail, correlate, incidents); queries.py
+the read side. Variables are encoded before anything is sent,
 so a value the engine cannot take sends nothing. Durations are ``timedelta`` objects up to
 the request body, where they become milliseconds.
 
@@ -12,40 +14,24 @@ each request; never a body, a variable value or a credential.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import ssl
-import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
-from camunda_relay import __version__, errors
+from camunda_relay import errors
+from camunda_relay.queries import Queries
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
+from camunda_relay.transport import MAX_CONCURRENT_REQUESTS, _ms, _query, _segment
 from camunda_relay.variables import decode_all, encode_all, parse_date, validate_business_key
 
-__all__ = ["MAX_LONG_POLL", "EngineClient", "TopicRequest"]
-
-_log = logging.getLogger(__name__)
-
-# Requests in flight per client, long polls not counted. More would queue inside httpcore's
-# connection pool, whose request assignment scans the whole queue for every request: with
-# thousands of replies due at once, the cost grows with the square of the queue, requests
-# reach the pool timeout and retry, and the worker livelocks (measured: 10,000 due replies,
-# 99 delivered in two minutes; with this gate, all 10,000 in 60 s).
-MAX_CONCURRENT_REQUESTS = 32
-_LONG_POLL_CONNECTIONS = 4  # long polls bypass the gate; a worker runs one at a time
+__all__ = ["MAX_CONCURRENT_REQUESTS", "MAX_LONG_POLL", "EngineClient", "TopicRequest"]
 
 # The engine refuses an asyncResponseTimeout above 30 minutes.
 MAX_LONG_POLL = timedelta(milliseconds=1_800_000)
-
-_Params = Mapping[str, str | int]
 
 
 @dataclass(frozen=True)
@@ -77,193 +63,11 @@ class TopicRequest:
         return body
 
 
-def _ms(duration: timedelta) -> int:
-    return int(duration / timedelta(milliseconds=1))
-
-
-def _segment(value: str) -> str:
-    """An id as one URL path segment (a ``/`` in it cannot reach another resource)."""
-    if not value:
-        raise errors.InvalidInput("an id in a request path must not be empty")
-    return quote(value, safe="")
-
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
-def _query(**params: str | int | bool | None) -> dict[str, str | int]:
-    """Query parameters in the engine's spelling, leaving out the unset ones."""
-    return {
-        key: _flag(value) if isinstance(value, bool) else value
-        for key, value in params.items()
-        if value is not None
-    }
-
-
-class _BearerAuth(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
-
-
-def _auth(settings: Settings) -> httpx.Auth | None:
-    if settings.token:
-        return _BearerAuth(settings.token)
-    if settings.user:
-        return httpx.BasicAuth(settings.user, settings.password or "")
-    return None
-
-
-def _verify(settings: Settings) -> ssl.SSLContext | bool:
-    if not settings.tls_verify:
-        return False
-    if settings.ca_bundle is None:
-        return True
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_bundle))
-    except (OSError, ssl.SSLError) as error:
-        raise errors.ConfigurationError(
-            f"cannot use CAMUNDA_CA_BUNDLE {settings.ca_bundle}: {error}"
-        ) from None
-
-
-class EngineClient:
+class EngineClient(Queries):
     """The REST calls camunda-relay makes, with typed errors and typed values.
 
     ``transport`` replaces the network (``httpx.MockTransport`` or an in-process fake engine).
     """
-
-    def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        self._settings = settings
-        self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
-        self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
-        self._http = httpx.AsyncClient(
-            base_url=settings.url,
-            auth=_auth(settings),
-            verify=_verify(settings),
-            timeout=self._timeout,
-            transport=transport,
-            headers={"Accept": "application/json", "User-Agent": f"camunda-relay/{__version__}"},
-            # Every gated request and a few long polls keep their connection between requests
-            # (httpx keeps 20 by default: with 32 in flight, connections were closed and
-            # opened again all the time).
-            limits=httpx.Limits(
-                max_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
-                max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
-            ),
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> EngineClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    # -- the one place that talks to the engine ------------------------------------------------
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: object = None,
-        params: _Params | None = None,
-        data: Mapping[str, str] | None = None,
-        files: Mapping[str, tuple[str, bytes, str]] | None = None,
-        timeouts: httpx.Timeout | None = None,
-        anonymous: bool = False,
-        gated: bool = True,
-    ) -> httpx.Response:
-        """Send one request; return a 2xx response or raise the mapped :class:`EngineError`.
-
-        At most :data:`MAX_CONCURRENT_REQUESTS` requests are in flight; the others wait here,
-        in order. ``gated=False`` (the long poll) bypasses the gate: a poll waiting for tasks
-        must not hold a slot that a completion or a reply needs.
-        """
-        if not gated:
-            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
-        async with self._gate:
-            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        json: object,
-        params: _Params | None,
-        data: Mapping[str, str] | None,
-        files: Mapping[str, tuple[str, bytes, str]] | None,
-        timeouts: httpx.Timeout | None,
-        anonymous: bool,
-    ) -> httpx.Response:
-        label = f"{method} {path}"
-        started = time.monotonic()
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                data=data,
-                files=files,
-                timeout=timeouts or self._timeout,
-                auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as error:
-            _log.debug(
-                "%s failed after %.0f ms: %s", label, _elapsed_ms(started), type(error).__name__
-            )
-            raise errors.from_transport_error(error, label) from error
-        _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
-        if response.is_success:
-            return response
-        raise errors.from_response(response, label)
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._send(method, path, **kwargs)
-        try:
-            return response.json()
-        except ValueError:
-            raise errors.EngineError(
-                "the engine's answer is not JSON (is CAMUNDA_URL the REST API?)",
-                status=response.status_code,
-                request=f"{method} {path}",
-            ) from None
-
-    async def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
-        result = await self._json(method, path, **kwargs)
-        if not isinstance(result, list):
-            raise errors.EngineError("expected a list from the engine", request=f"{method} {path}")
-        return result
-
-    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        result = await self._json(method, path, **kwargs)
-        if not isinstance(result, dict):
-            raise errors.EngineError(
-                "expected an object from the engine", request=f"{method} {path}"
-            )
-        return result
-
-    async def _optional(self, path: str) -> dict[str, Any] | None:
-        """GET one resource; None when the engine says it does not exist (404)."""
-        try:
-            return await self._object("GET", path)
-        except errors.NotFound:
-            return None
 
     # -- health ---------------------------------------------------------------------------------
 
@@ -393,33 +197,6 @@ class EngineClient:
         """Release the lock at once, so that any worker can fetch the task again."""
         await self._send("POST", f"/external-task/{_segment(task_id)}/unlock")
 
-    async def external_task(self, task_id: str) -> dict[str, Any] | None:
-        """The external task as the engine has it now; None when it no longer exists."""
-        return await self._optional(f"/external-task/{_segment(task_id)}")
-
-    async def external_task_completed(self, task_id: str, worker_id: str | None = None) -> bool:
-        """Whether the task was completed (by ``worker_id``, if given), from the history log.
-
-        After a complete whose answer was lost, a 404 on the retry means either "our first
-        call went through" or "the task was cancelled"; this tells the two apart.
-        """
-        params = _query(externalTaskId=task_id, successLog=True, workerId=worker_id)
-        counted = await self._object("GET", "/history/external-task-log/count", params=params)
-        return bool(counted.get("count"))
-
-    async def external_task_log(
-        self, *, process_instance_id: str, success_only: bool = False
-    ) -> list[dict[str, Any]]:
-        """The history log of the instance's external tasks, oldest first (history level
-        ``full``); with ``success_only``, only the completions."""
-        params = _query(
-            processInstanceId=process_instance_id,
-            successLog=True if success_only else None,
-            sortBy="timestamp",
-            sortOrder="asc",
-        )
-        return await self._list("GET", "/history/external-task-log", params=params)
-
     # -- messages and incidents ---------------------------------------------------------------
 
     async def correlate(
@@ -467,134 +244,6 @@ class EngineClient:
     ) -> list[dict[str, Any]]:
         params = _query(processInstanceId=process_instance_id, incidentType=incident_type)
         return await self._list("GET", "/incident", params=params)
-
-    # -- runtime and history queries ----------------------------------------------------------
-
-    async def executions(
-        self,
-        *,
-        process_instance_id: str | None = None,
-        message_name: str | None = None,
-        activity_id: str | None = None,
-        business_key: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Executions now; with ``message_name``, those waiting for that message."""
-        params = _query(
-            processInstanceId=process_instance_id,
-            messageEventSubscriptionName=message_name,
-            activityId=activity_id,
-            businessKey=business_key,
-        )
-        return await self._list("GET", "/execution", params=params)
-
-    async def message_subscriptions(
-        self, message_name: str, *, first: int = 0, max_results: int = 500
-    ) -> list[dict[str, Any]]:
-        """Event subscriptions to ``message_name`` (one page, oldest first)."""
-        params = _query(
-            eventType="message",
-            eventName=message_name,
-            sortBy="created",
-            sortOrder="asc",
-            firstResult=first,
-            maxResults=max_results,
-        )
-        return await self._list("GET", "/event-subscription", params=params)
-
-    async def process_variables(self, process_instance_id: str) -> dict[str, Any]:
-        """The instance's variables now, decoded (Java-serialised values stay unread)."""
-        path = f"/process-instance/{_segment(process_instance_id)}/variables"
-        raw = await self._object("GET", path, params={"deserializeValues": "false"})
-        return decode_all(raw)
-
-    async def historic_activity_instances(
-        self, *, process_instance_id: str, activity_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        params = _query(processInstanceId=process_instance_id, activityId=activity_id)
-        return await self._list("GET", "/history/activity-instance", params=params)
-
-    async def historic_process_instance(self, instance_id: str) -> dict[str, Any] | None:
-        return await self._optional(f"/history/process-instance/{_segment(instance_id)}")
-
-    async def historic_process_instances(
-        self,
-        *,
-        process_definition_key: str | None = None,
-        business_key: str | None = None,
-        finished: bool | None = None,
-        max_results: int | None = None,
-        process_instance_ids: Sequence[str] | None = None,
-        with_incidents: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Process instances, running and ended; ``finished=False`` means still running."""
-        if process_instance_ids is not None and not process_instance_ids:
-            return []  # the engine refuses an empty id list with a 500
-        # A POST query, so a long list of instance ids does not overflow the URL. The engine
-        # ignores finished=false: "still running" is its own flag, unfinished.
-        query: dict[str, object] = {}
-        if process_definition_key is not None:
-            query["processDefinitionKey"] = process_definition_key
-        if business_key is not None:
-            query["processInstanceBusinessKey"] = business_key
-        if finished is not None:
-            query["finished" if finished else "unfinished"] = True
-        if process_instance_ids is not None:
-            query["processInstanceIds"] = list(process_instance_ids)
-        if with_incidents:
-            query["withIncidents"] = True
-        params = _query(maxResults=max_results)
-        return await self._list("POST", "/history/process-instance", json=query, params=params)
-
-    # -- process definitions and deployments ---------------------------------------------------
-
-    async def start_process(
-        self,
-        key: str,
-        *,
-        business_key: str | None = None,
-        variables: Mapping[str, object] | None = None,
-    ) -> dict[str, Any]:
-        """Start the latest version of a process definition; return the new instance."""
-        body: dict[str, object] = {}
-        if business_key is not None:
-            body["businessKey"] = validate_business_key(business_key)
-        if variables:
-            body["variables"] = encode_all(variables)
-        path = f"/process-definition/key/{_segment(key)}/start"
-        return await self._object("POST", path, json=body)
-
-    async def process_definition(self, key: str) -> dict[str, Any] | None:
-        """The latest version of a process definition; None when there is none."""
-        return await self._optional(f"/process-definition/key/{_segment(key)}")
-
-    async def process_definition_xml(self, definition_id: str) -> str:
-        """The BPMN XML of a process definition, by its id."""
-        path = f"/process-definition/{_segment(definition_id)}/xml"
-        xml = (await self._object("GET", path)).get("bpmn20Xml")
-        if not isinstance(xml, str):
-            raise errors.EngineError("the engine sent no BPMN XML", request=f"GET {path}")
-        return xml
-
-    async def deploy(
-        self, name: str, files: Mapping[str, bytes], *, changed_only: bool = True
-    ) -> dict[str, Any]:
-        """Deploy resources (BPMN, DMN, ...); with ``changed_only``, unchanged ones are kept."""
-        if not files:
-            raise errors.InvalidInput("a deployment needs at least one file")
-        data = {
-            "deployment-name": name,
-            "deploy-changed-only": _flag(changed_only),
-            "enable-duplicate-filtering": _flag(changed_only),
-        }
-        parts = {
-            filename: (filename, content, "application/octet-stream")
-            for filename, content in files.items()
-        }
-        return await self._object("POST", "/deployment/create", data=data, files=parts)
-
-
-def _elapsed_ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000
 
 
 def _access_problem(settings: Settings, status: int | None) -> str:

@@ -8,6 +8,10 @@
     ├── InvalidInput                a value the engine would refuse (business key too long ...)
     │   └── VariableError           a variable cannot be sent to the engine; names it
     ├── BundledEngineError          (bundled_engine.py) the bundled engine failed to build/start
+    ├── IllegalTransition           a reply job was moved to a state its state cannot reach (a bug)
+    ├── JournalError                the journal failed (SQLite, PostgreSQL)
+    │   ├── JournalUnavailable      the journal database cannot be reached / timed out [retryable]
+    │   └── CorruptJob              a stored job cannot be read (damaged, or from a newer version)
     └── EngineError                 the engine answered with an error, or could not be reached
         ├── EngineUnavailable       connection refused/reset, timeout, 502/503/504  [retryable]
         ├── ServerError             500 from the engine (a database hiccup, ...)    [retryable]
@@ -19,7 +23,8 @@
             ├── NoMatchingExecution a message found nobody waiting (yet, or any more)
             └── AmbiguousCorrelation a message matched several executions
 
-Engine responses are mapped to these classes in exactly one place, :func:`from_response`.
+Engine responses are mapped to these classes in exactly one place, :func:`from_response`;
+database errors in the journals' own ``_errors`` helpers (one per backend).
 Whether an error is worth retrying is a property of the error (``retryable``), never a guess
 at the call site. Messages never contain variable values or credentials.
 """
@@ -37,9 +42,13 @@ __all__ = [
     "BadRequest",
     "ConcurrentModification",
     "ConfigurationError",
+    "CorruptJob",
     "EngineError",
     "EngineUnavailable",
+    "IllegalTransition",
     "InvalidInput",
+    "JournalError",
+    "JournalUnavailable",
     "NoMatchingExecution",
     "NotFound",
     "RelayError",
@@ -72,6 +81,28 @@ class VariableError(InvalidInput):
         super().__init__(f"variable {name!r}: {problem}")
         self.name = name
         self.problem = problem
+
+
+class IllegalTransition(RelayError):
+    """A reply job was asked to move to a state its current state cannot reach: a bug."""
+
+
+class JournalError(RelayError):
+    """The journal (SQLite file, PostgreSQL database) failed. Names the problem, never a
+    payload or a password."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot be reached or did not answer in time; try again later."""
+
+    retryable = True
+
+
+class CorruptJob(JournalError, ValueError):
+    """A stored job cannot be read (damaged, or written by a newer camunda-relay).
+
+    The message names the job and the problem, never the payload.
+    """
 
 
 class EngineError(RelayError):

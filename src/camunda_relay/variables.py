@@ -40,6 +40,7 @@ __all__ = [
     "decode_all",
     "encode",
     "encode_all",
+    "engine_date",
     "format_date",
     "parse_date",
     "validate_business_key",
@@ -97,6 +98,16 @@ def parse_date(text: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("date without a time zone")
     return parsed
+
+
+def engine_date(text: object) -> datetime | None:
+    """A date field of an engine answer; None when it is missing or not a date."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_date(text)
+    except ValueError:
+        return None
 
 
 def _check_name(name: object) -> str:

@@ -25,7 +25,7 @@ import pytest
 
 from camunda_relay import EngineClient, Job, JobState, Router, Settings, Task, Worker
 from camunda_relay.client import TopicRequest
-from camunda_relay.journal_sqlite import SqliteJournal
+from camunda_relay.journal.sqlite import SqliteJournal
 from tests.support import postgres as pg
 from tests.support.engine import PASSWORD, USER, Engine
 
@@ -378,7 +378,7 @@ def test_mistakes_are_one_line(engine: Engine, tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_a_postgres_journal_is_listed_and_retried(postgres_server: pg.PostgresServer) -> None:
-    from camunda_relay.journal_postgres import PostgresJournal
+    from camunda_relay.journal.postgres import PostgresJournal
 
     name = f"pending_{uuid.uuid4().hex[:8]}"
     postgres_server.create_database(name)
@@ -421,8 +421,8 @@ def test_the_reconciler_raises_one_incident_per_orphan_on_the_real_engine(
 ) -> None:
     """The sweep the worker runs, against Camunda: an orphan gets one incident of type
     camundaRelay on its waiting execution; an instance whose job was delivered does not."""
-    from camunda_relay.jobs import MemoryJournal
-    from camunda_relay.reconciler import Reconciler
+    from camunda_relay.journal import MemoryJournal
+    from camunda_relay.replies.reconciler import Reconciler
 
     orphan_id = start(rest, f"swept-{uuid.uuid4().hex[:8]}")
     answered_id = start(rest, f"answered-{uuid.uuid4().hex[:8]}")

@@ -7,7 +7,7 @@ process: task ``messageSending`` → catch event ``wait_for_response`` (``sample
 
 Faults are queued per route with :meth:`FakeEngine.inject`: ``status`` answers with an error
 without doing anything; ``lose`` does the work, then drops the response (a transport error),
-as a connection cut after the engine committed.
+as a connection cut after the engine committed; ``hang`` never answers.
 
 State changes a test can make, as the real engine would: :meth:`FakeEngine.expire_lock` (the
 lock ran out: anyone may fetch the task, and its old holder may still complete it while no one
@@ -15,6 +15,11 @@ has), :meth:`FakeEngine.steal_lock` (another worker fetched it), :meth:`FakeEngi
 (the instance was cancelled: its task is gone) and :meth:`FakeEngine.complete_elsewhere` (a
 worker this test does not see completed the task, so the instance waits with no journal
 knowing it). Message subscriptions carry a ``createdDate`` (:attr:`FakeInstance.waiting_since`).
+
+History: the activity instances of each task and each passage of the catch event, with
+start and end times from a clock that moves one millisecond per event, so a worker can tell
+rounds apart; ``start(rounds=N)`` models a loop (the catch event leads back to a new task
+N-1 times); ``history_level`` below ``"full"`` keeps no external-task log and no details.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ SEED_BPMN = (
 TOPIC = "messageSending"
 MESSAGE = "sample_response"
 CATCH = "wait_for_response"
+_HISTORY_COUNTS = ("/history/detail/count", "/history/variable-instance/count")
 
 
 @dataclass
@@ -50,6 +56,7 @@ class FakeTask:
     retries: int | None = None
     done: bool = False
     lock_expired: bool = False  # fetchable again; the old holder may still complete it
+    lock_until: float | None = None  # the loop's time when the lock runs out by itself
     deleted: bool = False  # its instance was cancelled
     completed_by: str | None = None
 
@@ -63,6 +70,9 @@ class FakeInstance:
     variables: dict[str, Any] = field(default_factory=dict)
     passages: int = 0
     waiting_since: datetime | None = None  # the message subscription's createdDate
+    topic: str = TOPIC
+    rounds: int = 1  # a looping model: how many times it passes the catch event in all
+    history: list[dict[str, Any]] = field(default_factory=list)  # activity instances
 
     def wait(self) -> None:
         self.state = "waiting"
@@ -71,7 +81,7 @@ class FakeInstance:
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "status" or "lose"
+    kind: str  # "status", "lose" or "hang" (never answers)
     status: int = 503
     message: str = "injected"
     error_type: str = "RestException"
@@ -86,6 +96,7 @@ class FakeEngine:
         transit_polls: int = 0,
         max_long_poll: float = 0.02,
         network_yields: int = 0,
+        history_level: str = "full",
     ) -> None:
         """``max_long_poll`` caps a fetch's wait (seconds) for tasks to appear;
         ``network_yields`` lets the event loop run that many times before the engine acts
@@ -93,6 +104,8 @@ class FakeEngine:
         self.transit_polls = transit_polls
         self.max_long_poll = max_long_poll
         self.network_yields = network_yields
+        self.history_level = history_level
+        self._ticks = itertools.count(1)
         self.faults_hit: list[tuple[str, str]] = []  # (route, kind) of each fault applied
         self.tasks: dict[str, FakeTask] = {}
         self.instances: dict[str, FakeInstance] = {}
@@ -104,12 +117,40 @@ class FakeEngine:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def start(self, business_key: str | None = None) -> str:
-        instance = FakeInstance(id=f"pi-{next(self._ids)}", business_key=business_key)
+    def start(self, business_key: str | None = None, *, rounds: int = 1, topic: str = TOPIC) -> str:
+        instance = FakeInstance(
+            id=f"pi-{next(self._ids)}", business_key=business_key, rounds=rounds, topic=topic
+        )
         self.instances[instance.id] = instance
-        task = FakeTask(id=f"task-{next(self._ids)}", instance_id=instance.id)
-        self.tasks[task.id] = task
+        self._new_task(instance)
         return instance.id
+
+    def _new_task(self, instance: FakeInstance) -> FakeTask:
+        task = FakeTask(id=f"task-{next(self._ids)}", instance_id=instance.id, topic=instance.topic)
+        self.tasks[task.id] = task
+        instance.state = "task"
+        self._begin(instance, f"send_message:{task.id}", "send_message")
+        return task
+
+    def _now(self) -> str:
+        return _date(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(milliseconds=next(self._ticks)))
+
+    def _begin(self, instance: FakeInstance, activity_instance_id: str, activity_id: str) -> None:
+        instance.history.append(
+            {
+                "id": activity_instance_id,
+                "activityId": activity_id,
+                "startTime": self._now(),
+                "endTime": None,
+                "canceled": False,
+            }
+        )
+
+    def _end(self, instance: FakeInstance, activity_id: str) -> None:
+        for entry in reversed(instance.history):
+            if entry["activityId"] == activity_id and entry["endTime"] is None:
+                entry["endTime"] = self._now()
+                return
 
     def inject(self, route: str, *faults: Fault) -> None:
         """Queue faults for a route such as ``"POST /message"`` or ``"complete"``."""
@@ -144,7 +185,8 @@ class FakeEngine:
             if task.instance_id == instance_id and not task.done:
                 task.done, task.completed_by = True, "unseen-worker"
         instance = self.instances[instance_id]
-        instance.wait()
+        self._end(instance, "send_message")
+        self._wait(instance)
         instance.waiting_since = datetime.now(UTC) - waiting_for
 
     def transport(self) -> httpx.MockTransport:
@@ -162,6 +204,8 @@ class FakeEngine:
             self.faults_hit.append(
                 (route, fault.kind if fault.kind == "lose" else str(fault.status))
             )
+        if fault is not None and fault.kind == "hang":
+            await asyncio.Event().wait()
         if fault is not None and fault.kind == "status":
             await self._network()
             return _error(fault.status, fault.message, fault.error_type)
@@ -214,6 +258,11 @@ class FakeEngine:
             return self._historic(match.group(1))
         if method == "GET" and path == "/history/external-task-log/count":
             return self._task_log(params)
+        if method == "GET" and path in (
+            "/history/detail/count",
+            "/history/variable-instance/count",
+        ):
+            return self._history_count(path)
         if method == "GET" and re.fullmatch(r"/process-definition/[^/]+/xml", path):
             return httpx.Response(200, json={"id": "def", "bpmn20Xml": SEED_BPMN})
         if (method, path) == ("GET", "/process-definition/count"):
@@ -221,7 +270,11 @@ class FakeEngine:
         return _error(404, f"fake engine has no route {method} {path}")
 
     async def _fetch(self, body: dict[str, Any]) -> httpx.Response:
-        topics = {topic["topicName"] for topic in body["topics"]}
+        topics = {topic["topicName"]: topic for topic in body["topics"]}
+        now = asyncio.get_running_loop().time()
+        for task in self.tasks.values():
+            if task.lock_until is not None and task.lock_until <= now:
+                task.lock_expired = True  # the lock ran out by itself, as in the engine
         free = [
             t
             for t in self.tasks.values()
@@ -232,6 +285,8 @@ class FakeEngine:
             await asyncio.sleep(min(body.get("asyncResponseTimeout", 0) / 1000, self.max_long_poll))
         for task in chosen:
             task.locked_by, task.lock_expired = body["workerId"], False
+            duration = topics[task.topic].get("lockDuration")
+            task.lock_until = now + duration / 1000 if duration else None
         return httpx.Response(200, json=[self._wire(task) for task in chosen])
 
     def _wire(self, task: FakeTask) -> dict[str, Any]:
@@ -272,10 +327,11 @@ class FakeEngine:
         if action == "complete":
             task.done, task.completed_by = True, body.get("workerId")
             instance.variables.update(body.get("variables") or {})
+            self._end(instance, "send_message")
             if self.transit_polls:
                 instance.state = "transit"
             else:
-                instance.wait()
+                self._wait(instance)
             instance.early_polls = self.transit_polls
         elif action == "failure":
             self.failures.append(body)
@@ -305,7 +361,7 @@ class FakeEngine:
             if instance.state == "transit":  # reaches the catch event a few polls later
                 instance.early_polls -= 1
                 if instance.early_polls <= 0:
-                    instance.wait()
+                    self._wait(instance)
         if not waiting:
             return _no_match()
         if len(waiting) > 1:
@@ -316,9 +372,17 @@ class FakeEngine:
             )
         (instance,) = waiting
         instance.variables.update(body.get("processVariables") or {})
-        instance.state = "completed"
         instance.passages += 1
+        self._end(instance, CATCH)
+        if instance.passages < instance.rounds:
+            self._new_task(instance)  # the model loops back to the task
+        else:
+            instance.state = "completed"
         return httpx.Response(204)
+
+    def _wait(self, instance: FakeInstance) -> None:
+        instance.wait()
+        self._begin(instance, f"{CATCH}:{next(self._ids)}", CATCH)
 
     def _executions(self, params: httpx.QueryParams) -> httpx.Response:
         found = [
@@ -377,6 +441,7 @@ class FakeEngine:
             }
             for t in self.tasks.values()
             if t.done
+            and self.history_level == "full"
             and params.get("successLog") in ("true", None)
             and params.get("processInstanceId") in (None, t.instance_id)
         ]
@@ -393,15 +458,7 @@ class FakeEngine:
 
     def _passages(self, params: httpx.QueryParams) -> httpx.Response:
         instance = self.instances.get(params.get("processInstanceId", ""))
-        passages = (
-            []
-            if instance is None
-            else [
-                {"activityId": CATCH, "endTime": "2030-01-01T00:00:00.000+0000", "canceled": False}
-            ]
-            * instance.passages
-        )
-        return httpx.Response(200, json=passages)
+        return httpx.Response(200, json=[] if instance is None else instance.history)
 
     def _historic(self, instance_id: str) -> httpx.Response:
         instance = self.instances.get(instance_id)
@@ -421,9 +478,19 @@ class FakeEngine:
         }
 
     def _task_log(self, params: httpx.QueryParams) -> httpx.Response:
+        if self.history_level != "full":
+            return httpx.Response(200, json={"count": 0})
+        if "externalTaskId" not in params:
+            return httpx.Response(200, json={"count": sum(t.done for t in self.tasks.values())})
         task = self.tasks.get(params.get("externalTaskId", ""))
         done = task is not None and task.done
         return httpx.Response(200, json={"count": 1 if done and params.get("successLog") else 0})
+
+    def _history_count(self, path: str) -> httpx.Response:
+        variables = sum(len(i.variables) for i in self.instances.values()) + len(self.instances)
+        if path == "/history/detail/count" and self.history_level != "full":
+            variables = 0
+        return httpx.Response(200, json={"count": variables})
 
 
 def _date(moment: datetime | None) -> str | None:
@@ -440,6 +507,8 @@ def _date(moment: datetime | None) -> str | None:
 def _route(method: str, path: str) -> str:
     if re.fullmatch(r"/external-task/[^/]+/complete", path):
         return "complete"
+    if re.fullmatch(r"/execution/[^/]+/create-incident", path):
+        return "create-incident"
     return f"{method} {path}"
 
 

@@ -746,7 +746,7 @@ def test_logs_name_requests_never_secrets_or_values(caplog: pytest.LogCaptureFix
 
     caplog.set_level(logging.DEBUG)
     call(Wire(engine), go)
-    lines = [r for r in caplog.records if r.name == "camunda_relay.client"]
+    lines = [r for r in caplog.records if r.name == "camunda_relay.transport"]
     assert [r.levelno for r in lines] == [logging.DEBUG] * 3
     assert [r.getMessage().split(" in ")[0] for r in lines] == [
         "POST /external-task/fetchAndLock -> 200",
@@ -760,7 +760,7 @@ def test_logs_name_requests_never_secrets_or_values(caplog: pytest.LogCaptureFix
 
 
 def test_transport_failures_are_logged_by_kind(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="camunda_relay.client")
+    caplog.set_level(logging.DEBUG, logger="camunda_relay.transport")
     with pytest.raises(errors.EngineUnavailable):
         call(Wire(_raise(httpx.ConnectError("refused"))), lambda c: c.complete("t", "w"))
     (record,) = caplog.records

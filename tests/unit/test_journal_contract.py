@@ -1,86 +1,53 @@
 """One contract for every journal: memory, SQLite and PostgreSQL behave alike.
 
-Each contract test runs against the three stores. A :class:`Store` opens journals for several
-owners on one shared store (one MemoryJournal shared with :meth:`MemoryJournal.share`, one
-SQLite file, one PostgreSQL table), as several worker processes would see it. Leases are
-made expired or live by the lease a journal is opened with (a negative lease is expired at
-once), never by sleeping. The store-specific tests at the end cover what only a durable
-store promises: a job recorded by a process killed with SIGKILL is there for the next one;
-a lost PostgreSQL connection is replaced.
+Each contract test runs against the three stores. A :class:`~tests.support.journals.Store`
+opens journals for several owners on one shared store (one MemoryJournal shared with
+:meth:`MemoryJournal.share`, one SQLite file, one PostgreSQL table), as several worker
+processes would see it. Leases are made expired or live by the lease a journal is opened
+with (a negative lease has run out when it is given), never by sleeping; the memory and
+SQLite journals also run the lease tests on a :class:`~camunda_relay.clock.ManualClock`.
+What only one store promises is tested in test_journal_sqlite.py and test_journal_postgres.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 import sqlite3
-import subprocess
-import sys
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
 
 import psycopg
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from psycopg import sql
 
-from camunda_relay import journal_codec, journal_sqlite
-from camunda_relay.errors import ConfigurationError, VariableError
-from camunda_relay.jobs import Job, JobState, Journal, MemoryJournal, open_journal
-from camunda_relay.journal_postgres import APPLICATION_NAME, PostgresJournal
-from camunda_relay.journal_sqlite import SCHEMA_VERSION, SqliteJournal
-from camunda_relay.task import Task
+from camunda_relay.clock import ManualClock
+from camunda_relay.errors import VariableError
+from camunda_relay.journal import Journal, MemoryJournal
+from camunda_relay.journal.postgres import PostgresJournal
+from camunda_relay.journal.sqlite import SqliteJournal
+from camunda_relay.replies.job import JobState
 from camunda_relay.variables import Unreadable
+from tests.support.journals import (
+    EXPIRED,
+    LIVE,
+    TOPICS,
+    Store,
+    fresh_database,
+    ids,
+    make_job,
+    rich_job,
+    unique_table,
+)
 from tests.support.postgres import PostgresServer
 
-T = TypeVar("T")
-
-LIVE = timedelta(minutes=10)
-EXPIRED = timedelta(seconds=-1)
-
 STORES = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-class Store:
-    """Journals for several owners on one shared store; closed when a scenario ends."""
-
-    def __init__(self, kind: str, make: Callable[[str, timedelta], Journal]) -> None:
-        self.kind = kind
-        self._make = make
-        self._opened: list[Journal] = []
-
-    def journal(self, owner: str = "worker-a", lease: timedelta = LIVE) -> Journal:
-        journal = self._make(owner, lease)
-        assert journal.owner == owner
-        self._opened.append(journal)
-        return journal
-
-    def run(self, scenario: Callable[[], Awaitable[T]]) -> T:
-        async def main() -> T:
-            try:
-                return await asyncio.wait_for(scenario(), timeout=60)
-            finally:
-                for journal in self._opened:
-                    await journal.close()
-                self._opened.clear()
-
-        return asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
 def pg_dsn(postgres_server: PostgresServer) -> str:
     """A fresh database for this module; every test gets a table of its own in it."""
-    name = f"journal_contract_{uuid.uuid4().hex[:8]}"
-    postgres_server.create_database(name)
-    return postgres_server.dsn(name)
-
-
-def unique_table() -> str:
-    return f"jobs_{uuid.uuid4().hex[:12]}"
+    return fresh_database(postgres_server, "journal_contract")
 
 
 @pytest.fixture(params=STORES)
@@ -93,11 +60,19 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         def make(owner: str, lease: timedelta) -> Journal:
             return shared.share(owner=owner, lease=lease)
 
+        def drop(owner: str) -> None:
+            shared._leases.pop(owner, None)
+
     elif kind == "sqlite":
         path = tmp_path / "journal.sqlite3"
 
         def make(owner: str, lease: timedelta) -> Journal:
             return SqliteJournal(path, owner=owner, lease=lease)
+
+        def drop(owner: str) -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM relay_owners WHERE owner = ?", (owner,))
+            conn.close()
 
     else:
         dsn: str = request.getfixturevalue("pg_dsn")
@@ -106,102 +81,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         def make(owner: str, lease: timedelta) -> Journal:
             return PostgresJournal(dsn, owner=owner, lease=lease, table=table)
 
-    return Store(kind, make)
+        def drop(owner: str) -> None:
+            owners = sql.Identifier(f"{table}_owners")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(owners), (owner,))
 
-
-def make_job(
-    number: int,
-    *,
-    state: JobState = JobState.RECORDED,
-    variables: dict[str, object] | None = None,
-    **changes: Any,
-) -> Job:
-    """Job ``number``, created ``number`` seconds after a fixed moment (so order is known)."""
-    task = Task(
-        id=f"task-{number}",
-        topic="messageSending",
-        worker_id="worker-a",
-        process_instance_id=f"instance-{number}",
-        business_key=f"bk-{number}",
-        variables=variables or {},
-    )
-    moment = 1_760_000_000.0 + number
-    return Job(
-        task=task,
-        message="sample_response",
-        state=state,
-        created_at=moment,
-        updated_at=moment,
-        **changes,
-    )
-
-
-def ids(jobs: list[Job]) -> list[str]:
-    return [job.id for job in jobs]
-
-
-EVERY_KIND_OF_VARIABLE: dict[str, object] = {
-    "text": "grüße, 世界",
-    "nul": "a\x00b",
-    "long_text": "x" * 5000,
-    "empty": "",
-    "integer": 42,
-    "long": 2**40,
-    "negative": -7,
-    "float": 2.5,
-    "true": True,
-    "false": False,
-    "nothing": None,
-    "mapping": {"a": [1, 2, {"b": None}], "c": "d"},
-    "sequence": [1, "two", 3.0, False, None],
-    "moment": datetime(2026, 11, 27, 21, 0, 0, 123000, tzinfo=UTC),
-    "elsewhere": datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=timezone(timedelta(hours=-5))),
-    "blob": bytes(range(256)),
-    "java": Unreadable("Object", "application/x-java-serialized-object"),
-    "file": Unreadable("File"),
-}
-
-
-def rich_job() -> Job:
-    job = make_job(1, variables=EVERY_KIND_OF_VARIABLE)
-    task = Task(
-        id=job.task.id,
-        topic=job.task.topic,
-        worker_id="worker-7",
-        process_instance_id=job.task.process_instance_id,
-        execution_id="execution-1",
-        activity_id="send",
-        activity_instance_id="send:1",
-        process_definition_id="correlation-message:1:abc",
-        process_definition_key="correlation-message",
-        business_key="bk-1",
-        tenant_id="tenant",
-        retries=3,
-        priority=5,
-        lock_expiration=datetime(2026, 11, 27, 21, 5, 0, 123456, tzinfo=UTC),
-        variables=EVERY_KIND_OF_VARIABLE,
-        job_id="job-1",
-    )
-    return Job(
-        task=task,
-        message="sample_response",
-        by_business_key=True,
-        state=JobState.DONE,
-        attempts=2,
-        deliveries=1,
-        result={
-            "var1": 1,
-            "var2": "value",
-            "when": datetime(2026, 11, 27, 22, 0, 0, 500000, tzinfo=UTC),
-            "raw": b"\x00\xff",
-            "nested": {"list": [1, 2.5, "three"]},
-            "none": None,
-        },
-        error="correlation refused (NoMatchingExecution)",
-        deadline=1_760_000_600.25,
-        created_at=1_760_000_000.125,
-        updated_at=1_760_000_100.5,
-    )
+    return Store(kind, make, drop)
 
 
 # -- record, save, get -----------------------------------------------------------------------
@@ -365,7 +250,7 @@ def test_close_can_be_called_twice(store: Store) -> None:
     store.run(scenario)
 
 
-# -- leases ------------------------------------------------------------------------------------
+# -- claims ----------------------------------------------------------------------------------
 
 
 def test_claim_takes_over_expired_leases(store: Store) -> None:
@@ -374,35 +259,70 @@ def test_claim_takes_over_expired_leases(store: Store) -> None:
         for number in (3, 1, 2):
             await crashed.record(make_job(number))
         heir = store.journal("heir")
-        assert ids(await heir.claim()) == ["task-1", "task-2", "task-3"]
-        assert await store.journal("late").claim() == [], "the heir's leases are live"
-        assert await store.journal("crashed", lease=LIVE).renew() == 0, "its leases are lost"
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-2", "task-3"]
+        assert await store.journal("late").claim(topics=TOPICS) == [], "the heir's lease is live"
+        back = store.journal("crashed", lease=LIVE)
+        await back.renew()
+        assert await back.claim(topics=TOPICS, own=True) == [], "its jobs are the heir's now"
 
     store.run(scenario)
 
 
-def test_claim_leaves_live_leases_of_other_owners(store: Store) -> None:
+def test_claim_leaves_the_jobs_of_live_owners(store: Store) -> None:
     async def scenario() -> None:
         alive = store.journal("alive")
+        await alive.renew()
         await alive.record(make_job(1))
         await store.journal("crashed", lease=EXPIRED).record(make_job(2))
-        assert ids(await store.journal("heir").claim()) == ["task-2"]
-        assert ids(await alive.claim()) == ["task-1"]
+        heir = store.journal("heir")
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
+        assert await alive.claim(topics=TOPICS) == [], "without own, never its own jobs"
+        assert ids(await alive.claim(topics=TOPICS, own=True)) == ["task-1"]
 
     store.run(scenario)
 
 
-def test_claim_retakes_own_jobs_but_never_finished_ones(store: Store) -> None:
+def test_claim_own_retakes_own_jobs_but_never_finished_ones(store: Store) -> None:
     async def scenario() -> None:
         mine = store.journal("mine")
         await mine.record(make_job(1))
         await mine.record(make_job(2, state=JobState.ACKNOWLEDGED))
         await mine.record(make_job(3, state=JobState.DELIVERED))
         await store.journal("gone", lease=EXPIRED).record(make_job(4, state=JobState.FAILED))
-        assert ids(await mine.claim()) == ["task-1", "task-2"]
-        assert ids(await mine.claim()) == ["task-1", "task-2"], "claiming again is harmless"
-        claimed = await mine.claim()
+        assert ids(await mine.claim(topics=TOPICS, own=True)) == ["task-1", "task-2"]
+        claimed = await mine.claim(topics=TOPICS, own=True)
+        assert ids(claimed) == ["task-1", "task-2"], "claiming again is harmless"
         assert claimed[1] == make_job(2, state=JobState.ACKNOWLEDGED), "claims return whole jobs"
+
+    store.run(scenario)
+
+
+def test_claim_without_own_leaves_own_jobs_even_when_the_lease_ran_out(store: Store) -> None:
+    async def scenario() -> None:
+        late = store.journal("late", lease=EXPIRED)
+        await late.record(make_job(1))
+        assert await late.claim(topics=TOPICS) == []
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1"]
+
+    store.run(scenario)
+
+
+def test_claim_takes_only_jobs_of_the_topics_asked_for(store: Store) -> None:
+    async def scenario() -> None:
+        crashed = store.journal("crashed", lease=EXPIRED)
+        for number, topic in [(1, "a"), (2, "b"), (3, "c"), (4, "a")]:
+            await crashed.record(make_job(number, topic=topic))
+        heir, other = store.journal("heir"), store.journal("other")
+        await heir.renew()
+        await other.renew()
+        assert await heir.claim(topics=[]) == [], "no topics, nothing"
+        assert await heir.claim(topics=["unknown"]) == []
+        assert ids(await heir.claim(topics={"c", "a"})) == ["task-1", "task-3", "task-4"]
+        assert ids(await other.claim(topics=("b",))) == ["task-2"]
+        assert ids(await heir.claim(topics=["a"], own=True)) == ["task-1", "task-4"]
+        assert await heir.claim(topics=["b"], own=True) == []
 
     store.run(scenario)
 
@@ -412,10 +332,41 @@ def test_claim_takes_at_most_limit_jobs_oldest_first(store: Store) -> None:
         crashed = store.journal("crashed", lease=EXPIRED)
         for number in (5, 4, 3, 2, 1):
             await crashed.record(make_job(number))
-        first = store.journal("first")
-        assert ids(await first.claim(limit=2)) == ["task-1", "task-2"]
-        assert ids(await store.journal("second").claim(limit=2)) == ["task-3", "task-4"]
-        assert ids(await first.claim(limit=10)) == ["task-1", "task-2", "task-5"]
+        first, second = store.journal("first"), store.journal("second")
+        await first.renew()
+        await second.renew()
+        assert ids(await first.claim(topics=TOPICS, limit=2)) == ["task-1", "task-2"]
+        assert ids(await second.claim(topics=TOPICS, limit=2)) == ["task-3", "task-4"]
+        everything = await first.claim(topics=TOPICS, limit=10, own=True)
+        assert ids(everything) == ["task-1", "task-2", "task-5"]
+
+    store.run(scenario)
+
+
+def test_a_live_owner_keeps_its_jobs_however_many_it_holds(store: Store) -> None:
+    """More jobs of a live owner than a claim takes never hide a dead owner's jobs."""
+
+    async def scenario() -> None:
+        busy = store.journal("busy")
+        await busy.renew()
+        await asyncio.gather(*(busy.record(make_job(number)) for number in range(1500)))
+        dead = store.journal("dead", lease=EXPIRED)
+        for number in range(1500, 1505):
+            await dead.record(make_job(number))
+        claimed = await store.journal("heir").claim(topics=TOPICS, limit=10)
+        assert ids(claimed) == [f"task-{number}" for number in range(1500, 1505)]
+
+    store.run(scenario)
+
+
+def test_an_owner_without_a_lease_counts_as_dead(store: Store) -> None:
+    async def scenario() -> None:
+        vanished = store.journal("vanished")
+        await vanished.renew()
+        await vanished.record(make_job(1))
+        assert await store.journal("heir").claim(topics=TOPICS) == []
+        store.drop_lease("vanished")
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1"]
 
     store.run(scenario)
 
@@ -431,8 +382,12 @@ def test_concurrent_claimers_never_get_the_same_job(store: Store) -> None:
         for number in range(jobs):
             await crashed.record(make_job(number))
         claimers = [store.journal(owner) for owner in owners]
+        for claimer in claimers:
+            await claimer.renew()
         for _ in range(3):
-            claimed = await asyncio.gather(*(claimer.claim(limit=40) for claimer in claimers))
+            claimed = await asyncio.gather(
+                *(claimer.claim(topics=TOPICS, limit=40, own=True) for claimer in claimers)
+            )
             taken = [set(ids(batch)) for batch in claimed]
             for one in range(len(taken)):
                 for other in range(one + 1, len(taken)):
@@ -443,44 +398,73 @@ def test_concurrent_claimers_never_get_the_same_job(store: Store) -> None:
     store.run(scenario)
 
 
-def test_renew_extends_the_leases_this_owner_holds(store: Store) -> None:
+# -- leases ----------------------------------------------------------------------------------
+
+
+def test_renew_extends_the_one_lease_of_an_owner(store: Store) -> None:
     async def scenario() -> None:
         short = store.journal("worker-a", lease=EXPIRED)
         await short.record(make_job(1))
         await short.record(make_job(2, state=JobState.DONE))
         await short.record(make_job(3, state=JobState.DELIVERED))
-        await store.journal("worker-b").record(make_job(4))
-        assert await store.journal("worker-a", lease=LIVE).renew() == 2
-        assert await store.journal("heir").claim() == [], "the renewed leases are live"
-        assert await store.journal("nobody").renew() == 0
+        worker_b = store.journal("worker-b")
+        await worker_b.renew()
+        await worker_b.record(make_job(4))
+        await store.journal("worker-a", lease=LIVE).renew()
+        assert await store.journal("heir").claim(topics=TOPICS) == [], "the lease is live"
+        await store.journal("worker-a", lease=EXPIRED).renew()
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1", "task-2"]
 
     store.run(scenario)
 
 
 def test_release_lets_another_owner_claim_at_once(store: Store) -> None:
     async def scenario() -> None:
-        leaving = store.journal("leaving")
+        leaving, staying, heir = (store.journal(name) for name in ("leaving", "staying", "heir"))
+        for journal in (leaving, staying, heir):
+            await journal.renew()
         await leaving.record(make_job(1))
         await leaving.record(make_job(2, state=JobState.ACKNOWLEDGED))
-        await store.journal("staying").record(make_job(3))
-        heir = store.journal("heir")
-        assert await heir.claim() == []
+        await staying.record(make_job(3))
+        assert await heir.claim(topics=TOPICS) == []
         await leaving.release()
-        assert ids(await heir.claim()) == ["task-1", "task-2"]
-        assert await leaving.renew() == 0
-        assert await heir.renew() == 2
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-2"]
+        await leaving.renew()
+        assert await leaving.claim(topics=TOPICS, own=True) == [], "the heir holds them now"
 
     store.run(scenario)
 
 
-def test_save_by_the_owner_renews_the_lease(store: Store) -> None:
+def test_release_of_one_job_gives_it_to_nobody(store: Store) -> None:
     async def scenario() -> None:
-        await store.journal("worker-a", lease=EXPIRED).record(make_job(1))
+        worker_a, heir = store.journal("worker-a"), store.journal("heir")
+        await worker_a.renew()
+        await heir.renew()
+        await worker_a.record(make_job(1))
+        await worker_a.record(make_job(2))
+        await worker_a.release("task-1")
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1"], "claimable at once"
+        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-2"]
+        await heir.release("task-2")  # not the heir's: left alone
+        await worker_a.release("no-such-job")
+        assert await store.journal("other").claim(topics=TOPICS) == []
+
+    store.run(scenario)
+
+
+def test_record_and_save_leave_the_lease_to_renew(store: Store) -> None:
+    async def scenario() -> None:
+        expired = store.journal("worker-a", lease=EXPIRED)
+        await expired.renew()
+        await expired.record(make_job(1))
         worker_a = store.journal("worker-a")
         assert await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
-        assert await store.journal("heir").claim() == [], "save renewed the lease"
-        assert await worker_a.renew() == 1
-        assert (await worker_a.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
+        assert await worker_a.record(make_job(2)) is True
+        heir = store.journal("heir")
+        assert ids(await heir.claim(topics=TOPICS, limit=1)) == ["task-1"], "still run out"
+        await worker_a.renew()
+        assert await heir.claim(topics=TOPICS) == [], "renewed: task-2 is worker-a's again"
+        assert (await heir.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
 
     store.run(scenario)
 
@@ -492,12 +476,15 @@ def test_save_never_overwrites_a_job_another_owner_holds(store: Store) -> None:
         stale = store.journal("stale", lease=EXPIRED)
         await stale.record(make_job(1))
         heir = store.journal("heir")
-        assert ids(await heir.claim()) == ["task-1"]
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1"]
         await heir.save(make_job(1, state=JobState.DONE))
         assert await stale.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2)) is False
+        awake = store.journal("stale", lease=LIVE)
+        await awake.renew()
+        assert await awake.save(make_job(1, state=JobState.DELIVERED)) is False, "nor finish it"
         assert (await heir.get("task-1")) == make_job(1, state=JobState.DONE), "nothing written"
-        assert await store.journal("stale", lease=LIVE).renew() == 0
-        assert await heir.renew() == 1
+        assert ids(await heir.claim(topics=TOPICS, own=True)) == ["task-1"]
 
     store.run(scenario)
 
@@ -506,9 +493,10 @@ def test_save_takes_a_job_whose_lease_ran_out(store: Store) -> None:
     async def scenario() -> None:
         await store.journal("crashed", lease=EXPIRED).record(make_job(1))
         saver = store.journal("saver")
+        await saver.renew()
         assert await saver.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
-        assert await saver.renew() == 1, "the saver holds the job now"
-        assert await store.journal("heir").claim() == []
+        assert await store.journal("heir").claim(topics=TOPICS) == []
+        assert ids(await saver.claim(topics=TOPICS, own=True)) == ["task-1"], "the saver's now"
 
     store.run(scenario)
 
@@ -520,287 +508,88 @@ def test_a_finished_job_is_held_by_nobody(store: Store) -> None:
         worker_a = store.journal("worker-a")
         await worker_a.record(make_job(1, state=JobState.DONE))
         assert await worker_a.save(make_job(1, state=JobState.FAILED, error="deadline")) is True
-        assert await worker_a.renew() == 0
         operator = store.journal("operator", lease=timedelta(0))
         assert await operator.save(make_job(1, state=JobState.DONE)) is True
-        assert ids(await store.journal("heir").claim()) == ["task-1"]
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1"]
 
     store.run(scenario)
 
 
 def test_a_saved_unknown_job_belongs_to_the_saver(store: Store) -> None:
     async def scenario() -> None:
-        await store.journal("worker-a").save(make_job(1, state=JobState.ACKNOWLEDGED))
-        assert await store.journal("worker-a").renew() == 1
+        worker_a = store.journal("worker-a")
+        await worker_a.renew()
+        await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED))
+        assert await store.journal("heir").claim(topics=TOPICS) == []
+        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-1"]
 
     store.run(scenario)
 
 
-# -- SQLite only -----------------------------------------------------------------------------
+# -- leases on a manual clock (memory, SQLite) -----------------------------------------------
 
-_RECORD_THEN_DIE = """
-import asyncio, os, signal, sys
-from camunda_relay import journal_codec, journal_sqlite
-from camunda_relay.journal_sqlite import SqliteJournal
-
-async def main():
-    journal = SqliteJournal(sys.argv[1], owner="doomed")
-    assert await journal.record(journal_codec.loads(sys.stdin.read()))
-    os.kill(os.getpid(), signal.SIGKILL)
-
-asyncio.run(main())
-"""
+MINUTE = timedelta(seconds=60)
 
 
-def test_sqlite_job_recorded_before_kill_9_is_there_after(tmp_path: Path) -> None:
-    path = tmp_path / "state" / "journal.sqlite3"
-    job = rich_job()
-    died = subprocess.run(
-        [sys.executable, "-c", _RECORD_THEN_DIE, str(path)],
-        input=journal_codec.dumps(job),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert died.returncode == -signal.SIGKILL, died.stderr
+@pytest.fixture(params=["memory", "sqlite"])
+def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Store, ManualClock]:
+    clock = ManualClock()
+    make: Callable[[str, timedelta], Journal]
+    if request.param == "memory":
+        shared = MemoryJournal(owner="nobody", clock=clock)
+
+        def make(owner: str, lease: timedelta) -> Journal:
+            return shared.share(owner=owner, lease=lease)
+
+    else:
+
+        def make(owner: str, lease: timedelta) -> Journal:
+            return SqliteJournal(
+                tmp_path / "journal.sqlite3", owner=owner, lease=lease, clock=clock
+            )
+
+    return Store(request.param, make), clock
+
+
+def test_a_lease_runs_out_when_its_time_comes(clocked: tuple[Store, ManualClock]) -> None:
+    store, clock = clocked
 
     async def scenario() -> None:
-        journal = SqliteJournal(path, owner="heir")
-        try:
-            assert await journal.get(job.id) == job
-            assert ids(await journal.unfinished()) == [job.id]
-            assert await journal.claim() == [], "the dead owner's lease still runs"
-        finally:
-            await journal.close()
+        worker_a = store.journal("worker-a", lease=MINUTE)
+        await worker_a.renew()
+        await worker_a.record(make_job(1))
+        heir = store.journal("heir", lease=MINUTE)
+        clock.advance(59)
+        assert await heir.claim(topics=TOPICS) == []
+        await worker_a.renew()
+        clock.advance(59)
+        assert await heir.claim(topics=TOPICS) == [], "renewed at 59 s: live until 119 s"
+        clock.advance(1)
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1"]
 
-    asyncio.run(scenario())
-
-
-def test_sqlite_second_journal_sees_a_job_while_the_first_is_still_open(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite3"
-
-    async def scenario() -> None:
-        first = SqliteJournal(path, owner="first", lease=EXPIRED)
-        second = SqliteJournal(path, owner="second")
-        try:
-            await first.record(make_job(1))
-            assert ids(await second.claim()) == ["task-1"]
-        finally:
-            await second.close()
-            await first.close()
-
-    asyncio.run(scenario())
+    store.run(scenario)
 
 
-def test_sqlite_commits_concurrent_writes_together_and_a_failing_one_fails_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_worker_that_slept_past_its_lease_cannot_save(
+    clocked: tuple[Store, ManualClock],
 ) -> None:
-    groups: list[int] = []
-    commit_group = journal_sqlite._commit_group
-
-    def counted(conn: sqlite3.Connection, actions: list[Any]) -> list[tuple[bool, object]]:
-        groups.append(len(actions))
-        return commit_group(conn, actions)
-
-    monkeypatch.setattr(journal_sqlite, "_commit_group", counted)
+    store, clock = clocked
 
     async def scenario() -> None:
-        journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="worker-a")
-        try:
-            writes = [journal.save(make_job(n, state=JobState.ACKNOWLEDGED)) for n in range(50)]
-            broken = journal._write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
-            outcomes = await asyncio.gather(*writes, broken, return_exceptions=True)
-            assert outcomes[:50] == [True] * 50
-            assert isinstance(outcomes[50], sqlite3.OperationalError)
-            assert len(await journal.unfinished()) == 50
-        finally:
-            await journal.close()
-        other = SqliteJournal(tmp_path / "journal.sqlite3", owner="reader")
-        try:
-            assert len(await other.unfinished()) == 50, "committed, as seen from elsewhere"
-        finally:
-            await other.close()
+        sleeper = store.journal("sleeper", lease=MINUTE)
+        await sleeper.renew()
+        await sleeper.record(make_job(1))
+        await sleeper.record(make_job(2))
+        clock.advance(61)
+        heir = store.journal("heir", lease=MINUTE)
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS, limit=1)) == ["task-1"]
+        assert await sleeper.save(make_job(1, state=JobState.ACKNOWLEDGED)) is False
+        assert await sleeper.save(make_job(2, state=JobState.ACKNOWLEDGED)) is True
+        await sleeper.renew()
+        assert await heir.claim(topics=TOPICS) == [], "the sleeper renewed: task-2 stays its own"
+        clock.advance(61)
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
 
-    asyncio.run(scenario())
-    assert sum(groups) == 51
-    assert len(groups) < 51, "writes that arrive together share a commit"
-
-
-def test_sqlite_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path) -> None:
-    path = tmp_path / "deep" / "er" / "journal.sqlite3"
-
-    async def scenario() -> None:
-        journal = SqliteJournal(path, owner="a")
-        try:
-            assert await journal.counts() == dict.fromkeys(JobState, 0)
-        finally:
-            await journal.close()
-
-    asyncio.run(scenario())
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
-        indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
-        assert {"relay_jobs_state", "relay_jobs_lease_until"} <= indexes
-    conn.close()
-
-
-def test_sqlite_refuses_a_journal_of_a_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite3"
-    with sqlite3.connect(path) as conn:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-
-    async def scenario() -> None:
-        journal = SqliteJournal(path, owner="a")
-        try:
-            with pytest.raises(ConfigurationError, match="newer version"):
-                await journal.get("x")
-        finally:
-            await journal.close()
-
-    asyncio.run(scenario())
-
-
-def test_sqlite_journal_refuses_calls_after_close(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="a")
-        await journal.close()
-        with pytest.raises(RuntimeError, match="closed"):
-            await journal.get("x")
-
-    asyncio.run(scenario())
-
-
-# -- PostgreSQL only -------------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-def test_postgres_reconnects_after_the_connection_is_lost(pg_dsn: str) -> None:
-    async def scenario() -> None:
-        journal = PostgresJournal(pg_dsn, owner="a", table=unique_table())
-        try:
-            await journal.record(make_job(1))
-            with psycopg.connect(pg_dsn, autocommit=True) as admin:
-                killed = admin.execute(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) "
-                    "FROM pg_stat_activity WHERE application_name = %s "
-                    "AND datname = current_database() AND pid <> pg_backend_pid()",
-                    (APPLICATION_NAME,),
-                ).fetchone()
-            assert killed == (1,)
-            assert await journal.get("task-1") == make_job(1)
-        finally:
-            await journal.close()
-
-    asyncio.run(scenario())
-
-
-@pytest.mark.parametrize("table", ["", "Jobs", "1jobs", "jobs; drop table x", "a" * 49])
-def test_postgres_refuses_a_table_name_it_would_have_to_quote(table: str) -> None:
-    with pytest.raises(ConfigurationError, match="table name"):
-        PostgresJournal("postgresql://u:p@localhost/db", owner="a", table=table)
-
-
-def test_postgres_journal_never_shows_its_password() -> None:
-    journal = PostgresJournal("postgresql://u:s3cret@localhost/db", owner="a")
-    assert "s3cret" not in repr(journal)
-    with pytest.raises(ConfigurationError) as raised:
-        PostgresJournal("postgresql://u:s3cret@localhost/db?bogus=1", owner="a")
-    assert "s3cret" not in str(raised.value)
-
-
-# -- the factory and the codec ---------------------------------------------------------------
-
-
-def test_open_journal_picks_the_store_from_the_setting(tmp_path: Path) -> None:
-    memory = open_journal(":memory:", owner="a", lease=LIVE)
-    assert isinstance(memory, MemoryJournal)
-    assert memory.owner == "a"
-    for url in ("postgresql://u:p@localhost/db", "postgres://u:p@localhost/db"):
-        assert isinstance(open_journal(url, owner="a", lease=LIVE), PostgresJournal)
-    path = tmp_path / "new" / "folder" / "journal.sqlite3"
-    sqlite = open_journal(str(path), owner="a", lease=EXPIRED)
-    assert isinstance(sqlite, SqliteJournal)
-
-    async def scenario() -> None:
-        try:
-            await sqlite.record(make_job(1))
-        finally:
-            await sqlite.close()
-
-    asyncio.run(scenario())
-    assert path.is_file()
-
-
-@pytest.mark.parametrize("setting", ["mysql://u:p@localhost/db", "", "  "])
-def test_open_journal_refuses_what_it_cannot_open(setting: str) -> None:
-    with pytest.raises(ConfigurationError):
-        open_journal(setting, owner="a", lease=LIVE)
-
-
-def test_a_journal_needs_an_owner(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="owner"):
-        SqliteJournal(tmp_path / "journal.sqlite3", owner=" ")
-    with pytest.raises(ConfigurationError, match="owner"):
-        MemoryJournal(owner="")
-
-
-def test_the_payload_is_plain_json_with_typed_variables() -> None:
-    payload = json.loads(journal_codec.dumps(rich_job()))
-    assert payload["v"] == journal_codec.PAYLOAD_VERSION
-    assert payload["state"] == "done"
-    assert payload["task"]["variables"]["moment"] == {
-        "value": "2026-11-27T21:00:00.123+0000",
-        "type": "Date",
-        "valueInfo": {},
-    }
-    assert payload["task"]["variables"]["java"] == {
-        "type": "Object",
-        "unreadable": True,
-        "serializationFormat": "application/x-java-serialized-object",
-    }
-    assert payload["result"]["raw"] == {"value": "AP8=", "type": "Bytes", "valueInfo": {}}
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "cannot be read"),
-        ('{"v": 99, "task": {"id": "t-9"}}', "payload version 99"),
-        ('{"v": 1, "task": {"id": "t-9"}}', "'t-9'.*missing field"),
-    ],
-)
-def test_an_unreadable_payload_is_a_corrupt_job(text: str, problem: str) -> None:
-    with pytest.raises(journal_codec.CorruptJob, match=problem):
-        journal_codec.loads(text)
-
-
-_JSON_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-_JSON = st.recursive(
-    _JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
-_MOMENTS = st.datetimes(
-    min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
-).map(lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000))
-_VALUES = _JSON | st.binary(max_size=64) | _MOMENTS
-
-
-@settings(max_examples=200, deadline=None)
-@given(values=st.dictionaries(st.text(min_size=1), _VALUES, max_size=6), result=_VALUES)
-def test_the_codec_round_trips_any_sendable_values(
-    values: dict[str, object], result: object
-) -> None:
-    job = make_job(1, variables=values, result={"result": result})
-    assert journal_codec.loads(journal_codec.dumps(job)) == job
+    store.run(scenario)

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from camunda_relay import EngineClient, Job, JobState, MemoryJournal, Router, Settings, Task
-from camunda_relay import reconciler as reconciler_module
 from camunda_relay.failpoints import Failpoints
-from camunda_relay.reconciler import Orphan, Reconciler, find_orphans
+from camunda_relay.replies import reconciler as reconciler_module
+from camunda_relay.replies.reconciler import Orphan, Reconciler, find_orphans
 from camunda_relay.worker import Worker
 from tests.support.fake_engine import CATCH, MESSAGE, TOPIC, FakeEngine, FakeTask, Fault
 
@@ -171,7 +171,7 @@ def test_report_logs_each_orphan_once_with_ids_only_and_counts_it(
 ) -> None:
     fake = FakeEngine()
     instance_id = waiting_instance(fake, "canary-business-key")
-    with caplog.at_level(logging.ERROR, logger="camunda_relay.reconciler"):
+    with caplog.at_level(logging.ERROR, logger="camunda_relay.replies.reconciler"):
         reconciler, found = run(sweeps(fake, 2))
     assert found == [1, 1]
     assert fake.incidents == []
@@ -202,8 +202,8 @@ def test_incident_action_raises_one_incident_per_orphan() -> None:
 
 def test_incident_that_cannot_be_created_is_tried_again_next_sweep() -> None:
     fake = FakeEngine()
-    instance_id = waiting_instance(fake, "retry")
-    fake.inject(f"POST /execution/{instance_id}/create-incident", Fault("status", 503))
+    waiting_instance(fake, "retry")
+    fake.inject("create-incident", Fault("status", 503))
     reconciler, found = run(sweeps(fake, 2, action="incident"))
     assert found == [1, 1]
     assert len(fake.incidents) == 1

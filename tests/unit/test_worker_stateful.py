@@ -77,8 +77,7 @@ SETTINGS = Settings(
     shutdown_grace=timedelta(seconds=1),
     reply_deadline=timedelta(hours=1),
 )
-# Only one worker is alive at a time here, and a crashed worker's lease counts as run out at
-# once: a new worker takes over its jobs at its first claim.
+# Regression tests below start from a crashed worker whose lease has run out.
 EXPIRED_LEASE = timedelta(seconds=-1)
 POLL_BACKOFF = Backoff(base=timedelta(milliseconds=50), cap=timedelta(seconds=1))
 WORK = 0.5  # seconds of (virtual) work per attempt
@@ -125,6 +124,25 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self.now
 
 
+class LoopClock:
+    """The worker's and the journal's clock on the virtual loop: leases and deadlines run out
+    in virtual time, as backoffs and long polls do."""
+
+    EPOCH = 1_800_000_000.0
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._loop = loop
+
+    def wall(self) -> float:
+        return self.EPOCH + self._loop.now
+
+    def monotonic(self) -> float:
+        return self._loop.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))
+
+
 def _quiet_about_the_dead(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """A crashed worker's fetch may fail after the crash, and nobody reads its result (as in
     a killed process); anything else is reported as usual."""
@@ -150,6 +168,7 @@ class _SlowJournal:
     def __init__(self, inner: MemoryJournal) -> None:
         self._inner = inner
         self.owner = inner.owner
+        self.durable = inner.durable
 
     async def _io(self, call: Callable[[], Coroutine[Any, Any, T]]) -> T:
         await asyncio.sleep(0)
@@ -172,14 +191,16 @@ class _SlowJournal:
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         return await self._io(lambda: self._inner.jobs(states=states))
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(limit=limit))
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        return await self._io(lambda: self._inner.claim(topics=topics, limit=limit, own=own))
 
-    async def renew(self) -> int:
-        return await self._io(lambda: self._inner.renew())
+    async def renew(self) -> None:
+        await self._io(lambda: self._inner.renew())
 
-    async def release(self) -> None:
-        await self._io(lambda: self._inner.release())
+    async def release(self, job_id: str | None = None) -> None:
+        await self._io(lambda: self._inner.release(job_id))
 
     async def counts(self) -> dict[JobState, int]:
         return await self._io(lambda: self._inner.counts())
@@ -245,7 +266,11 @@ class WorkerMachine(RuleBasedStateMachine):
         self.loop.set_exception_handler(_quiet_about_the_dead)
         self.fake = FakeEngine(max_long_poll=0.2, network_yields=1)
         self.ledger = Ledger(self.fake)
-        self.journal = MemoryJournal(owner="observer", lease=EXPIRED_LEASE)
+        self.clock = LoopClock(self.loop)
+        # Real leases in virtual time: a crashed worker's jobs wait until its lease runs out.
+        self.journal = MemoryJournal(
+            owner="observer", lease=SETTINGS.journal_lease, clock=self.clock
+        )
         self.router = Router()
         self.router.task(TOPIC, reply=MESSAGE)(self.ledger.work)
         self.clients: list[EngineClient] = []
@@ -275,6 +300,7 @@ class WorkerMachine(RuleBasedStateMachine):
                 journal=_SlowJournal(self.journal.share(owner=worker_id)),
                 worker_id=worker_id,
                 poll_backoff=POLL_BACKOFF,
+                clock=self.clock,
             )
             self.runner = self.loop.create_task(self.worker.run())
         return self.worker
@@ -394,7 +420,7 @@ class WorkerMachine(RuleBasedStateMachine):
         assert worker is not None
         assert runner is not None
         self.worker = self.runner = None
-        doomed = [runner, *worker._jobs]
+        doomed = [runner, *worker._ctx.runs.tasks()]
         for task in doomed:
             task.cancel()
         self._run(asyncio.wait(doomed))

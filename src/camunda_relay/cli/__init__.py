@@ -4,6 +4,14 @@ User mistakes and unreachable services end in one line on stderr naming the prob
 non-zero exit code, never a traceback.
 """
 
-from camunda_relay.cli._main import main
+from camunda_relay.cli._main import cli, main
+from camunda_relay.cli.demo import demo
+from camunda_relay.cli.engine import engine
+from camunda_relay.cli.pending import pending
+from camunda_relay.cli.process import correlate, deploy, start
+from camunda_relay.cli.worker import worker
 
-__all__ = ["main"]
+for _command in (engine, worker, deploy, start, correlate, demo, pending):
+    cli.add_command(_command)
+
+__all__ = ["cli", "main"]

@@ -1,4 +1,7 @@
-"""The command group, shared options and the one place that turns errors into exit codes."""
+"""The command group, shared options and the one place that turns errors into exit codes.
+
+The commands are added to the group in :mod:`camunda_relay.cli` (explicitly, not as an import
+side effect), so no command module imports this one back."""
 
 from __future__ import annotations
 
@@ -38,6 +41,4 @@ def cli(ctx: click.Context, config: Path | None) -> None:
 
 
 def main() -> None:
-    from camunda_relay.cli import demo, engine, pending, process, worker  # noqa: F401 - register commands
-
     cli(prog_name="camunda-relay")

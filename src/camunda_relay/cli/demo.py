@@ -24,11 +24,10 @@ import click
 
 from camunda_relay import bundled_engine
 from camunda_relay.cli._logging import configure
-from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
-from camunda_relay.jobs import JobState
+from camunda_relay.replies.job import JobState
 from camunda_relay.settings import Settings
 from camunda_relay.worker import Worker
 
@@ -226,7 +225,7 @@ def _where_to_look(settings: Settings) -> None:
     click.echo("  stop the engine: camunda-relay engine down")
 
 
-@cli.command()
+@click.command()
 @click.option("--instances", "-n", type=click.IntRange(1, 100_000), default=20, show_default=True)
 @click.option(
     "--work-seconds",

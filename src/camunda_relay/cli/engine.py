@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 
 from camunda_relay import bundled_engine
-from camunda_relay.cli._main import cli
 from camunda_relay.settings import Settings
 
 
-@cli.group()
+@click.group()
 def engine() -> None:
     """Run the bundled Camunda 7 engine (H2 file database by default) on loopback."""
 

@@ -9,7 +9,7 @@
 
 The listing shows ids, states, ages, attempts, deliveries and the last error: never a
 variable value or a handler's result. ``--orphans`` asks the engine for executions waiting for
-a reply message that no journal job will answer (:mod:`camunda_relay.reconciler`).
+a reply message that no journal job will answer (:mod:`camunda_relay.replies.reconciler`).
 
 ``retry`` puts a failed or dropped job back where a worker resumes it: failed with a result
 (delivery failed) to ``done``, to send the message again; failed without one (the work failed)
@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -34,10 +33,11 @@ from typing import TypeVar
 
 import click
 
-from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
-from camunda_relay.jobs import Job, JobState, Journal, open_journal
-from camunda_relay.reconciler import Orphan, find_orphans
+from camunda_relay.errors import JournalError, JournalUnavailable
+from camunda_relay.journal import Journal, open_journal
+from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.reconciler import Orphan, find_orphans
 from camunda_relay.settings import Settings
 
 __all__ = ["pending"]
@@ -89,8 +89,12 @@ def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except sqlite3.DatabaseError as error:
-        raise click.ClickException(f"cannot read the journal {target}: {error}") from None
+    except JournalError as error:
+        problem = str(error).removeprefix(f"SQLite journal {target}: ")
+        verb = "use" if isinstance(error, JournalUnavailable) else "read"
+        raise click.ClickException(
+            f"cannot {verb} the journal {_shown(target)}: {problem}"
+        ) from None
     except Exception as error:
         if not type(error).__module__.startswith("psycopg"):
             raise
@@ -219,7 +223,7 @@ def _target(ctx: click.Context, given: str | None) -> str:
     return ctx.find_object(Settings).journal  # type: ignore[union-attr]
 
 
-@cli.group(invoke_without_command=True)
+@click.group(invoke_without_command=True)
 @_journal_option
 @click.option(
     "--state",

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import click
 
-from camunda_relay.cli._main import cli
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import (
     AmbiguousCorrelation,
@@ -216,7 +215,7 @@ def _explain_deploy(error: EngineError) -> str | None:
     return None
 
 
-@cli.command()
+@click.command()
 @click.argument(
     "files",
     nargs=-1,
@@ -263,7 +262,7 @@ def deploy(settings: Settings, files: tuple[Path, ...], name: str) -> None:
 # --- start ------------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.argument("key")
 @click.option("--business-key", required=True, help="The instance's business key (max 255).")
 @_var_option
@@ -294,7 +293,7 @@ def start(settings: Settings, key: str, business_key: str, var_items: tuple[str,
 # --- correlate --------------------------------------------------------------------------------
 
 
-@cli.command()
+@click.command()
 @click.argument("message")
 @click.option("--business-key", default=None, help="Correlate to the instance with this key.")
 @click.option("--process-instance", default=None, help="Correlate to this process instance id.")

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import click
 
 from camunda_relay.cli._logging import configure
-from camunda_relay.cli._main import cli
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.router import Router
@@ -76,7 +75,7 @@ def _serve_metrics(worker: Worker, port: int) -> None:
         raise ConfigurationError(f"cannot serve metrics on port {port}: {error.strerror}") from None
 
 
-@cli.command()
+@click.command()
 @click.argument("target", metavar="MODULE[:ROUTER]")
 @click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None)
 @click.option("--worker-id", default=None, help="Unique per process (default: host-pid-random).")

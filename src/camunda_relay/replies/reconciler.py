@@ -6,7 +6,7 @@ deleted by hand (``camunda-relay pending cancel``), the process instance waits a
 event forever and nothing says so. :func:`find_orphans` finds those executions;
 :class:`Reconciler` runs it periodically and makes each orphan visible: an ERROR log line and
 a metric always; then, as configured, nothing more (``report``), an incident of type
-:data:`~camunda_relay.reply.INCIDENT_TYPE` on the waiting execution, shown in Cockpit
+:data:`~camunda_relay.replies.incidents.INCIDENT_TYPE` on the waiting execution, shown in Cockpit
 (``incident``), or the work started again (``resume``).
 
 Resuming rebuilds the lost job from the engine: the completed external task of a reply topic
@@ -52,9 +52,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from camunda_relay.client import EngineClient
 from camunda_relay.errors import EngineError, NotFound
-from camunda_relay.jobs import JobState, Journal
-from camunda_relay.reply import INCIDENT_TYPE
-from camunda_relay.variables import parse_date
+from camunda_relay.journal.base import Journal
+from camunda_relay.replies.incidents import INCIDENT_TYPE, Incidents
+from camunda_relay.replies.job import ANSWERED
+from camunda_relay.variables import engine_date
 
 __all__ = ["DEFAULT_MIN_AGE", "Action", "Orphan", "Reconciler", "find_orphans"]
 
@@ -64,8 +65,6 @@ Action = Literal["report", "incident", "resume"]
 ACTIONS: tuple[Action, ...] = ("report", "incident", "resume")
 DEFAULT_MIN_AGE = timedelta(minutes=5)
 PAGE_SIZE = 500
-_MAX_INCIDENT_MESSAGE = 3900
-_KNOWN_STATES = frozenset({JobState.DELIVERED, JobState.FAILED})
 
 
 @dataclass(frozen=True)
@@ -173,7 +172,7 @@ async def _waiting_for(client: EngineClient, message: str) -> list[_Waiting]:
                     execution_id=str(execution),
                     message=message,
                     activity_id=subscription.get("activityId"),
-                    created=_date(subscription.get("createdDate")),
+                    created=engine_date(subscription.get("createdDate")),
                 )
             )
         if len(page) < PAGE_SIZE:
@@ -181,15 +180,6 @@ async def _waiting_for(client: EngineClient, message: str) -> list[_Waiting]:
         # Offsets shift when subscriptions go away between pages; one skipped now is seen
         # by the next sweep.
         first += PAGE_SIZE
-
-
-def _date(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return parse_date(text)
-    except ValueError:
-        return None
 
 
 async def _journal_answered(client: EngineClient, journal: Journal, instance: str) -> bool:
@@ -202,7 +192,7 @@ async def _journal_answered(client: EngineClient, journal: Journal, instance: st
     if not completed:
         return False
     job = await journal.get(completed[-1])
-    return job is not None and job.state in _KNOWN_STATES
+    return job is not None and job.state in ANSWERED
 
 
 async def _business_keys(client: EngineClient, instances: set[str]) -> dict[str, str | None]:
@@ -349,11 +339,8 @@ class Reconciler:
 
     async def _raise_incident(self, orphan: Orphan) -> None:
         try:
-            await self.client.create_incident(
-                orphan.execution_id,
-                incident_type=INCIDENT_TYPE,
-                message=incident_message(orphan)[:_MAX_INCIDENT_MESSAGE],
-                configuration=f"orphan:{orphan.message}",
+            await Incidents(self.client).on_execution(
+                orphan.execution_id, incident_message(orphan), f"orphan:{orphan.message}"
             )
         except EngineError as error:
             _next_sweep("raise an incident", orphan, error)

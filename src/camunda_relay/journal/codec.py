@@ -1,4 +1,4 @@
-"""A :class:`~camunda_relay.jobs.Job` as JSON, the payload both durable journals store.
+"""A :class:`~camunda_relay.replies.job.Job` as JSON, the payload both durable journals store.
 
 The payload is plain JSON, readable by any tool::
 
@@ -27,13 +27,13 @@ from datetime import datetime
 from typing import Any
 
 from camunda_relay import variables
-from camunda_relay.errors import RelayError
-from camunda_relay.jobs import Job, JobState
+from camunda_relay.errors import CorruptJob
+from camunda_relay.replies.job import Job, JobState
 from camunda_relay.task import Task
 
 __all__ = [
     "PAYLOAD_VERSION",
-    "CorruptJob",
+    "CorruptJob",  # re-exported: the error lives in camunda_relay.errors
     "columns",
     "dumps",
     "from_payload",
@@ -46,13 +46,6 @@ PAYLOAD_VERSION = 1
 _TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
 _TASK_DATETIMES = frozenset({"lock_expiration"})
 _PLAIN = (str, int, float, bool, type(None))
-
-
-class CorruptJob(RelayError, ValueError):
-    """A stored job cannot be read (damaged, or written by a newer camunda-relay).
-
-    The message names the job and the problem, never the payload.
-    """
 
 
 # -- writing ---------------------------------------------------------------------------------

@@ -12,20 +12,22 @@ waits on the disk and the connection is never shared between threads. Writes are
 groups: the writes that arrive while a commit is on its way to the disk wait for the next one,
 which takes them all in one transaction (each in its own savepoint, so one failing write fails
 alone) and one fsync. Every write still returns only once it is committed. The file and its
-folders are created, and the schema with them, on the first call. Lease times come from this
-host's clock (``time.time()``); processes sharing a file share that clock.
+folders are created, and the schema with them (or a version-1 file migrated), on the first
+call. Lease times come from the journal's clock (``clock.wall()``, the host's clock by
+default); processes sharing a file share that clock. The schema and the statements are in
+:mod:`camunda_relay.journal.sqlite_schema`.
 
-The table keeps the fields needed to list and count jobs in columns and the whole job in
-``payload`` (JSON text from :mod:`camunda_relay.journal_codec`); ``PRAGMA user_version``
-is the schema version.
+SQLite errors become :class:`~camunda_relay.errors.JournalUnavailable` when the file is busy,
+locked, cannot be opened or the disk failed (worth retrying), else
+:class:`~camunda_relay.errors.JournalError` (:func:`journal_error`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,110 +36,80 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from camunda_relay import journal_codec
-from camunda_relay.errors import ConfigurationError
-from camunda_relay.jobs import DEFAULT_LEASE, Job, JobState, check_owner
+from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
+from camunda_relay.journal import codec as journal_codec
+from camunda_relay.journal import sqlite_schema as schema
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.journal.sqlite_schema import SCHEMA_VERSION
+from camunda_relay.replies.job import Job, JobState
 
-__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+__all__ = ["BUSY_TIMEOUT", "SCHEMA_VERSION", "SqliteJournal", "journal_error"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT = timedelta(seconds=30)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS relay_jobs (
-    id                  TEXT PRIMARY KEY,
-    topic               TEXT NOT NULL,
-    process_instance_id TEXT NOT NULL,
-    business_key        TEXT,
-    state               TEXT NOT NULL,
-    attempts            INTEGER NOT NULL,
-    deliveries          INTEGER NOT NULL,
-    error               TEXT,
-    deadline            REAL,
-    created_at          REAL NOT NULL,
-    updated_at          REAL NOT NULL,
-    owner               TEXT NOT NULL,
-    lease_until         REAL NOT NULL,
-    payload             TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS relay_jobs_state ON relay_jobs (state);
-CREATE INDEX IF NOT EXISTS relay_jobs_lease_until ON relay_jobs (lease_until);
-"""
-
-# Unfinished: state NOT IN ('delivered', 'failed', 'dropped'), spelled out in each query.
-assert {state.value for state in JobState if state.finished} == {"delivered", "failed", "dropped"}
-
-_INSERT = """
-INSERT INTO relay_jobs (id, topic, process_instance_id, business_key, state, attempts,
-    deliveries, error, deadline, created_at, updated_at, owner, lease_until, payload)
-VALUES (:id, :topic, :process_instance_id, :business_key, :state, :attempts,
-    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :lease_until, :payload)
-"""
-_RECORD = _INSERT + "ON CONFLICT (id) DO NOTHING"
-_SAVE = (
-    _INSERT
-    + """ON CONFLICT (id) DO UPDATE SET
-    topic = excluded.topic, process_instance_id = excluded.process_instance_id,
-    business_key = excluded.business_key, state = excluded.state,
-    attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
-    deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, owner = excluded.owner,
-    lease_until = excluded.lease_until, payload = excluded.payload
-WHERE relay_jobs.owner = excluded.owner OR relay_jobs.lease_until < :now"""
+# Primary result codes of a file that is busy, locked, unreachable or failing: try later.
+_UNAVAILABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
 )
-_CLAIM = """
-UPDATE relay_jobs SET owner = :owner, lease_until = :lease_until
-WHERE id IN (
-    SELECT id FROM relay_jobs
-    WHERE state NOT IN ('delivered', 'failed', 'dropped')
-        AND (lease_until < :now OR owner = :owner)
-    ORDER BY created_at, id LIMIT :limit
-)
-RETURNING payload
-"""
-_UNFINISHED_PAYLOADS = """
-SELECT payload FROM relay_jobs WHERE state NOT IN ('delivered', 'failed', 'dropped')
-ORDER BY created_at, id
-"""
-_RENEW = """
-UPDATE relay_jobs SET lease_until = ?
-WHERE owner = ? AND state NOT IN ('delivered', 'failed', 'dropped')
-"""
-_RELEASE = """
-UPDATE relay_jobs SET lease_until = 0
-WHERE owner = ? AND state NOT IN ('delivered', 'failed', 'dropped')
-"""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def journal_error(error: sqlite3.Error, path: Path) -> JournalError:
+    """The journal error for a SQLite error (SQLite's messages hold no bound values)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    unavailable = code is not None and code & 0xFF in _UNAVAILABLE
+    cls = JournalUnavailable if unavailable else JournalError
+    return cls(f"SQLite journal {path}: {error}")
+
+
+def _mapped(error: BaseException, path: Path) -> BaseException:
+    return journal_error(error, path) if isinstance(error, sqlite3.Error) else error
+
+
+def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT.total_seconds(), isolation_level=None)
+    conn = sqlite3.connect(path, timeout=busy_timeout.total_seconds(), isolation_level=None)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT.total_seconds() * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout.total_seconds() * 1000)}")
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
         if str(mode).lower() != "wal":
             log.warning("journal %s is in %s mode, not WAL", path, mode)
         conn.execute("PRAGMA synchronous = FULL")
         with _write(conn):
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"journal {path} has schema version {version}; this camunda-relay "
-                    f"reads version {SCHEMA_VERSION} (a newer version wrote it)"
-                )
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            _upgrade(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new file, or migrate an older one (inside a write)."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"journal {path} has schema version {version}; this camunda-relay "
+            f"reads version {SCHEMA_VERSION} (a newer version wrote it)"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    script = schema.CREATE if version == 0 else schema.MIGRATE_FROM_1
+    for statement in schema.statements(script):
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if version:
+        log.info("journal %s migrated from schema version %d to %d", path, version, SCHEMA_VERSION)
 
 
 @contextmanager
@@ -149,7 +121,10 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                log.warning("rolling back a failed journal write failed too")
         raise
 
 
@@ -186,10 +161,20 @@ class SqliteJournal:
 
     durable = True
 
-    def __init__(self, path: str | Path, *, owner: str, lease: timedelta = DEFAULT_LEASE) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        owner: str,
+        lease: timedelta = DEFAULT_LEASE,
+        clock: Clock = SYSTEM,
+        busy_timeout: timedelta = BUSY_TIMEOUT,
+    ) -> None:
         self.path = Path(path)
         self.owner = check_owner(owner)
         self.lease = lease
+        self.clock = clock
+        self.busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-journal")
         self._conn: sqlite3.Connection | None = None  # touched on the executor's thread only
         self._closed = False
@@ -208,9 +193,12 @@ class SqliteJournal:
         return await loop.run_in_executor(self._executor, self._run, action)
 
     def _run(self, action: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:
-            self._conn = _connect(self.path)
-        return action(self._conn)
+        try:
+            if self._conn is None:
+                self._conn = _connect(self.path, self.busy_timeout)
+            return action(self._conn)
+        except sqlite3.Error as error:
+            raise journal_error(error, self.path) from error
 
     async def _write(self, action: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``action`` in a write transaction; return once it is committed."""
@@ -246,38 +234,37 @@ class SqliteJournal:
                     future.set_result(value)
                 else:
                     assert isinstance(value, BaseException)
-                    future.set_exception(value)
+                    future.set_exception(_mapped(value, self.path))
+
+    def _times(self) -> dict[str, float]:
+        """``now`` and this owner's ``lease_until`` from the clock (read at commit time)."""
+        now = self.clock.wall()
+        return {"now": now, "lease_until": now + self.lease.total_seconds()}
 
     def _row(self, job: Job) -> dict[str, object]:
-        now = time.time()
         return {
             **journal_codec.columns(job),
-            "owner": self.owner,
-            "lease_until": 0.0 if job.state.finished else now + self.lease.total_seconds(),
-            "now": now,
+            "me": self.owner,
+            "owner": NOBODY if job.state.finished else self.owner,
             "payload": journal_codec.dumps(job),
         }
 
-    def _lease_until(self) -> float:
-        return time.time() + self.lease.total_seconds()
+    def _store(self, statement: str, job: Job) -> Callable[[sqlite3.Connection], bool]:
+        """The write of ``job`` by ``statement`` (RECORD or SAVE)."""
+        row = self._row(job)
+
+        def store(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(statement, {**row, **self._times()}).rowcount == 1)
+
+        return store
 
     # -- the journal -------------------------------------------------------------------------
 
     async def record(self, job: Job) -> bool:
-        row = self._row(job)
-
-        def record(conn: sqlite3.Connection) -> bool:
-            return conn.execute(_RECORD, row).rowcount == 1
-
-        return await self._write(record)
+        return await self._write(self._store(schema.RECORD, job))
 
     async def save(self, job: Job) -> bool:
-        row = self._row(job)
-
-        def save(conn: sqlite3.Connection) -> bool:
-            return conn.execute(_SAVE, row).rowcount == 1
-
-        return await self._write(save)
+        return await self._write(self._store(schema.SAVE, job))
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> str | None:
@@ -288,7 +275,7 @@ class SqliteJournal:
         return journal_codec.loads(payload) if payload is not None else None
 
     async def unfinished(self) -> list[Job]:
-        rows = await self._call(lambda conn: conn.execute(_UNFINISHED_PAYLOADS).fetchall())
+        rows = await self._call(lambda conn: conn.execute(schema.UNFINISHED_PAYLOADS).fetchall())
         return _loads(rows)
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
@@ -300,31 +287,37 @@ class SqliteJournal:
         rows = await self._call(lambda conn: conn.execute(query, wanted).fetchall())
         return _loads(rows)
 
-    async def claim(self, *, limit: int = 1000) -> list[Job]:
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        wanted = sorted(set(topics))
+        if not wanted or limit <= 0:
+            return []
+        parameters = {"me": self.owner, "own": own, "topics": json.dumps(wanted), "limit": limit}
+
         def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
-            now = time.time()
-            parameters = {
-                "owner": self.owner,
-                "lease_until": now + self.lease.total_seconds(),
-                "now": now,
-                "limit": limit,
-            }
-            return conn.execute(_CLAIM, parameters).fetchall()
+            times = self._times()
+            rows: list[tuple[str]] = conn.execute(schema.CLAIM, {**parameters, **times}).fetchall()
+            conn.execute(schema.PRUNE_OWNERS, {**parameters, **times})
+            return rows
 
         jobs = _oldest_first(_loads(await self._write(claim)))
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs
 
-    async def renew(self) -> int:
-        def renew(conn: sqlite3.Connection) -> int:
-            return conn.execute(_RENEW, (self._lease_until(), self.owner)).rowcount
+    async def renew(self) -> None:
+        def renew(conn: sqlite3.Connection) -> None:
+            conn.execute(schema.RENEW, {"me": self.owner, **self._times()})
 
-        return await self._write(renew)
+        await self._write(renew)
 
-    async def release(self) -> None:
+    async def release(self, job_id: str | None = None) -> None:
         def release(conn: sqlite3.Connection) -> None:
-            conn.execute(_RELEASE, (self.owner,))
+            if job_id is None:
+                conn.execute(schema.RELEASE_LEASE, {"me": self.owner})
+            else:
+                conn.execute(schema.RELEASE_JOB, {"me": self.owner, "id": job_id})
 
         await self._write(release)
 

@@ -1,0 +1,119 @@
+"""The journal's interface: durable memory of reply jobs, leased to the workers that run them.
+
+A job is written to the journal (keyed by the external task id) *before* its task is
+completed, so a redelivered task with a known id is not run twice, and after a restart every
+unfinished job resumes where it stopped (:mod:`camunda_relay.replies.job` has the states).
+
+Leases let several workers (pods) share one journal. Each journal object acts for one
+``owner`` (the worker's id); a job belongs to the owner that recorded or last claimed it.
+An owner holds *one* lease for all its jobs, renewed by :meth:`Journal.renew` (one small
+write, however many jobs it holds). Only :meth:`Journal.renew` and :meth:`Journal.release`
+change a lease: a worker renews when it starts, before its first claim or record, and then
+well within the lease. When the lease runs out (the worker died) the owner's jobs may be
+claimed by any worker that serves their topics; an owner with no lease at all counts as one
+whose lease ran out. A clean shutdown releases the lease, so peers take the jobs over at
+once. A worker that was paused past its lease (a stopped container, a long GC, a lost
+database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
+worker leaves the job to the heir. A finished job is held by nobody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import timedelta
+from typing import Protocol
+
+from camunda_relay.errors import ConfigurationError
+from camunda_relay.replies.job import Job, JobState
+
+__all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "check_owner"]
+
+DEFAULT_LEASE = timedelta(seconds=60)
+NOBODY = ""
+"""The owner of a job held by nobody: finished, or given up with :meth:`Journal.release`."""
+
+
+class Journal(Protocol):
+    """Durable memory of reply jobs (SQLite by default; memory for tests and one-offs).
+
+    Every implementation passes the one contract suite, tests/unit/test_journal_contract.py.
+    Database failures raise :class:`~camunda_relay.errors.JournalError` (retryable
+    :class:`~camunda_relay.errors.JournalUnavailable` when the database cannot be reached
+    or does not answer in time).
+    """
+
+    owner: str
+    """The id of the worker this journal object acts for (set at construction)."""
+
+    durable: bool
+    """Whether jobs survive the process (False for the memory journal)."""
+
+    async def record(self, job: Job) -> bool:
+        """Store a new job, held by :attr:`owner` (by nobody when already finished); False
+        (nothing stored) when its id exists."""
+        ...
+
+    async def save(self, job: Job) -> bool:
+        """Store the job's new state (insert it if unknown); held by :attr:`owner` after it,
+        by nobody once finished.
+
+        Stored when the job is unknown, :attr:`owner`'s or nobody's, or its owner's lease
+        ran out; False, and nothing written, when another owner holds it under a live lease
+        (this worker lost its lease and the job was taken over).
+        """
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs not yet finished, oldest first (whoever holds them)."""
+        ...
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        """Every job in one of ``states`` (all states when None), finished ones too, oldest
+        first (whoever holds them): for listings such as ``camunda-relay pending``."""
+        ...
+
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        """Take over unfinished jobs of ``topics`` held by nobody or by another owner whose
+        lease ran out (or who has none), oldest first, at most ``limit``; ``own``: this
+        owner's own jobs too (the first round after a restart under the same worker id).
+        No topics, nothing.
+
+        Taken jobs belong to :attr:`owner`. Two claimers never get the same job. The cost
+        does not grow with the jobs live owners hold (only with the number of owners and the
+        jobs that may be taken).
+        """
+        ...
+
+    async def renew(self) -> None:
+        """Extend :attr:`owner`'s lease, creating it on the first call (one write, however
+        many jobs it holds)."""
+        ...
+
+    async def release(self, job_id: str | None = None) -> None:
+        """Give up one job of this owner's (it is then held by nobody, and claimable at
+        once; another owner's job is left alone), or with None this owner's lease (a clean
+        shutdown: others may claim all its jobs at once)."""
+        ...
+
+    async def counts(self) -> dict[JobState, int]:
+        """How many jobs are in each state (every state is a key)."""
+        ...
+
+    async def delete(self, job_id: str) -> bool:
+        """Forget a job (``pending cancel``); False when there was none."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; safe to call more than once."""
+        ...
+
+
+def check_owner(owner: str) -> str:
+    """``owner`` if it can name a worker in a journal, else :class:`ConfigurationError`."""
+    if not isinstance(owner, str) or not owner.strip():
+        raise ConfigurationError("a journal owner (the worker id) must be non-empty text")
+    return owner

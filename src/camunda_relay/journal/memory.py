@@ -1,0 +1,160 @@
+"""A journal that lives as long as the process: nothing survives a crash (``:memory:``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import timedelta
+
+from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.replies.job import Job, JobState
+
+__all__ = ["MemoryJournal"]
+
+
+@dataclass
+class _Entry:
+    job: Job
+    owner: str
+
+
+class MemoryJournal:
+    """A journal that lives as long as the process: nothing survives a crash.
+
+    :meth:`share` gives another owner's view of the same jobs and leases, as a second worker
+    process on one database would have. Leases are read from ``clock`` (wall time), so tests
+    move time through them with a :class:`~camunda_relay.clock.ManualClock`. Every method runs
+    without awaiting, so each is atomic on the event loop without a lock.
+    """
+
+    durable = False
+
+    def __init__(
+        self, *, owner: str = "local", lease: timedelta = DEFAULT_LEASE, clock: Clock = SYSTEM
+    ) -> None:
+        self.owner = check_owner(owner)
+        self.lease = lease
+        self.clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._leases: dict[str, float] = {}  # owner -> lease end, epoch seconds
+
+    def share(
+        self, *, owner: str, lease: timedelta | None = None, clock: Clock | None = None
+    ) -> MemoryJournal:
+        """A journal for ``owner`` on the same jobs (same lease and clock unless given)."""
+        other = MemoryJournal(
+            owner=owner,
+            lease=self.lease if lease is None else lease,
+            clock=self.clock if clock is None else clock,
+        )
+        other._entries = self._entries
+        other._leases = self._leases
+        return other
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def _live(self, owner: str) -> bool:
+        """Whether ``owner`` holds a lease that has not run out (an owner without one: no)."""
+        return self._leases.get(owner, float("-inf")) > self.clock.wall()
+
+    def _free(self, owner: str) -> bool:
+        """Whether a job held by ``owner`` may be taken by this one."""
+        return owner in (self.owner, NOBODY) or not self._live(owner)
+
+    # -- the journal -------------------------------------------------------------------------
+
+    async def record(self, job: Job) -> bool:
+        if job.id in self._entries:
+            return False
+        self._entries[job.id] = _Entry(job, NOBODY if job.state.finished else self.owner)
+        return True
+
+    async def save(self, job: Job) -> bool:
+        entry = self._entries.get(job.id)
+        if entry is not None and not self._free(entry.owner):
+            return False
+        owner = NOBODY if job.state.finished else self.owner
+        if entry is None:
+            self._entries[job.id] = _Entry(job, owner)
+        else:
+            entry.job, entry.owner = job, owner
+        return True
+
+    async def get(self, job_id: str) -> Job | None:
+        entry = self._entries.get(job_id)
+        return entry.job if entry is not None else None
+
+    async def unfinished(self) -> list[Job]:
+        return [entry.job for entry in self._unfinished()]
+
+    def _unfinished(self) -> list[_Entry]:
+        entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
+        return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))
+
+    async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
+        found = [e.job for e in self._entries.values() if states is None or e.job.state in states]
+        return sorted(found, key=lambda job: (job.created_at, job.id))
+
+    async def claim(
+        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+    ) -> list[Job]:
+        wanted = set(topics)
+        taken: list[Job] = []
+        for entry in self._unfinished():
+            if len(taken) >= limit:
+                break
+            if entry.job.task.topic not in wanted:
+                continue
+            if entry.owner == self.owner and not own:
+                continue
+            if self._free(entry.owner):
+                entry.owner = self.owner
+                taken.append(entry.job)
+        self._forget_idle_owners()
+        return taken
+
+    def _forget_idle_owners(self) -> None:
+        """Drop the leases that ran out of owners that hold no unfinished job (the SQL
+        journals do the same, so their owners table stays as small as the live fleet)."""
+        holding = {entry.owner for entry in self._unfinished()}
+        for owner in [owner for owner in self._leases if owner not in holding]:
+            if owner != self.owner and not self._live(owner):
+                del self._leases[owner]
+
+    async def renew(self) -> None:
+        self._leases[self.owner] = self.clock.wall() + self.lease.total_seconds()
+
+    async def release(self, job_id: str | None = None) -> None:
+        if job_id is None:
+            if self.owner in self._leases:
+                self._leases[self.owner] = 0.0
+            return
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.owner == self.owner:
+            entry.owner = NOBODY
+
+    async def counts(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for entry in self._entries.values():
+            counts[entry.job.state] += 1
+        return counts
+
+    async def delete(self, job_id: str) -> bool:
+        return self._entries.pop(job_id, None) is not None
+
+    async def all(self) -> list[Job]:
+        """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
+        return [entry.job for entry in self._entries.values()]
+
+    def lease_until(self, owner: str) -> float:
+        """When ``owner``'s lease runs out, epoch seconds (0 when it has none): for tests."""
+        return self._leases.get(owner, 0.0)
+
+    def holder(self, job_id: str) -> str | None:
+        """Who holds the job (NOBODY when nobody does; None for an unknown job): for tests."""
+        entry = self._entries.get(job_id)
+        return entry.owner if entry is not None else None
+
+    async def close(self) -> None:
+        return None

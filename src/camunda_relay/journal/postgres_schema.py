@@ -1,0 +1,170 @@
+"""The PostgreSQL journal's schema (version 2), its migration from version 1, and the
+statements :mod:`camunda_relay.journal.postgres` runs.
+
+The same layout as the SQLite journal (:mod:`camunda_relay.journal.sqlite_schema` explains
+it): a jobs table (``relay_jobs`` unless configured) with each job's ``owner``, and an owners
+table (``<table>_owners``) with one lease per owner, in the database's clock (``now()``).
+The schema version is kept in the jobs table's comment (PostgreSQL's ``user_version``); a
+table without one is version 1, which kept a ``lease_until`` on every job row.
+
+The texts use ``{table}``, ``{owners}``, ``{state_index}``, ``{claim_index}``,
+``{lease_index}`` and ``{unfinished}``, filled in with :func:`psycopg.sql.SQL.format`.
+"""
+
+# The statements are put together from constants only (the state lists of replies.job and
+# the fragments below); every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import re
+
+from camunda_relay.replies.job import FINISHED, UNFINISHED, sql_states
+
+__all__ = [
+    "CREATE",
+    "MIGRATE_FROM_1",
+    "QUERIES",
+    "SCHEMA_VERSION",
+    "UNFINISHED_CONDITION",
+    "schema_version",
+]
+
+SCHEMA_VERSION = 2
+UNFINISHED_CONDITION = f"state IN ({sql_states(UNFINISHED)})"
+
+_COMMENT = f"COMMENT ON TABLE {{table}} IS 'camunda-relay journal, schema version {SCHEMA_VERSION}'"
+_COMMENT_VERSION = re.compile(r"camunda-relay journal, schema version (\d+)")
+_OWNERS = """CREATE TABLE {owners} (
+    owner       text PRIMARY KEY,
+    lease_until timestamptz NOT NULL
+)"""
+_CLAIM_INDEX = (
+    "CREATE INDEX {claim_index} ON {table} (owner, topic, created_at, id) WHERE {unfinished}"
+)
+
+CREATE = (
+    """CREATE TABLE {table} (
+    id                  text PRIMARY KEY,
+    topic               text NOT NULL,
+    process_instance_id text NOT NULL,
+    business_key        text,
+    state               text NOT NULL,
+    attempts            integer NOT NULL,
+    deliveries          integer NOT NULL,
+    error               text,
+    deadline            timestamptz,
+    created_at          timestamptz NOT NULL,
+    updated_at          timestamptz NOT NULL,
+    owner               text NOT NULL,
+    payload             json NOT NULL
+)""",
+    "CREATE INDEX {state_index} ON {table} (state)",
+    _CLAIM_INDEX,
+    _OWNERS,
+    _COMMENT,
+)
+
+MIGRATE_FROM_1 = (
+    _OWNERS,
+    """INSERT INTO {owners} (owner, lease_until)
+SELECT owner, max(lease_until) FROM {table} WHERE {unfinished} AND owner <> '' GROUP BY owner""",
+    f"UPDATE {{table}} SET owner = '' WHERE state IN ({sql_states(FINISHED)}) AND owner <> ''",
+    "DROP INDEX IF EXISTS {lease_index}",
+    "ALTER TABLE {table} DROP COLUMN lease_until",
+    _CLAIM_INDEX,
+    _COMMENT,
+)
+
+
+def schema_version(exists: bool, comment: str | None) -> int:
+    """The version of a jobs table: 0 when missing, 1 when it carries no version comment."""
+    if not exists:
+        return 0
+    found = _COMMENT_VERSION.search(comment or "")
+    return int(found.group(1)) if found else 1
+
+
+# Parameters: %(me)s is this journal's owner, %(owner)s the job row's new owner (me, or ''
+# for a finished job), %(lease)s the lease as an interval.
+
+_INSERT = """
+INSERT INTO {table} (id, topic, process_instance_id, business_key, state, attempts,
+    deliveries, error, deadline, created_at, updated_at, owner, payload)
+VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
+    %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
+    to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json)
+"""
+QUERIES = {
+    "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
+    # Written over only when the job is this owner's or nobody's, or its owner has no live
+    # lease (it ran out, was released, or there is no row at all).
+    "save": _INSERT
+    + """ON CONFLICT (id) DO UPDATE SET
+    topic = excluded.topic, process_instance_id = excluded.process_instance_id,
+    business_key = excluded.business_key, state = excluded.state,
+    attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
+    deadline = excluded.deadline, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload
+WHERE {table}.owner IN (%(me)s, '') OR NOT EXISTS (
+    SELECT 1 FROM {owners} AS lease
+    WHERE lease.owner = {table}.owner AND lease.lease_until > now()
+)""",
+    "get": "SELECT payload FROM {table} WHERE id = %(id)s",
+    "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
+    "jobs": "SELECT payload FROM {table} ORDER BY created_at, id",
+    "jobs_in": "SELECT payload FROM {table} WHERE state = ANY(%(states)s) ORDER BY created_at, id",
+    # The distinct owners of unfinished jobs, one index probe each (a "loose index scan");
+    # those whose jobs are free; for each of them and each topic, its oldest jobs straight
+    # from the claim index (in its order, so LIMIT stops the scan: the planner takes this
+    # path whatever its estimates), locked with SKIP LOCKED so concurrent claimers pass each
+    # other by; of those, the oldest. MATERIALIZED: the locking runs exactly once.
+    "claim": """
+WITH RECURSIVE holders AS (
+    (SELECT owner FROM {table} WHERE {unfinished} ORDER BY owner LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT job.owner FROM {table} AS job
+        WHERE {unfinished} AND job.owner > holders.owner ORDER BY job.owner LIMIT 1
+    )
+    FROM holders WHERE holders.owner IS NOT NULL
+),
+free AS (
+    SELECT owner FROM holders
+    WHERE owner IS NOT NULL AND CASE WHEN owner = %(me)s THEN %(own)s ELSE owner = ''
+        OR NOT EXISTS (
+            SELECT 1 FROM {owners} AS lease
+            WHERE lease.owner = holders.owner AND lease.lease_until > now()
+        ) END
+),
+locked AS MATERIALIZED (
+    SELECT job.id, job.created_at
+    FROM free CROSS JOIN unnest(%(topics)s::text[]) AS wanted(topic)
+    CROSS JOIN LATERAL (
+        SELECT id, created_at FROM {table}
+        WHERE owner = free.owner AND topic = wanted.topic AND {unfinished}
+        ORDER BY created_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS job
+),
+picked AS (SELECT id FROM locked ORDER BY created_at, id LIMIT %(limit)s)
+UPDATE {table} AS job SET owner = %(me)s
+FROM picked WHERE job.id = picked.id
+RETURNING job.payload""",
+    # Leases that ran out of owners holding no unfinished job: the table stays as small as
+    # the fleet, however many worker ids have come and gone.
+    "prune_owners": """DELETE FROM {owners} AS lease
+WHERE lease.owner <> %(me)s AND lease.lease_until <= now() AND NOT EXISTS (
+    SELECT 1 FROM {table} WHERE {table}.owner = lease.owner AND {unfinished}
+)""",
+    "renew": """INSERT INTO {owners} (owner, lease_until) VALUES (%(me)s, now() + %(lease)s)
+ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until""",
+    "release_lease": """UPDATE {owners} SET lease_until = timestamptz 'epoch'
+WHERE owner = %(me)s""",
+    "release_job": "UPDATE {table} SET owner = '' WHERE id = %(id)s AND owner = %(me)s",
+    "counts": "SELECT state, count(*) FROM {table} GROUP BY state",
+    "delete": "DELETE FROM {table} WHERE id = %(id)s",
+    "version": """SELECT to_regclass(%(table)s::text) IS NOT NULL,
+    obj_description(to_regclass(%(table)s::text), 'pg_class')""",
+}

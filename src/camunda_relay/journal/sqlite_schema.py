@@ -1,0 +1,173 @@
+"""The SQLite journal's schema (``PRAGMA user_version`` 2), its migration from version 1,
+and the statements :mod:`camunda_relay.journal.sqlite` runs.
+
+Two tables. ``relay_jobs``: one row per job, the fields needed to list, count and claim jobs
+in columns, the whole job in ``payload`` (JSON text from :mod:`camunda_relay.journal.codec`),
+and the ``owner`` that holds it (``''``, :data:`~camunda_relay.journal.base.NOBODY`, for a
+finished or released job). ``relay_owners``: one row per owner that renewed, with the end
+of its one lease (epoch seconds, from the journal's clock). Renewing a lease writes one small
+row however many jobs the owner holds.
+
+A claim first walks the distinct owners of unfinished jobs through the partial index
+``relay_jobs_claim`` (one index seek per owner, however many jobs each holds), keeps those
+whose jobs are free (nobody, a lease that ran out or no lease row at all, and this owner's own
+when asked), and then reads only their jobs of the wanted topics from the same index. Its
+cost grows with the number of owners and with the jobs it may take, never with the jobs live
+owners hold. ``INDEXED BY`` makes SQLite use that index or fail, never quietly scan.
+
+Version 1, the first layout, kept a ``lease_until`` on every job row. :data:`MIGRATE_FROM_1`
+gives each owner of unfinished jobs the latest lease any of its jobs had, hands finished
+jobs to nobody, and drops the column.
+"""
+
+# The statements are put together from constants only (the state lists of replies.job and
+# the fragments below); every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from camunda_relay.replies.job import FINISHED, UNFINISHED, sql_states
+
+__all__ = [
+    "CLAIM",
+    "CREATE",
+    "MIGRATE_FROM_1",
+    "PRUNE_OWNERS",
+    "RECORD",
+    "RELEASE_JOB",
+    "RELEASE_LEASE",
+    "RENEW",
+    "SAVE",
+    "SCHEMA_VERSION",
+    "UNFINISHED_PAYLOADS",
+    "statements",
+]
+
+SCHEMA_VERSION = 2
+
+_UNFINISHED = f"state IN ({sql_states(UNFINISHED)})"
+
+_OWNERS = """
+CREATE TABLE relay_owners (
+    owner       TEXT PRIMARY KEY,
+    lease_until REAL NOT NULL
+) WITHOUT ROWID
+"""
+_CLAIM_INDEX = f"""
+CREATE INDEX relay_jobs_claim ON relay_jobs (owner, topic, created_at, id) WHERE {_UNFINISHED}
+"""
+
+CREATE = f"""
+CREATE TABLE relay_jobs (
+    id                  TEXT PRIMARY KEY,
+    topic               TEXT NOT NULL,
+    process_instance_id TEXT NOT NULL,
+    business_key        TEXT,
+    state               TEXT NOT NULL,
+    attempts            INTEGER NOT NULL,
+    deliveries          INTEGER NOT NULL,
+    error               TEXT,
+    deadline            REAL,
+    created_at          REAL NOT NULL,
+    updated_at          REAL NOT NULL,
+    owner               TEXT NOT NULL,
+    payload             TEXT NOT NULL
+);
+CREATE INDEX relay_jobs_state ON relay_jobs (state);
+{_CLAIM_INDEX};
+{_OWNERS}
+"""
+
+MIGRATE_FROM_1 = f"""
+{_OWNERS};
+INSERT INTO relay_owners (owner, lease_until)
+    SELECT owner, max(lease_until) FROM relay_jobs WHERE {_UNFINISHED} AND owner <> ''
+    GROUP BY owner;
+UPDATE relay_jobs SET owner = '' WHERE state IN ({sql_states(FINISHED)});
+DROP INDEX IF EXISTS relay_jobs_lease_until;
+ALTER TABLE relay_jobs DROP COLUMN lease_until;
+{_CLAIM_INDEX}
+"""
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a script above (none of them has a ``;`` inside)."""
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+# Parameters: :me is this journal's owner; :owner the job row's new owner (:me, or '' for a
+# finished job); :now and :lease_until epoch seconds from the journal's clock.
+
+_INSERT = """
+INSERT INTO relay_jobs (id, topic, process_instance_id, business_key, state, attempts,
+    deliveries, error, deadline, created_at, updated_at, owner, payload)
+VALUES (:id, :topic, :process_instance_id, :business_key, :state, :attempts,
+    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :payload)
+"""
+RECORD = _INSERT + "ON CONFLICT (id) DO NOTHING"
+
+# A job may be written over by :me when it is its own or nobody's, or when its owner has no
+# live lease (it ran out, was released, or there is no row at all).
+SAVE = (
+    _INSERT
+    + """ON CONFLICT (id) DO UPDATE SET
+    topic = excluded.topic, process_instance_id = excluded.process_instance_id,
+    business_key = excluded.business_key, state = excluded.state,
+    attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
+    deadline = excluded.deadline, created_at = excluded.created_at,
+    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload
+WHERE relay_jobs.owner IN (:me, '') OR NOT EXISTS (
+    SELECT 1 FROM relay_owners AS lease
+    WHERE lease.owner = relay_jobs.owner AND lease.lease_until > :now
+)"""
+)
+
+RENEW = """
+INSERT INTO relay_owners (owner, lease_until) VALUES (:me, :lease_until)
+ON CONFLICT (owner) DO UPDATE SET lease_until = excluded.lease_until
+"""
+RELEASE_LEASE = "UPDATE relay_owners SET lease_until = 0 WHERE owner = :me"
+RELEASE_JOB = "UPDATE relay_jobs SET owner = '' WHERE id = :id AND owner = :me"
+
+CLAIM = f"""
+WITH RECURSIVE holders(owner) AS (
+    SELECT (
+        SELECT owner FROM relay_jobs INDEXED BY relay_jobs_claim WHERE {_UNFINISHED}
+        ORDER BY owner LIMIT 1
+    )
+    UNION ALL
+    SELECT (
+        SELECT relay_jobs.owner FROM relay_jobs INDEXED BY relay_jobs_claim
+        WHERE {_UNFINISHED} AND relay_jobs.owner > holders.owner
+        ORDER BY relay_jobs.owner LIMIT 1
+    )
+    FROM holders WHERE holders.owner IS NOT NULL
+),
+free(owner) AS (
+    SELECT owner FROM holders
+    WHERE owner IS NOT NULL AND CASE WHEN owner = :me THEN :own ELSE owner = '' OR NOT EXISTS (
+        SELECT 1 FROM relay_owners AS lease
+        WHERE lease.owner = holders.owner AND lease.lease_until > :now
+    ) END
+)
+UPDATE relay_jobs SET owner = :me
+WHERE id IN (
+    SELECT id FROM relay_jobs INDEXED BY relay_jobs_claim
+    WHERE {_UNFINISHED} AND owner IN (SELECT owner FROM free)
+        AND topic IN (SELECT value FROM json_each(:topics))
+    ORDER BY created_at, id LIMIT :limit
+)
+RETURNING payload
+"""
+
+# Leases that ran out of owners that hold no unfinished job: the table stays as small as the
+# fleet, however many worker ids have come and gone.
+PRUNE_OWNERS = f"""
+DELETE FROM relay_owners
+WHERE owner <> :me AND lease_until <= :now AND NOT EXISTS (
+    SELECT 1 FROM relay_jobs INDEXED BY relay_jobs_claim
+    WHERE relay_jobs.owner = relay_owners.owner AND {_UNFINISHED}
+)
+"""
+
+UNFINISHED_PAYLOADS = f"SELECT payload FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"

@@ -1,0 +1,136 @@
+"""A reply job, its states, and the one table of the moves between them.
+
+::
+
+    recorded ──complete──▶ acknowledged ──work──▶ done ──correlate──▶ delivered
+        │                        │                  │
+        └─ not completed:        └─ fails for good  └─ cannot be delivered
+           dropped                     │                  │
+                                       └────▶ failing ◀───┘
+                                                 │ incident created (or nobody left to carry it)
+                                                 ▼
+                                               failed
+
+A job is written to the journal (keyed by the external task id) *before* its task is
+completed. Every change of state goes through :meth:`Job.advance`, which consults
+:data:`TRANSITIONS` and raises :class:`~camunda_relay.errors.IllegalTransition` for a move
+the table does not allow. The state sets that other modules (the journals' SQL, the
+reconciler, ``camunda-relay pending``) need are defined here and nowhere else.
+
+``failing``: the job has failed for good and its incident is not in the engine yet (the
+engine was unreachable): it is retried until it lands, and the job is not finished until
+then. The moves back (``delivered → done``, ``failed``/``dropped → recorded``) are the
+engine offering a task again after it lost the completion, and ``camunda-relay pending
+retry``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from camunda_relay.errors import IllegalTransition
+from camunda_relay.task import Task
+
+__all__ = [
+    "ANSWERED",
+    "COMPLETED_BEFORE",
+    "FINISHED",
+    "TRANSITIONS",
+    "UNFINISHED",
+    "Job",
+    "JobState",
+    "sql_states",
+]
+
+
+class JobState(StrEnum):
+    RECORDED = "recorded"
+    ACKNOWLEDGED = "acknowledged"
+    DONE = "done"
+    FAILING = "failing"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DROPPED = "dropped"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+_S = JobState
+
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    # completed (acknowledged), not completed (dropped), or saved again as it is
+    _S.RECORDED: frozenset({_S.RECORDED, _S.ACKNOWLEDGED, _S.DROPPED}),
+    # the next attempt, the work's end, or failed for good
+    _S.ACKNOWLEDGED: frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.FAILING}),
+    # delivered, cannot be delivered, or saved again (a deadline moved); pending retry
+    _S.DONE: frozenset({_S.DONE, _S.DELIVERED, _S.FAILING, _S.ACKNOWLEDGED}),
+    # the incident landed (or nobody is left to carry it); pending retry
+    _S.FAILING: frozenset({_S.FAILING, _S.FAILED, _S.DONE, _S.ACKNOWLEDGED}),
+    # the engine lost the completion and the message with it: deliver again
+    _S.DELIVERED: frozenset({_S.DONE}),
+    # the task is offered again (the engine lost the completion); pending retry
+    _S.FAILED: frozenset({_S.RECORDED, _S.DONE, _S.ACKNOWLEDGED}),
+    # the task is offered again; pending retry
+    _S.DROPPED: frozenset({_S.RECORDED}),
+}
+
+FINISHED = frozenset({_S.DELIVERED, _S.FAILED, _S.DROPPED})
+"""States no worker acts on any more: the journal keeps them for listings only."""
+
+UNFINISHED = frozenset(JobState) - FINISHED
+"""States a worker must carry on from (after a restart, or taking over a dead peer's job)."""
+
+COMPLETED_BEFORE = frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.FAILING, _S.DELIVERED})
+"""States of a job whose task a worker completed: a task offered again in one of them was
+lost by the engine, and is completed again without re-running the work."""
+
+ANSWERED = frozenset({_S.DELIVERED, _S.FAILED})
+"""States in which the instance has had its answer: the message, or an incident."""
+
+
+def sql_states(states: frozenset[JobState]) -> str:
+    """``states`` as an SQL list literal, ``'a', 'b'``, for the journals' statements."""
+    return ", ".join(f"'{state.value}'" for state in sorted(states))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One reply job. ``result`` holds the variables to send; ``error`` never holds values.
+
+    ``deadline`` (epoch seconds) bounds how long the instance may *not* be waiting for the
+    message once the work is done; it is moved on while the engine cannot answer.
+    """
+
+    task: Task
+    message: str
+    by_business_key: bool = False
+    state: JobState = JobState.RECORDED
+    attempts: int = 0
+    deliveries: int = 0
+    result: Mapping[str, Any] | None = field(default=None, repr=False)
+    error: str | None = None
+    deadline: float | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def id(self) -> str:
+        return self.task.job_id
+
+    def advance(self, state: JobState, *, at: float | None = None, **changes: Any) -> Job:
+        """A copy in ``state`` with ``changes`` applied and ``updated_at`` set to ``at`` (now
+        when None). :class:`~camunda_relay.errors.IllegalTransition` when the table does
+        not allow the move."""
+        if state not in TRANSITIONS[self.state]:
+            raise IllegalTransition(
+                f"reply job {self.id}: {self.state.value} cannot move to {state.value}"
+            )
+        updated = time.time() if at is None else at
+        return dataclasses.replace(self, state=state, updated_at=updated, **changes)

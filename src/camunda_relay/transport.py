@@ -1,0 +1,234 @@
+"""The HTTP side of the engine client: one ``httpx.AsyncClient``, the in-flight gate, and
+:meth:`Transport._send`, the one place where engine answers and connection failures become
+the exceptions of :mod:`camunda_relay.errors`.
+
+Log lines (DEBUG, ``camunda_relay.transport``) name the method, path, status and duration of
+each request; never a body, a variable value or a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Generator, Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from camunda_relay import errors
+from camunda_relay._version import __version__
+from camunda_relay.settings import Settings
+
+__all__ = ["MAX_CONCURRENT_REQUESTS", "Transport"]
+
+_log = logging.getLogger(__name__)
+
+_log = logging.getLogger(__name__)
+
+# Requests in flight per client, long polls not counted. More would queue inside httpcore's
+# connection pool, whose request assignment scans the whole queue for every request: with
+# thousands of replies due at once, the cost grows with the square of the queue, requests
+# reach the pool timeout and retry, and the worker livelocks (measured: 10,000 due replies,
+# 99 delivered in two minutes; with this gate, all 10,000 in 60 s).
+MAX_CONCURRENT_REQUESTS = 32
+_LONG_POLL_CONNECTIONS = 4  # long polls bypass the gate; a worker runs one at a time
+
+_Params = Mapping[str, str | int]
+
+
+def _ms(duration: timedelta) -> int:
+    return int(duration / timedelta(milliseconds=1))
+
+
+def _segment(value: str) -> str:
+    """An id as one URL path segment (a ``/`` in it cannot reach another resource)."""
+    if not value:
+        raise errors.InvalidInput("an id in a request path must not be empty")
+    return quote(value, safe="")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _query(**params: str | int | bool | None) -> dict[str, str | int]:
+    """Query parameters in the engine's spelling, leaving out the unset ones."""
+    return {
+        key: _flag(value) if isinstance(value, bool) else value
+        for key, value in params.items()
+        if value is not None
+    }
+
+
+class _BearerAuth(httpx.Auth):
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+def _auth(settings: Settings) -> httpx.Auth | None:
+    if settings.token:
+        return _BearerAuth(settings.token)
+    if settings.user:
+        return httpx.BasicAuth(settings.user, settings.password or "")
+    return None
+
+
+def _verify(settings: Settings) -> ssl.SSLContext | bool:
+    if not settings.tls_verify:
+        return False
+    if settings.ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_bundle))
+    except (OSError, ssl.SSLError) as error:
+        raise errors.ConfigurationError(
+            f"cannot use CAMUNDA_CA_BUNDLE {settings.ca_bundle}: {error}"
+        ) from None
+
+
+class Transport:
+    """Requests to the engine's REST API with typed errors (the base of the engine client).
+
+    ``transport`` replaces the network (``httpx.MockTransport`` or an in-process fake engine).
+    """
+
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._settings = settings
+        self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
+        self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self._http = httpx.AsyncClient(
+            base_url=settings.url,
+            auth=_auth(settings),
+            verify=_verify(settings),
+            timeout=self._timeout,
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": f"camunda-relay/{__version__}"},
+            # Every gated request and a few long polls keep their connection between requests
+            # (httpx keeps 20 by default: with 32 in flight, connections were closed and
+            # opened again all the time).
+            limits=httpx.Limits(
+                max_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
+                max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- the one place that talks to the engine ------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: object = None,
+        params: _Params | None = None,
+        data: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        timeouts: httpx.Timeout | None = None,
+        anonymous: bool = False,
+        gated: bool = True,
+    ) -> httpx.Response:
+        """Send one request; return a 2xx response or raise the mapped :class:`EngineError`.
+
+        At most :data:`MAX_CONCURRENT_REQUESTS` requests are in flight; the others wait here,
+        in order. ``gated=False`` (the long poll) bypasses the gate: a poll waiting for tasks
+        must not hold a slot that a completion or a reply needs.
+        """
+        if not gated:
+            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
+        async with self._gate:
+            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: object,
+        params: _Params | None,
+        data: Mapping[str, str] | None,
+        files: Mapping[str, tuple[str, bytes, str]] | None,
+        timeouts: httpx.Timeout | None,
+        anonymous: bool,
+    ) -> httpx.Response:
+        label = f"{method} {path}"
+        started = time.monotonic()
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                data=data,
+                files=files,
+                timeout=timeouts or self._timeout,
+                auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as error:
+            _log.debug(
+                "%s failed after %.0f ms: %s", label, _elapsed_ms(started), type(error).__name__
+            )
+            raise errors.from_transport_error(error, label) from error
+        _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
+        if response.is_success:
+            return response
+        raise errors.from_response(response, label)
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._send(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise errors.EngineError(
+                "the engine's answer is not JSON (is CAMUNDA_URL the REST API?)",
+                status=response.status_code,
+                request=f"{method} {path}",
+            ) from None
+
+    async def _list(self, method: str, path: str, **kwargs: Any) -> list[dict[str, Any]]:
+        result = await self._json(method, path, **kwargs)
+        if not isinstance(result, list):
+            raise errors.EngineError("expected a list from the engine", request=f"{method} {path}")
+        return result
+
+    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        result = await self._json(method, path, **kwargs)
+        if not isinstance(result, dict):
+            raise errors.EngineError(
+                "expected an object from the engine", request=f"{method} {path}"
+            )
+        return result
+
+    async def _optional(self, path: str) -> dict[str, Any] | None:
+        """GET one resource; None when the engine says it does not exist (404)."""
+        try:
+            return await self._object("GET", path)
+        except errors.NotFound:
+            return None
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.monotonic() - started) * 1000

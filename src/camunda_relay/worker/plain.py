@@ -1,0 +1,88 @@
+"""Running a handler, and plain topics: run it while the lock is kept alive; a returned
+mapping completes the task, :class:`~camunda_relay.task.BpmnError` throws a BPMN error, any
+other exception reports a failure with decreasing retries (0 left: an incident)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+from camunda_relay import variables
+from camunda_relay.errors import EngineError, NotFound, TaskNotLocked
+from camunda_relay.router import Registration
+from camunda_relay.task import BpmnError, Task
+from camunda_relay.worker.context import Context
+from camunda_relay.worker.outcomes import Outcomes
+from camunda_relay.worker.slots import Slot
+
+__all__ = ["Plain", "call_handler"]
+
+log = logging.getLogger(__name__)
+
+
+async def call_handler(
+    ctx: Context, registration: Registration, task: Task
+) -> Mapping[str, object]:
+    """Run the handler (sync ones on the thread pool) and check what it returned."""
+    if registration.is_async:
+        result = await registration.handler(task)  # type: ignore[misc]
+    else:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(ctx.executor, registration.handler, task)
+    if result is None:
+        return {}
+    if not isinstance(result, Mapping):
+        raise TypeError(
+            f"handler {registration.name} returned a {type(result).__name__}; "
+            "expected a mapping of variables or None"
+        )
+    variables.encode_all(result)  # a value that cannot be sent fails here, naming it
+    return result
+
+
+class Plain:
+    def __init__(self, ctx: Context, outcomes: Outcomes) -> None:
+        self._ctx = ctx
+        self._outcomes = outcomes
+
+    async def run(self, task: Task, registration: Registration, lock: Slot) -> None:
+        with lock:
+            duration = registration.lock_duration or self._ctx.settings.lock_duration
+            keeper = asyncio.ensure_future(self._keep_lock(task, duration))
+            try:
+                try:
+                    result = await call_handler(self._ctx, registration, task)
+                except BpmnError as error:
+                    keeper.cancel()
+                    await self._outcomes.report(self._outcomes.bpmn_error(task, error), task)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # noqa: BLE001 - a handler's error is an outcome
+                    keeper.cancel()
+                    failure = self._outcomes.failure(task, registration, error)
+                    await self._outcomes.report(failure, task)
+                    return
+                keeper.cancel()
+                if await self._outcomes.complete(task, result):
+                    self._ctx.stats.completed += 1
+                    log.debug("task completed", extra=task.log_context())
+            finally:
+                keeper.cancel()
+
+    async def _keep_lock(self, task: Task, lock: timedelta) -> None:
+        """Extend the lock at half its duration while the handler runs (during a shutdown's
+        grace period too: the handler may still finish; it is cancelled with the handler)."""
+        ctx = self._ctx
+        interval = max(lock.total_seconds() / 2, 0.5)
+        while True:
+            await ctx.clock.sleep(interval)
+            try:
+                await ctx.client.extend_lock(task.id, ctx.worker_id, lock)
+            except (TaskNotLocked, NotFound):
+                log.warning("lock lost while the handler runs", extra=task.log_context())
+                return
+            except EngineError as error:
+                log.warning("lock extension failed (%s)", type(error).__name__)

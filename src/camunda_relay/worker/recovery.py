@@ -1,0 +1,198 @@
+"""Recovery: keep this worker's journal lease alive, take over jobs nobody runs (a dead
+peer's, a restart's, one given back), adopt orphans for the reconciler, and check that the
+engine keeps the history the worker relies on.
+
+Three loops, each on its own so that none waits behind another: the lease renewal (a third
+of the lease; one small write), the claim round (jobs of this worker's reply topics held by
+nobody or by an owner whose lease ran out, at most as many as there are free reply slots),
+and the reconciler's sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from camunda_relay.errors import EngineError, JournalError
+from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.reconciler import Orphan, Reconciler
+from camunda_relay.task import Task
+from camunda_relay.worker.context import Context
+from camunda_relay.worker.replies import Replies
+
+__all__ = ["CLAIM_BATCH", "Recovery"]
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 500  # jobs taken over in one round at most (the next round takes more)
+
+
+class Recovery:
+    def __init__(self, ctx: Context, replies: Replies, reconciler: Reconciler | None) -> None:
+        self._ctx = ctx
+        self._replies = replies
+        self.reconciler = reconciler
+
+    @property
+    def interval(self) -> float:
+        return max(self._ctx.settings.journal_lease.total_seconds() / 3, 0.5)
+
+    # -- the lease ---------------------------------------------------------------------------
+
+    async def renew(self) -> bool:
+        """Renew this worker's lease; False when the journal does not answer."""
+        ctx = self._ctx
+        try:
+            await ctx.journal.renew()
+        except JournalError as error:
+            ctx.journal_health.failed(error, "renewed the lease")
+            ctx.stats.journal_errors += 1
+            return False
+        ctx.journal_health.answered()
+        return True
+
+    async def keep_lease(self) -> None:
+        while await self._ctx.stop.wait(self.interval):
+            await self.renew()
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def resume(self, *, own: bool = False) -> int:
+        """Claim and start unfinished jobs of this worker's reply topics that nobody runs;
+        ``own``: this worker id's own too (the first round after a restart)."""
+        ctx = self._ctx
+        topics = ctx.reply_topics
+        room = min(ctx.slots.replies.free, CLAIM_BATCH)
+        if not topics or room <= 0:
+            return 0
+        try:
+            jobs = await ctx.journal.claim(topics=topics, limit=room, own=own)
+        except JournalError as error:
+            ctx.journal_health.failed(error, "claimed jobs")
+            ctx.stats.journal_errors += 1
+            return 0
+        started = 0
+        now = ctx.clock.wall()
+        for job in jobs:
+            if job.state is JobState.DONE and job.deadline is not None:
+                # The time nobody ran the job does not count against its deadline.
+                away = max(now - job.updated_at, 0.0)
+                job = job.advance(JobState.DONE, deadline=job.deadline + away, at=job.updated_at)
+            registration = ctx.router[job.task.topic]
+            if self._replies.start(job, registration, ctx.slots.replies.take(), counted=False):
+                started += 1
+        if started:
+            log.info("resumed %d unfinished reply jobs from the journal", started)
+        return started
+
+    async def keep_claiming(self) -> None:
+        while await self._ctx.stop.wait(self.interval):
+            try:
+                if self._ctx.history_full is None:
+                    await self.check_history()
+                await self.resume()
+            except Exception:
+                log.exception("taking over journal jobs failed; trying again")
+
+    # -- the reconciler ----------------------------------------------------------------------
+
+    async def keep_sweeping(self) -> None:
+        if self.reconciler is None:
+            return
+        every = self._ctx.settings.reconcile_interval.total_seconds()
+        first = min(every, 30.0)  # the first sweep comes early
+        wait = first
+        while await self._ctx.stop.wait(wait):
+            wait = every
+            try:
+                await self.reconciler.sweep()
+            except Exception:
+                log.exception("reconciliation sweep failed; trying again")
+
+    # -- history -----------------------------------------------------------------------------
+
+    async def check_history(self) -> None:
+        """Whether the engine keeps the external-task history (level ``full``) that confirms
+        a completion or a delivery whose answer was lost. Told from the first completion in
+        the history; says clearly what cannot be guaranteed when it is missing."""
+        ctx = self._ctx
+        try:
+            ctx.history_full = await ctx.client.keeps_full_history()
+        except EngineError as error:
+            log.debug("history level not checked yet (%s)", type(error).__name__)
+            return
+        if ctx.history_full is False:
+            log.error(
+                "the engine keeps no external-task history (history level below 'full'): a "
+                "completion or a reply whose answer was lost cannot be confirmed; such a job "
+                "goes on as completed, and a reply it cannot deliver ends in an incident. Set "
+                "the engine's history level to full"
+            )
+
+    # -- orphans -----------------------------------------------------------------------------
+
+    async def adopt(self, orphan: Orphan) -> bool:
+        """Rebuild a lost reply job from the engine and run it (the reconciler's ``resume``).
+
+        False when the history shows no completed task of a reply topic for the orphan's
+        message (nothing to rebuild from: the reconciler raises an incident instead).
+        """
+        ctx = self._ctx
+        topics = {
+            registration.topic: registration
+            for registration in ctx.router
+            if registration.reply is not None and registration.reply.message == orphan.message
+        }
+        log_entries = await ctx.client.external_task_log(
+            process_instance_id=orphan.process_instance_id, success_only=True
+        )
+        completed = [e for e in log_entries if e.get("topicName") in topics]
+        if not completed:
+            log.warning(
+                "cannot resume the orphan on execution %s: the history shows no completed "
+                "task of topic %s",
+                orphan.execution_id,
+                " or ".join(repr(topic) for topic in sorted(topics)),
+                extra=orphan.log_context(),
+            )
+            return False
+        entry = completed[-1]  # the latest completion: the one whose reply is owed
+        task_id = str(entry["externalTaskId"])
+        if f"job:{task_id}" in ctx.runs:
+            return True
+        known = await ctx.journal.get(task_id)
+        if known is not None and known.state is not JobState.DROPPED:
+            return True  # recorded meanwhile: a worker has it
+        registration = topics[str(entry["topicName"])]
+        assert registration.reply is not None
+        task = Task(
+            id=task_id,
+            topic=str(entry["topicName"]),
+            worker_id=ctx.worker_id,
+            process_instance_id=orphan.process_instance_id,
+            execution_id=entry.get("executionId"),
+            activity_id=entry.get("activityId"),
+            activity_instance_id=entry.get("activityInstanceId"),
+            process_definition_id=entry.get("processDefinitionId"),
+            process_definition_key=entry.get("processDefinitionKey"),
+            business_key=orphan.business_key,
+            tenant_id=entry.get("tenantId"),
+            priority=entry.get("priority") or 0,
+            variables=await ctx.client.process_variables(orphan.process_instance_id),
+        )
+        job = Job(
+            task=task,
+            message=orphan.message,
+            by_business_key=registration.reply.by_business_key,
+            state=JobState.ACKNOWLEDGED,
+        )
+        stored = await (ctx.journal.record(job) if known is None else ctx.journal.save(job))
+        if not stored:
+            return True  # another worker recorded it first
+        log.warning(
+            "resuming the orphan on execution %s: the work runs again from the instance's "
+            "variables, then the reply is sent",
+            orphan.execution_id,
+            extra=task.log_context(),
+        )
+        self._replies.start(job, registration, ctx.slots.replies.take(), counted=False)
+        return True

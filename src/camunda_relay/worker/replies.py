@@ -1,0 +1,349 @@
+"""Reply topics: record the job, complete the task at once, run the work, deliver the reply,
+and raise the incident when it cannot be delivered (the states: :mod:`camunda_relay.replies.job`).
+
+A fetched task is handled under the run key ``task:<id>`` while it holds its lock (record,
+complete); the job then runs under ``job:<id>``, the one runner a job has however it was
+started (fetched, resumed after a restart, taken over, adopted by the reconciler). Each step
+saves the job before the next begins; a journal that cannot be written is retried until it
+answers (nothing goes on unrecorded). Every wait answers a stop: the job then stays in the
+journal as it was last saved and resumes at the next start (or at a peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from camunda_relay import variables
+from camunda_relay.errors import EngineError, JournalError
+from camunda_relay.replies.correlator import Correlator
+from camunda_relay.replies.incidents import Incidents
+from camunda_relay.replies.job import COMPLETED_BEFORE, Job, JobState
+from camunda_relay.router import Registration
+from camunda_relay.task import BpmnError, RetryLater, Task
+from camunda_relay.worker.context import Context
+from camunda_relay.worker.outcomes import Outcomes, describe
+from camunda_relay.worker.plain import call_handler
+from camunda_relay.worker.slots import Slot
+
+__all__ = ["Replies"]
+
+log = logging.getLogger(__name__)
+
+
+class _TakenOver(Exception):
+    """The journal refused a save: another worker holds the job now (this one lost its lease)."""
+
+
+class _Stopped(Exception):
+    """The worker stops while a step waits: the job stays as last saved."""
+
+
+class Replies:
+    def __init__(
+        self, ctx: Context, outcomes: Outcomes, correlator: Correlator, incidents: Incidents
+    ) -> None:
+        self._ctx = ctx
+        self._outcomes = outcomes
+        self._correlator = correlator
+        self._incidents = incidents
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self, job: Job, registration: Registration, slot: Slot, *, counted: bool) -> bool:
+        """Run ``job`` under its key with ``slot`` (released when it ends); False, and the
+        slot released, when the job runs here already."""
+        started = self._ctx.runs.start(f"job:{job.id}", self._run(job, registration, slot, counted))
+        if not started:
+            slot.release()
+        return started
+
+    async def fetched(
+        self, task: Task, registration: Registration, lock: Slot, reply: Slot
+    ) -> None:
+        """A reply task just fetched: record the job, complete the task, hand the job on."""
+        try:
+            job = await self._record_and_complete(task, registration, lock)
+        except (_TakenOver, _Stopped):
+            job = None
+        finally:
+            lock.release()
+        if job is None:
+            reply.release()
+            return
+        self.start(job, registration, reply, counted=True)
+
+    async def _record_and_complete(
+        self, task: Task, registration: Registration, lock: Slot
+    ) -> Job | None:
+        ctx = self._ctx
+        assert registration.reply is not None
+        reply = registration.reply
+        job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
+        await ctx.failpoints.hit("after_fetch")
+        try:
+            fresh = await ctx.journal.record(job)
+            known = None if fresh else await ctx.journal.get(job.id)
+        except JournalError as error:
+            ctx.journal_health.failed(error, "recorded a job")
+            ctx.stats.journal_errors += 1
+            await self._give_back(task)
+            return None
+        if known is not None and known.state in COMPLETED_BEFORE:
+            await self._complete_again(known, registration, lock)
+            return None
+        if known is not None:  # offered again after it was dropped or failed: afresh
+            job = await self._keep(
+                known.advance(JobState.RECORDED, task=task, attempts=0, result=None, error=None)
+            )
+        await ctx.failpoints.hit("after_record")
+        try:
+            completion = _complete_variables(registration, task)
+            completed = await self._outcomes.complete(task, completion)
+        except Exception as error:  # noqa: BLE001 - a bad completion is reported, never lost
+            await self._outcomes.report(self._outcomes.failure(task, registration, error), task)
+            completed = False
+        lock.release()
+        if completed is False:
+            await self._keep(job.advance(JobState.DROPPED, error="not completed"))
+            ctx.stats.dropped += 1
+            return None
+        if completed is None:
+            return job  # stays recorded: the job's runner asks history
+        return await self._acknowledged(job)
+
+    async def _give_back(self, task: Task) -> None:
+        try:
+            await self._ctx.client.unlock(task.id)
+        except EngineError as error:
+            log.warning(
+                "could not give the task back (%s); it is offered again when its lock expires",
+                type(error).__name__,
+                extra=task.log_context(),
+            )
+
+    async def _complete_again(self, known: Job, registration: Registration, lock: Slot) -> None:
+        """The engine offers a task this worker completed: it lost the completion (a database
+        restored from a backup, an H2 engine killed before it wrote its last commits). The
+        work is not run again; the task is completed again so that the instance moves on to
+        the catch event, and a reply already delivered is delivered again (the engine lost it
+        too). A job still running carries on (its reply now finds the instance waiting)."""
+        task = known.task
+        log.warning(
+            "the engine offers a task this worker completed (job %s): it lost the "
+            "completion; completing it again without running the work",
+            known.state.value,
+            extra=task.log_context(),
+        )
+        try:
+            completed = await self._outcomes.complete(task, _complete_variables(registration, task))
+        except Exception:  # noqa: BLE001 - reported when the job itself was completed
+            completed = False
+        lock.release()
+        if completed and known.state is JobState.DELIVERED:
+            again = known.advance(JobState.DONE)
+            if await self._ctx.journal.save(again):
+                self.start(again, registration, self._ctx.slots.replies.take(), counted=False)
+
+    async def _acknowledged(self, job: Job) -> Job:
+        await self._ctx.failpoints.hit("after_complete_before_work")
+        # One write for "acknowledged" and "first attempt started".
+        job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
+        self._ctx.stats.completed += 1
+        log.debug("task completed; work runs in the background", extra=job.task.log_context())
+        return job
+
+    # -- the job's runner ----------------------------------------------------------------
+
+    async def _run(self, job: Job, registration: Registration, slot: Slot, counted: bool) -> None:
+        with slot:
+            try:
+                await self._carry_on(job, registration, counted=counted)
+            except _TakenOver:
+                self._ctx.stats.taken_over += 1
+                log.warning(
+                    "this worker lost its journal lease and another worker holds the job "
+                    "now; leaving the job to it",
+                    extra=job.task.log_context(),
+                )
+            except _Stopped:
+                pass
+            except Exception:
+                log.exception("reply job failed unexpectedly; given back to the journal")
+                await self._release(job)
+
+    async def _release(self, job: Job) -> None:
+        try:
+            await self._ctx.journal.release(job.id)
+        except JournalError as error:
+            log.error("could not give the job back (%s)", error, extra=job.task.log_context())
+
+    async def _carry_on(self, job: Job, registration: Registration, *, counted: bool) -> None:
+        while not job.state.finished:
+            if job.state is JobState.RECORDED:
+                job = await self._decide(job)
+            elif job.state is JobState.ACKNOWLEDGED:
+                job = await self._work(job, registration, counted=counted)
+            elif job.state is JobState.DONE:
+                job = await self._deliver(job)
+            elif job.state is JobState.FAILING:
+                job = await self._raise_incident(job)
+            counted = False
+
+    async def _decide(self, job: Job) -> Job:
+        """Ask history, with backoff, whether the recorded job's task was completed."""
+        ctx = self._ctx
+        attempt = 0
+        while True:
+            if ctx.history_full is False:
+                log.warning(
+                    "the engine keeps no external-task history: whether this task was "
+                    "completed cannot be told; going on as completed",
+                    extra=job.task.log_context(),
+                )
+                return await self._acknowledged(job)
+            completed = await self._outcomes.completion_confirmed(job.task)
+            if completed:
+                return await self._acknowledged(job)
+            if completed is False:
+                self._ctx.stats.dropped += 1
+                return await self._keep(job.advance(JobState.DROPPED, error="not completed"))
+            await self._wait(ctx.poll_backoff.delay(attempt))
+            attempt += 1
+
+    async def _work(self, job: Job, registration: Registration, *, counted: bool) -> Job:
+        """Run the handler until it succeeds or the retries are used up. ``counted``: the
+        first attempt is on record already (saved with the acknowledgement)."""
+        ctx = self._ctx
+        policy = registration.retries if registration.retries is not None else ctx.settings.retries
+        pause = registration.retry_timeout or ctx.settings.retry_timeout
+        while True:
+            if not counted:  # every attempt is on record before it starts
+                job = await self._keep(
+                    job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
+                )
+            counted = False
+            try:
+                await ctx.failpoints.hit("mid_work")
+                result = await call_handler(ctx, registration, job.task)
+            except asyncio.CancelledError:
+                raise
+            except BpmnError as error:
+                return await self._failing(
+                    job,
+                    f"BPMN error {error.code!r} cannot be thrown by a reply topic: its task was "
+                    "already completed; model the error path after the catch event instead",
+                )
+            except Exception as error:  # noqa: BLE001 - a handler's error is an outcome
+                wait = pause
+                if isinstance(error, RetryLater):
+                    if error.retries is not None:  # retries left from now on
+                        policy = job.attempts + error.retries - 1
+                    wait = error.after if error.after is not None else pause
+                if job.attempts > policy:
+                    return await self._failing(
+                        job, f"work failed after {job.attempts} attempts: {describe(error)}"
+                    )
+                log.warning(
+                    "work failed (%s), attempt %d of %d",
+                    type(error).__name__,
+                    job.attempts,
+                    policy + 1,
+                    extra=job.task.log_context(),
+                )
+                await self._wait(wait.total_seconds())
+                continue
+            reply = registration.reply
+            allowed = (reply.deadline if reply else None) or ctx.settings.reply_deadline
+            now = ctx.clock.wall()
+            return await self._keep(
+                job.advance(
+                    JobState.DONE,
+                    at=now,
+                    result=dict(result),
+                    deadline=now + allowed.total_seconds(),
+                )
+            )
+
+    async def _deliver(self, job: Job) -> Job:
+        ctx = self._ctx
+        await ctx.failpoints.hit("after_work_before_correlate")
+        outcome = await self._correlator.deliver(job, wait=ctx.stop.wait)
+        if outcome.state is JobState.DONE:  # stopped while retrying
+            await self._keep(outcome)
+            raise _Stopped
+        if outcome.state is JobState.FAILING:
+            return await self._failing(outcome, outcome.error or "not delivered", advanced=True)
+        await ctx.failpoints.hit("after_correlate_before_journal")
+        job = await self._keep(outcome)
+        ctx.stats.replies_delivered += 1
+        log.info("reply %r delivered", job.message, extra=job.task.log_context())
+        return job
+
+    async def _failing(self, job: Job, reason: str, *, advanced: bool = False) -> Job:
+        log.error("reply job failed: %s", reason, extra=job.task.log_context())
+        return await self._keep(job if advanced else job.advance(JobState.FAILING, error=reason))
+
+    async def _raise_incident(self, job: Job) -> Job:
+        """Raise the failing job's incident, retried until it lands; then the job is failed."""
+        ctx, extra = self._ctx, job.task.log_context()
+        attempt = 0
+        while True:
+            try:
+                landed = await self._incidents.for_reply(
+                    process_instance_id=job.task.process_instance_id,
+                    message_name=job.message,
+                    reason=job.error or "the reply cannot be delivered",
+                    configuration=job.id,
+                )
+            except EngineError as error:
+                if attempt == 0:
+                    log.warning(
+                        "could not raise the incident (%s); retrying until it lands",
+                        type(error).__name__,
+                        extra=extra,
+                    )
+                await self._wait(ctx.poll_backoff.delay(attempt))
+                attempt += 1
+                continue
+            if not landed:
+                log.error("no execution left to carry the incident", extra=extra)
+            ctx.stats.replies_failed += 1
+            return await self._keep(job.advance(JobState.FAILED))
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _wait(self, seconds: float) -> None:
+        if not await self._ctx.stop.wait(seconds):
+            raise _Stopped
+
+    async def _keep(self, job: Job) -> Job:
+        """Save ``job``, retrying while the journal cannot be written; :class:`_TakenOver`
+        when another worker holds it now, :class:`_Stopped` at a stop meanwhile."""
+        ctx = self._ctx
+        attempt = 0
+        while True:
+            try:
+                saved = await ctx.journal.save(job)
+            except JournalError as error:
+                ctx.journal_health.failed(error, "saved a job")
+                ctx.stats.journal_errors += 1
+                await self._wait(ctx.poll_backoff.delay(attempt))
+                attempt += 1
+                continue
+            if not ctx.journal_health.ok:
+                ctx.journal_health.answered()
+            if not saved:
+                raise _TakenOver(job.id)
+            return job
+
+
+def _complete_variables(registration: Registration, task: Task) -> Mapping[str, object] | None:
+    reply = registration.reply
+    if reply is None or reply.complete_variables is None:
+        return None
+    values = reply.complete_variables
+    produced = values(task) if callable(values) else values
+    variables.encode_all(produced)
+    return produced

@@ -1,0 +1,248 @@
+"""The worker: fetch and lock, run handlers, complete, and for reply topics correlate later.
+
+This facade composes the parts and owns the lifecycle; each part fits in one sitting:
+
+- :mod:`~camunda_relay.worker.poller`: the poll loop (fetch at most what the slots allow);
+- :mod:`~camunda_relay.worker.slots`: lock slots and reply slots, released by structure;
+- :mod:`~camunda_relay.worker.plain`: plain topics (run, keep the lock, complete or fail);
+- :mod:`~camunda_relay.worker.replies`: reply topics (record, complete, work, deliver,
+  incident);
+- :mod:`~camunda_relay.worker.recovery`: the journal lease, taking jobs over, the
+  reconciler's sweep, orphans, the history check;
+- :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine.
+
+Each task runs as its own asyncio task, so one task's error never touches another; sync
+handlers run on a thread pool, async ones on the loop. :meth:`Worker.shutdown` stops
+fetching at once, lets in-flight work finish within the grace period, and never reports a
+failure because of the shutdown: unfinished reply jobs stay in the journal and resume at the
+next start, or at a peer at once (the lease is released).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from camunda_relay.backoff import Backoff
+from camunda_relay.client import EngineClient
+from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.failpoints import Failpoints
+from camunda_relay.journal import Journal, open_journal
+from camunda_relay.replies.correlator import Correlator
+from camunda_relay.replies.incidents import Incidents
+from camunda_relay.replies.reconciler import Reconciler
+from camunda_relay.router import Router
+from camunda_relay.settings import Settings
+from camunda_relay.task import Task
+from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
+from camunda_relay.worker.outcomes import Outcomes
+from camunda_relay.worker.plain import Plain
+from camunda_relay.worker.poller import Poller
+from camunda_relay.worker.recovery import Recovery
+from camunda_relay.worker.replies import Replies
+from camunda_relay.worker.slots import Slots
+
+__all__ = ["Worker", "default_worker_id"]
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """Unique per process: host, pid and a random part (workers must not share ids)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Runs the handlers of one or more routers against the engine."""
+
+    def __init__(
+        self,
+        router: Router,
+        settings: Settings,
+        *,
+        client: EngineClient | None = None,
+        journal: Journal | None = None,
+        worker_id: str | None = None,
+        poll_backoff: Backoff = POLL_BACKOFF,
+        failpoints: Failpoints | None = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        if len(router) == 0:
+            raise ValueError("the router has no handlers")
+        self.router = router
+        self.settings = settings
+        self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self._owns_client = client is None
+        self.client = client or EngineClient(settings)
+        # Durable by default (settings.journal, a SQLite file unless configured otherwise),
+        # owned by this worker: its lease marks the jobs this process is working on.
+        self.journal: Journal = journal or open_journal(
+            settings.journal, owner=self.worker_id, lease=settings.journal_lease
+        )
+        slots = Slots(
+            max_in_flight=settings.max_in_flight, max_pending_replies=settings.max_pending_replies
+        )
+        self.stats = WorkerStats(slots=slots)
+        self._ctx = ctx = Context(
+            worker_id=self.worker_id,
+            settings=settings,
+            router=router,
+            client=self.client,
+            journal=self.journal,
+            clock=clock,
+            failpoints=failpoints or Failpoints(),
+            executor=ThreadPoolExecutor(
+                max_workers=settings.max_in_flight, thread_name_prefix="relay-handler"
+            ),
+            poll_backoff=poll_backoff,
+            slots=slots,
+            stats=self.stats,
+        )
+        outcomes = Outcomes(ctx)
+        self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
+        self._plain = Plain(ctx, outcomes)
+        self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
+        self._poller = Poller(ctx, self._spawn)
+        self._recovery = recovery = Recovery(ctx, self._replies, None)
+        # Instances waiting for one of our replies that no journal knows (a lost volume, a
+        # job deleted by hand) are reported, given an incident, or resumed, as configured.
+        messages = sorted({r.reply.message for r in router if r.reply is not None})
+        if messages and settings.reconcile != "off":
+            recovery.reconciler = Reconciler(
+                self.client,
+                self.journal,
+                messages,
+                action=settings.reconcile,
+                min_age=settings.reconcile_min_age,
+                resume=recovery.adopt,
+            )
+        self._started = False
+        self._closed = False
+
+    @property
+    def reconciler(self) -> Reconciler | None:
+        return self._recovery.reconciler
+
+    @property
+    def clock(self) -> Clock:
+        return self._ctx.clock
+
+    @property
+    def history_full(self) -> bool | None:
+        """Whether the engine keeps full history (None: not told yet)."""
+        return self._ctx.history_full
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    def stop(self) -> None:
+        """Stop fetching at once: no new fetch starts, every wait ends. Safe to repeat."""
+        self._ctx.stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._ctx.stop.stopping
+
+    async def shutdown(self, grace: timedelta | None = None) -> None:
+        """Stop, let in-flight work finish within ``grace``, then release everything.
+
+        Work still running after the grace period is cancelled without reporting a failure:
+        plain tasks are offered again when their lock expires, reply jobs stay in the journal
+        and the lease is released, so a peer takes them over at once.
+        """
+        self.stop()
+        if self._closed:
+            return
+        self._closed = True
+        seconds = (grace if grace is not None else self.settings.shutdown_grace).total_seconds()
+        settle = asyncio.ensure_future(self._poller.settle(seconds))
+        cancelled = await self._ctx.runs.stop(seconds)
+        if cancelled:
+            log.warning("cancelled %d unfinished jobs at shutdown", cancelled)
+        await asyncio.wait({settle}, timeout=seconds + 5)
+        self._ctx.executor.shutdown(wait=False, cancel_futures=True)
+        if self._owns_client:
+            await self.client.aclose()
+        try:
+            await self.journal.release()  # unfinished jobs: another worker may take them now
+        except Exception as error:  # noqa: BLE001 - the lease then runs out by itself
+            log.warning("could not release the journal lease at shutdown (%s)", error)
+        finally:
+            await self.journal.close()
+
+    async def _start(self) -> None:
+        """Announce this worker in the journal, check the history, resume own jobs."""
+        if self._started:
+            return
+        self._started = True
+        await self._recovery.renew()
+        await self._recovery.check_history()
+        await self._recovery.resume(own=True)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Resume unfinished journal jobs, then fetch and run tasks until :meth:`stop`."""
+        log.info(
+            "worker %s polling %s at %s (at most %d tasks in flight)",
+            self.worker_id,
+            ", ".join(self.router.topics),
+            self.settings.url,
+            self.settings.max_in_flight,
+        )
+        await self._start()
+        recovery = self._recovery
+        loops = [
+            asyncio.ensure_future(loop())
+            for loop in (recovery.keep_lease, recovery.keep_claiming, recovery.keep_sweeping)
+        ]
+        try:
+            await self._poller.run()
+        finally:
+            self.stop()
+            await asyncio.wait(loops)
+
+    async def run_once(self, *, long_poll: timedelta = timedelta(0)) -> int:
+        """Fetch once, run everything fetched to the end (replies delivered); return the
+        number of tasks fetched. For tests and scripts: deterministic, no background."""
+        await self._start()
+        tasks = await self._poller.once(long_poll)
+        for task in tasks:
+            self._spawn(task)
+        await self.drain()
+        return len(tasks)
+
+    async def resume(self) -> int:
+        """One claim round now: start the unfinished journal jobs nobody runs (this worker's
+        own too); returns how many started."""
+        await self._recovery.renew()
+        if self._ctx.history_full is None:
+            await self._recovery.check_history()
+        return await self._recovery.resume(own=True)
+
+    async def drain(self) -> None:
+        """Wait until every job started so far has finished."""
+        await self._ctx.runs.drain()
+
+    def _spawn(self, task: Task) -> None:
+        ctx = self._ctx
+        registration = self.router[task.topic]
+        lock = ctx.slots.locks.take()
+        if registration.reply is not None:
+            reply = ctx.slots.replies.take()
+            coroutine = self._replies.fetched(task, registration, lock, reply)
+            if not ctx.runs.start(f"task:{task.id}", coroutine):
+                lock.release()
+                reply.release()
+        elif not ctx.runs.start(f"task:{task.id}", self._plain.run(task, registration, lock)):
+            lock.release()
