@@ -2,8 +2,9 @@
 ledger, the operation history and the worker logs. :func:`check` returns a JSON-able verdict.
 
 - I1 liveness: every instance that should finish has finished;
-- I2 catch exactly once: one completed passage of the catch event per finished instance, no
-  message subscription left, and no second successful correlation in the history;
+- I2 catch exactly once: one completed passage of the catch event per finished instance (one
+  per round in a looping model: ``Expectation.rounds``), no message subscription left, and no
+  second successful correlation in the history;
 - I3 effect exactly once: one ``applied`` ledger row per finished instance, and the result the
   instance received is that row's (its own: no cross-talk); where the scenario injects no
   crash, the work started exactly once per job;
@@ -31,7 +32,7 @@ from harness import history
 from harness.lab import CANARY_PAYLOAD, CATCH_ACTIVITY, MESSAGE, USER, Lab
 from harness.ledger import Ledger
 
-__all__ = ["Expectation", "check", "journal_rows"]
+__all__ = ["Expectation", "all_journal_rows", "check", "journal_rows", "pg_journal_rows"]
 
 RESUME_BOUND = 60.0  # s: backoff cap 30 + request timeout 10 + long poll 5 + slack
 CPU_LIMIT = 0.20
@@ -46,6 +47,7 @@ class Expectation:
     must_finish: Sequence[str] | None = None  # default: every instance of the lab
     resume_bound: float = RESUME_BOUND
     journal_settled: bool = True
+    rounds: int = 1  # passages of the catch event, replies and effects per instance (S20)
     extra: dict[str, tuple[bool, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # invariant -> why not checked
 
@@ -72,6 +74,29 @@ def journal_rows(paths: Iterable[Path]) -> list[tuple[str, str, str, int]]:
         finally:
             conn.close()
     return rows
+
+
+def pg_journal_rows(urls: Iterable[str]) -> list[tuple[str, str, str, int]]:
+    """As :func:`journal_rows`, for PostgreSQL journals (``postgresql://`` URLs)."""
+    import psycopg
+
+    rows: list[tuple[str, str, str, int]] = []
+    for url in urls:
+        try:
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                rows.extend(
+                    conn.execute(
+                        "SELECT id, process_instance_id, state, attempts FROM relay_jobs"
+                    ).fetchall()
+                )
+        except psycopg.errors.UndefinedTable:
+            pass
+    return rows
+
+
+def all_journal_rows(lab: Lab) -> list[tuple[str, str, str, int]]:
+    """Every job of the lab's journals, SQLite files and PostgreSQL databases."""
+    return journal_rows(lab.journals()) + pg_journal_rows(lab.pg_journals)
 
 
 def _leaks(logs: Iterable[Path], secrets_: Mapping[str, str]) -> dict[str, int]:
@@ -118,11 +143,12 @@ def check(lab: Lab, expect: Expectation | None = None) -> dict[str, Any]:
         op["key"] for op in operations if op["op"] == "POST /message" and op["result"] == "ok"
     )
     ledger = Ledger(lab.ledger_path).summary()
-    rows = journal_rows(lab.journals())
+    rows = all_journal_rows(lab)
 
-    dup_passages = {i: n for i, n in passages.items() if n > 1}
-    dup_messages = {i: n for i, n in correlated.items() if n > 1}
-    not_passed = [i for i in finished if passages.get(i, 0) != 1]
+    rounds = expect.rounds
+    dup_passages = {i: n for i, n in passages.items() if n > rounds}
+    dup_messages = {i: n for i, n in correlated.items() if n > rounds}
+    not_passed = [i for i in finished if passages.get(i, 0) != rounds]
     lost = [i for i in ids if i in unfinished and i not in with_incident]
     checks: dict[str, dict[str, Any]] = {}
 
@@ -130,11 +156,11 @@ def check(lab: Lab, expect: Expectation | None = None) -> dict[str, Any]:
     checks["I1"] = _ok(not missing, f"{len(missing)} of {len(must)} not finished {missing[:3]}")
     checks["I2"] = _ok(
         not not_passed and not subscriptions and not dup_messages,
-        f"passages!=1: {len(not_passed)} {not_passed[:3]}; subscriptions left: "
-        f"{len(subscriptions)}; instances correlated twice: {len(dup_messages)}",
+        f"passages!={rounds}: {len(not_passed)} {not_passed[:3]}; subscriptions left: "
+        f"{len(subscriptions)}; instances correlated more than {rounds}x: {len(dup_messages)}",
     )
 
-    applied_wrong = [i for i in finished if len(ledger.applied_instance.get(i, [])) != 1]
+    applied_wrong = [i for i in finished if len(ledger.applied_instance.get(i, [])) != rounds]
     mismatch = [
         i
         for i in finished
@@ -146,7 +172,7 @@ def check(lab: Lab, expect: Expectation | None = None) -> dict[str, Any]:
     multi_worker = {k: sorted(w) for k, w in ledger.workers.items() if len(w) > 1}
     i3 = not applied_wrong and not mismatch
     detail = (
-        f"applied!=1: {len(applied_wrong)} {applied_wrong[:3]}; delivered effect not the "
+        f"applied!={rounds}: {len(applied_wrong)} {applied_wrong[:3]}; delivered effect not the "
         f"applied one / cross-talk: {len(mismatch)} {mismatch[:3]}; jobs: {len(keys)}; "
         f"re-run jobs: {len(reruns)}; re-applies refused: {sum(ledger.reapplied.values())}"
     )

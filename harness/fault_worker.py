@@ -1,10 +1,10 @@
 """The worker under test: ``camunda-relay worker harness.fault_worker``.
 
-Topic ``messageSending``, reply ``sample_response`` (the seed process). The handler records
-every start of the work in the ledger (:mod:`harness.ledger`), works for a while, then applies
-its effect once per ``task.job_id`` (the idempotency key) and replies with the effect's id,
-the instance it was meant for, and the payload it was given (a canary the logs must never
-show).
+Topic ``messageSending`` (or ``FAULT_TOPIC``), reply ``sample_response`` (the seed process).
+The handler records every start of the work in the ledger (:mod:`harness.ledger`), works for
+a while, then applies its effect once per ``task.job_id`` (the idempotency key) and replies
+with the effect's id, the instance it was meant for, and the payload it was given (a canary
+the logs must never show).
 
 Environment:
 
@@ -12,7 +12,10 @@ Environment:
 - ``FAULT_WORK_SECONDS``: work time, ``2`` or a range ``0.5-3`` (drawn per job from its key);
 - ``FAULT_WORKER_NAME``: the name written to the ledger (default ``pid-<pid>``);
 - ``FAULT_REPLY_MESSAGE``: the reply message (default ``sample_response``);
-- ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well.
+- ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well;
+- ``FAULT_TOPIC``: the topic served (default ``messageSending``);
+- ``FAULT_PARK_FILE``: the work of an instance whose variable ``park`` is set waits, after its
+  work time, until this file exists (S19: a pod holding many long jobs).
 
 The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
 ``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
@@ -29,6 +32,27 @@ from camunda_relay import Reply, Router, Task
 from harness.ledger import Ledger
 
 TOPIC = "messageSending"
+
+
+class _Park:
+    """Parked work waits here until the park file exists (one watcher for all the jobs)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._released: asyncio.Event | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def wait(self) -> None:
+        if self._released is None:
+            self._released = asyncio.Event()
+            self._watcher = asyncio.ensure_future(self._watch(self._released))
+        await self._released.wait()
+
+    async def _watch(self, released: asyncio.Event) -> None:
+        # One stat call every half second for all the parked jobs together.
+        while not await asyncio.to_thread(os.path.exists, self.path):  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+        released.set()
 
 
 def _work_seconds(job_key: str) -> float:
@@ -66,9 +90,10 @@ def make_router() -> Router:
     by_business_key = os.environ.get("FAULT_BY_BUSINESS_KEY", "") == "1"
     ledger = Ledger(os.environ["FAULT_LEDGER"])
     name = os.environ.get("FAULT_WORKER_NAME") or f"pid-{os.getpid()}"
+    park = _Park(os.environ["FAULT_PARK_FILE"]) if os.environ.get("FAULT_PARK_FILE") else None
 
     @router.task(
-        TOPIC,
+        os.environ.get("FAULT_TOPIC") or TOPIC,
         reply=Reply(message, by_business_key=by_business_key),
         retry_timeout=timedelta(milliseconds=200),
     )
@@ -76,6 +101,8 @@ def make_router() -> Router:
         key, instance = task.job_id, task.process_instance_id
         attempt = await asyncio.to_thread(ledger.attempt, key, instance, name)
         await asyncio.sleep(_work_seconds(key))
+        if park is not None and task.variables.get("park"):
+            await park.wait()
         mode = str(task.variables.get("mode") or "normal")
         bad = _bad_result(mode)
         effect_id, _ = await asyncio.to_thread(ledger.apply, key, instance, attempt, name)

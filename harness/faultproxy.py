@@ -268,6 +268,8 @@ class FaultProxy:
                 return
             status, err_type = _status_of(response)
             op.http_status, op.err_type = status, err_type
+            if status == 200 and request.op.endswith(" /external-task/fetchAndLock"):
+                op.tasks = _count_tasks(response)
             if self._state.frozen:
                 op.fault = (op.fault + "+" if op.fault else "") + "frozen"
                 await _hold(reader)
@@ -419,6 +421,26 @@ def _status_of(response: bytes) -> tuple[int | None, str | None]:
         found = re.search(rb'"type"\s*:\s*"([A-Za-z0-9_.]+)"', response)
         err_type = found.group(1).decode() if found else None
     return status, err_type
+
+
+def _count_tasks(response: bytes) -> int | None:
+    """How many tasks a fetchAndLock answer carries (its body is a JSON list)."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        chunks, rest = [], body
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            chunks.append(rest[:size])
+            rest = rest[size + 2 :]
+        body = b"".join(chunks)
+    try:
+        tasks = json.loads(body)
+    except ValueError:
+        return None
+    return len(tasks) if isinstance(tasks, list) else None
 
 
 def _status_answer(status: int) -> bytes:

@@ -5,7 +5,7 @@ did not). Each line::
 
     {"op": "POST /external-task/{id}/complete", "key": "<task id>", "worker": "<worker id>",
      "invoke_t": 1.0, "end_t": 1.2, "result": "ok" | "fail" | "info",
-     "http_status": 204, "err_type": null, "fault": null}
+     "http_status": 204, "err_type": null, "fault": null, "tasks": null}
 
 ``result`` is ``ok`` for a 2xx relayed to the worker, ``fail`` for an error answer relayed
 (or injected), ``info`` when the worker cannot know the outcome (response dropped, truncated,
@@ -37,6 +37,7 @@ class Operation:
     http_status: int | None = None
     err_type: str | None = None
     fault: str | None = None
+    tasks: int | None = None  # fetchAndLock: how many tasks the engine locked and sent
 
 
 def template(method: str, path: str) -> tuple[str, str | None]:

@@ -160,6 +160,7 @@ class Lab:
         self.notes: dict[str, Any] = {}
         self._pg: Any = None
         self._pg_base: Path | None = None
+        self.pg_journals: list[str] = []  # DSNs of PostgreSQL journals (read by the checker)
         self.jar = jar or bundled_engine.ensure_built()
         pg = self._start_postgres() if postgres else None
         self.options = bundled_engine.EngineOptions(
@@ -181,7 +182,10 @@ class Lab:
 
     # -- PostgreSQL -------------------------------------------------------------------------
 
-    def _start_postgres(self) -> bundled_engine.Postgres:
+    def _postgres_server(self) -> Any:
+        """The lab's PostgreSQL server, started on first use (for the engine or a journal)."""
+        if self._pg is not None:
+            return self._pg
         from tests.support import postgres as pg
         from tests.support.tools import postgres_bin_dir
 
@@ -190,8 +194,29 @@ class Lab:
             raise RuntimeError("PostgreSQL server not installed (Debian's postgresql package)")
         self._pg_base = Path(tempfile.mkdtemp(prefix="relay-faults-pg-"))
         self._pg = pg.init_server(bin_dir, self._pg_base, free_port())
-        self._pg.create_database("camunda")
-        return bundled_engine.Postgres(self._pg.jdbc_url("camunda"), pg.USER, pg.PASSWORD)
+        return self._pg
+
+    def _start_postgres(self) -> bundled_engine.Postgres:
+        from tests.support import postgres as pg
+
+        server = self._postgres_server()
+        server.create_database("camunda")
+        return bundled_engine.Postgres(server.jdbc_url("camunda"), pg.USER, pg.PASSWORD)
+
+    def journal_database(self, name: str = "journal", *, port: int | None = None) -> str:
+        """A new database for a shared PostgreSQL journal; its ``postgresql://`` URL (at
+        ``port`` instead of the server's own when given: a proxy in front of it)."""
+        from tests.support import postgres as pg
+
+        server = self._postgres_server()
+        server.create_database(name)
+        url = f"postgresql://{pg.USER}:{pg.PASSWORD}@127.0.0.1:{{port}}/{name}"
+        self.pg_journals.append(url.format(port=server.port))
+        return url.format(port=port or server.port)
+
+    @property
+    def postgres_port(self) -> int:
+        return int(self._postgres_server().port)
 
     def postgres_stop_immediate(self) -> None:
         self._pg.stop(mode="immediate")
@@ -225,7 +250,7 @@ class Lab:
         *,
         work: str = "1",
         failpoints: str = "",
-        journal: Path | None = None,
+        journal: Path | str | None = None,
         start: bool = True,
         **settings: str,
     ) -> WorkerProcess:

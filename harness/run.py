@@ -12,7 +12,9 @@ failed.
 S11 (half-open connections) is emulated by the fault proxy, which stalls every exchange in
 flight and new (no FIN, no RST), as a ``drop`` rule on established packets would; nftables is
 not used (it needs the nft tool and a private network namespace around engine and worker).
-S16 (clock skew) is not implemented.
+S16 (clock skew) is not implemented. S17, S19 and S21 keep their journal on a PostgreSQL
+server of their own and are skipped when none is installed; S21's "drop rule" is a TCP proxy
+in front of that server (:mod:`harness.tcpproxy`), for the same reason.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S1.p=0.1",
         help="scenario parameter: S1.p, S2B.sweep, S3.cap, S6B.outage, S8.down, "
         "S8.db (h2|postgres), S8B.down, S9.hang, S10.postgres (auto|on|off), S11.silent, "
-        "S15.window",
+        "S15.window, S17.lease, S18.deadline, S18.down, S19.held, S19.lease, S20.rounds, "
+        "S21.silence, S21.bound",
     )
     parser.add_argument("--results", type=Path, default=Path(".camunda-relay/faults"))
     parser.add_argument("--keep", action="store_true", help="keep the folders of passing runs")

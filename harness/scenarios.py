@@ -1,4 +1,5 @@
-"""The fault scenarios S1-S15 of FAULTS.md, each against a real engine of its own.
+"""The fault scenarios S1-S15 of FAULTS.md, each against a real engine of its own (S17-S21:
+:mod:`harness.scenarios_scale`).
 
 Each scenario is a function ``(ctx) -> verdict`` (the checker's JSON-able dict): it builds a
 :class:`~harness.lab.Lab` in its own folder, injects its faults, waits on conditions with
@@ -24,7 +25,7 @@ import httpx
 from camunda_relay import errors
 from camunda_relay.failpoints import NAMES as FAILPOINTS
 from harness import chaos, history
-from harness.checker import Expectation, check, journal_rows
+from harness.checker import Expectation, all_journal_rows, check, journal_rows
 from harness.faultproxy import Rule
 from harness.lab import CANARY_PAYLOAD, MESSAGE, PROCESS_KEY, USER, Lab, wait_until
 from harness.ledger import Ledger
@@ -53,7 +54,7 @@ def _settle(lab: Lab, timeout: float = 90.0) -> bool:
     """Wait until no journal row is unfinished (the last saves after a delivery)."""
 
     def settled() -> bool:
-        return all(r[2] in ("delivered", "failed", "dropped") for r in journal_rows(lab.journals()))
+        return all(r[2] in ("delivered", "failed", "dropped") for r in all_journal_rows(lab))
 
     return bool(wait_until(settled, timeout=timeout, interval=1.0))
 
@@ -1088,5 +1089,10 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S14": s14,
     "S15": s15,
 }
-SMOKE = ("S2A", "S5", "S6", "S7", "S12")
+SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20")
 _ = CANARY_PAYLOAD
+
+# S17-S21 live in a module of their own, which uses the helpers above.
+from harness.scenarios_scale import SCALE_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(SCALE_SCENARIOS)
