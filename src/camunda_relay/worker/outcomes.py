@@ -132,6 +132,17 @@ class Outcomes:
         self._ctx.stats.bpmn_errors += 1
         log.info("BPMN error %r thrown", error.code, extra=task.log_context())
 
+    async def give_back(self, task: Task) -> None:
+        """Unlock a task nobody here will run, so that it is offered again at once."""
+        try:
+            await self._ctx.client.unlock(task.id)
+        except EngineError as error:
+            log.warning(
+                "could not give the task back (%s); it is offered again when its lock expires",
+                type(error).__name__,
+                extra=task.log_context(),
+            )
+
     async def report(self, report: Awaitable[None], task: Task) -> None:
         """Send a failure or BPMN error; a task no longer ours, or an engine that cannot be
         reached, leaves the task to its lock (it is offered again when the lock expires)."""

@@ -20,6 +20,7 @@ from camunda_relay.client import TopicRequest
 from camunda_relay.errors import AuthenticationFailed, EngineError
 from camunda_relay.task import Task
 from camunda_relay.worker.context import Context
+from camunda_relay.worker.outcomes import Outcomes
 
 __all__ = ["Poller"]
 
@@ -29,8 +30,9 @@ Spawn = Callable[[Task], None]
 
 
 class Poller:
-    def __init__(self, ctx: Context, spawn: Spawn) -> None:
+    def __init__(self, ctx: Context, outcomes: Outcomes, spawn: Spawn) -> None:
         self._ctx = ctx
+        self._outcomes = outcomes
         self._spawn = spawn
         self._pending: asyncio.Task[list[Task]] | None = None
 
@@ -127,15 +129,7 @@ class Poller:
     async def give_back(self, tasks: list[Task]) -> None:
         """Unlock fetched tasks at once (fetched while stopping: nobody will run them)."""
         for task in tasks:
-            try:
-                await self._ctx.client.unlock(task.id)
-            except EngineError as error:
-                log.warning(
-                    "could not unlock a task fetched while stopping (%s); it is offered "
-                    "again when its lock expires",
-                    type(error).__name__,
-                    extra=task.log_context(),
-                )
+            await self._outcomes.give_back(task)
         if tasks:
             log.info("gave back %d tasks fetched while stopping", len(tasks))
 

@@ -99,7 +99,7 @@ class Replies:
         except JournalError as error:
             ctx.journal_health.failed(error, "recorded a job")
             ctx.stats.journal_errors += 1
-            await self._give_back(task)
+            await self._outcomes.give_back(task)
             return None
         if known is not None and known.state in COMPLETED_BEFORE:
             await self._complete_again(known, registration, lock)
@@ -125,16 +125,6 @@ class Replies:
         if completed is None:
             return job  # stays recorded: the job's runner asks history
         return await self._acknowledged(job)
-
-    async def _give_back(self, task: Task) -> None:
-        try:
-            await self._ctx.client.unlock(task.id)
-        except EngineError as error:
-            log.warning(
-                "could not give the task back (%s); it is offered again when its lock expires",
-                type(error).__name__,
-                extra=task.log_context(),
-            )
 
     async def _complete_again(self, known: Job, registration: Registration, lock: Slot) -> None:
         """The engine offers a task this worker completed: it lost the completion (a database

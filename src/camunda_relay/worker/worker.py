@@ -107,7 +107,7 @@ class Worker:
         self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
         self._plain = Plain(ctx, outcomes)
         self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
-        self._poller = Poller(ctx, self._spawn)
+        self._poller = Poller(ctx, outcomes, self._spawn)
         self._recovery = recovery = Recovery(ctx, self._replies, None)
         # Instances waiting for one of our replies that no journal knows (a lost volume, a
         # job deleted by hand) are reported, given an incident, or resumed, as configured.
