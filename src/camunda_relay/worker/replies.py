@@ -1,8 +1,8 @@
-"""Reply topics: record the job, complete the task at once, run the work, deliver the reply,
-and raise the incident when it cannot be delivered (the states: :mod:`camunda_relay.replies.job`).
+"""Reply jobs: run the work, deliver the reply, and raise the incident when it cannot be
+delivered (the states: :mod:`camunda_relay.replies.job`); :mod:`~camunda_relay.worker.intake`
+records and completes a fetched task first.
 
-A fetched task is handled under the run key ``task:<id>`` while it holds its lock (record,
-complete); the job then runs under ``job:<id>``, the one runner a job has however it was
+The job runs under the run key ``job:<id>``, the one runner a job has however it was
 started (fetched, resumed after a restart, taken over, adopted by the reconciler). Each step
 saves the job before the next begins; a journal that cannot be written is retried until it
 answers (nothing goes on unrecorded). Every wait answers a stop: the job then stays in the
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 
-from camunda_relay import variables
 from camunda_relay.errors import EngineError, JournalError
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
-from camunda_relay.replies.job import COMPLETED_BEFORE, Job, JobState
+from camunda_relay.replies.job import Job, JobState
 from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, RetryLater, Task
 from camunda_relay.worker.context import Context
@@ -27,16 +25,16 @@ from camunda_relay.worker.outcomes import Outcomes, describe
 from camunda_relay.worker.plain import call_handler
 from camunda_relay.worker.slots import Slot
 
-__all__ = ["Replies"]
+__all__ = ["Replies", "Stopped", "TakenOver"]
 
 log = logging.getLogger(__name__)
 
 
-class _TakenOver(Exception):
+class TakenOver(Exception):
     """The journal refused a save: another worker holds the job now (this one lost its lease)."""
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The worker stops while a step waits: the job stays as last saved."""
 
 
@@ -59,103 +57,13 @@ class Replies:
             slot.release()
         return started
 
-    async def fetched(
-        self, task: Task, registration: Registration, lock: Slot, reply: Slot
-    ) -> None:
-        """A reply task just fetched: record the job, complete the task, hand the job on.
-
-        An unexpected error gives the job back to the journal (held by nobody), so the next
-        claim round takes it up again instead of leaving it held and idle."""
-        handed_on = False
-        try:
-            with lock:
-                job = await self._record_and_complete(task, registration, lock)
-            if job is not None:
-                handed_on = True
-                self.start(job, registration, reply, counted=True)
-        except (_TakenOver, _Stopped):
-            pass
-        except Exception:
-            log.exception(
-                "reply task ended with an unexpected error; its job is given back to the journal",
-                extra=task.log_context(),
-            )
-            await self._release(task.job_id, task)
-        finally:
-            if not handed_on:
-                reply.release()
-
-    async def _record_and_complete(
-        self, task: Task, registration: Registration, lock: Slot
-    ) -> Job | None:
-        ctx = self._ctx
-        assert registration.reply is not None
-        reply = registration.reply
-        job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
-        await ctx.failpoints.hit("after_fetch")
-        try:
-            fresh = await ctx.journal.record(job)
-            known = None if fresh else await ctx.journal.get(job.id)
-        except JournalError as error:
-            ctx.journal_health.failed(error, "recorded a job")
-            ctx.stats.journal_errors += 1
-            await self._outcomes.give_back(task)
-            return None
-        if known is not None and known.state in COMPLETED_BEFORE:
-            await self._complete_again(known, registration, lock)
-            return None
-        if f"job:{job.id}" in ctx.runs:
-            return None  # its runner here decides (the lock runs out, the task comes back)
-        if known is not None:  # offered again after it was dropped or failed: afresh
-            job = await self._keep(
-                known.advance(JobState.RECORDED, task=task, attempts=0, result=None, error=None)
-            )
-        await ctx.failpoints.hit("after_record")
-        try:
-            completion = _complete_variables(registration, task)
-            completed = await self._outcomes.complete(task, completion)
-        except Exception as error:  # noqa: BLE001 - a bad completion is reported, never lost
-            await self._outcomes.report(self._outcomes.failure(task, registration, error), task)
-            completed = False
-        lock.release()
-        if completed is False:
-            await self._keep(job.advance(JobState.DROPPED, error="not completed"))
-            ctx.stats.dropped += 1
-            return None
-        if completed is None:
-            return job  # stays recorded: the job's runner asks history
-        return await self._acknowledged(job)
-
-    async def _complete_again(self, known: Job, registration: Registration, lock: Slot) -> None:
-        """The engine offers a task this worker completed: it lost the completion (a database
-        restored from a backup, an H2 engine killed before it wrote its last commits). The
-        work is not run again; the task is completed again so that the instance moves on to
-        the catch event, and a reply already delivered is delivered again (the engine lost it
-        too). A job still running carries on (its reply now finds the instance waiting)."""
-        task = known.task
-        log.warning(
-            "the engine offers a task this worker completed (job %s): it lost the "
-            "completion; completing it again without running the work",
-            known.state.value,
-            extra=task.log_context(),
-        )
-        try:
-            completed = await self._outcomes.complete(task, _complete_variables(registration, task))
-        except Exception:  # noqa: BLE001 - reported when the job itself was completed
-            completed = False
-        lock.release()
-        if completed and known.state is JobState.DELIVERED:
-            again = known.advance(JobState.DONE)
-            if await self._ctx.journal.save(again):
-                self.start(again, registration, self._ctx.slots.replies.take(), counted=False)
-
-    async def _acknowledged(self, job: Job, *, completed_here: bool = True) -> Job:
+    async def acknowledged(self, job: Job, *, completed_here: bool = True) -> Job:
         """The task is completed: on record, with the first attempt. ``completed_here``: by
         this call's own completion (not told from history after a restart)."""
         if completed_here:
             await self._ctx.failpoints.hit("after_complete_before_work")
         # One write for "acknowledged" and "first attempt started".
-        job = await self._keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
+        job = await self.keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
         self._ctx.stats.completed += 1
         log.debug("task completed; work runs in the background", extra=job.task.log_context())
         return job
@@ -166,23 +74,23 @@ class Replies:
         with slot:
             try:
                 await self._carry_on(job, registration, counted=counted)
-            except _TakenOver:
+            except TakenOver:
                 self._ctx.stats.taken_over += 1
                 log.warning(
                     "this worker lost its journal lease and another worker holds the job "
                     "now; leaving the job to it",
                     extra=job.task.log_context(),
                 )
-            except _Stopped:
+            except Stopped:
                 pass
             except Exception:
                 log.exception(
                     "reply job ended with an unexpected error; given back to the journal",
                     extra=job.task.log_context(),
                 )
-                await self._release(job.id, job.task)
+                await self.release(job.id, job.task)
 
-    async def _release(self, job_id: str, task: Task) -> None:
+    async def release(self, job_id: str, task: Task) -> None:
         try:
             await self._ctx.journal.release(job_id)
         except JournalError as error:
@@ -211,13 +119,13 @@ class Replies:
                     "completed cannot be told; going on as completed",
                     extra=job.task.log_context(),
                 )
-                return await self._acknowledged(job, completed_here=False)
+                return await self.acknowledged(job, completed_here=False)
             completed = await self._outcomes.completion_confirmed(job.task)
             if completed:
-                return await self._acknowledged(job, completed_here=False)
+                return await self.acknowledged(job, completed_here=False)
             if completed is False:
                 self._ctx.stats.dropped += 1
-                return await self._keep(job.advance(JobState.DROPPED, error="not completed"))
+                return await self.keep(job.advance(JobState.DROPPED, error="not completed"))
             await self._wait(ctx.poll_backoff.delay(attempt))
             attempt += 1
 
@@ -229,9 +137,7 @@ class Replies:
         pause = registration.retry_timeout or ctx.settings.retry_timeout
         while True:
             if not counted:  # every attempt is on record before it starts
-                job = await self._keep(
-                    job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1)
-                )
+                job = await self.keep(job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1))
             counted = False
             try:
                 await ctx.failpoints.hit("mid_work")
@@ -266,7 +172,7 @@ class Replies:
             reply = registration.reply
             allowed = (reply.deadline if reply else None) or ctx.settings.reply_deadline
             now = ctx.clock.wall()
-            return await self._keep(
+            return await self.keep(
                 job.advance(
                     JobState.DONE,
                     at=now,
@@ -280,19 +186,19 @@ class Replies:
         await ctx.failpoints.hit("after_work_before_correlate")
         outcome = await self._correlator.deliver(job, wait=ctx.stop.wait)
         if outcome.state is JobState.DONE:  # stopped while retrying
-            await self._keep(outcome)
-            raise _Stopped
+            await self.keep(outcome)
+            raise Stopped
         if outcome.state is JobState.FAILING:
             return await self._failing(outcome, outcome.error or "not delivered", advanced=True)
         await ctx.failpoints.hit("after_correlate_before_journal")
-        job = await self._keep(outcome)
+        job = await self.keep(outcome)
         ctx.stats.replies_delivered += 1
         log.info("reply %r delivered", job.message, extra=job.task.log_context())
         return job
 
     async def _failing(self, job: Job, reason: str, *, advanced: bool = False) -> Job:
         log.error("reply job failed: %s", reason, extra=job.task.log_context())
-        return await self._keep(job if advanced else job.advance(JobState.FAILING, error=reason))
+        return await self.keep(job if advanced else job.advance(JobState.FAILING, error=reason))
 
     async def _raise_incident(self, job: Job) -> Job:
         """Raise the failing job's incident, retried until it lands; then the job is failed."""
@@ -319,17 +225,17 @@ class Replies:
             if not landed:
                 log.error("no execution left to carry the incident", extra=extra)
             ctx.stats.replies_failed += 1
-            return await self._keep(job.advance(JobState.FAILED))
+            return await self.keep(job.advance(JobState.FAILED))
 
     # -- plumbing ------------------------------------------------------------------------
 
     async def _wait(self, seconds: float) -> None:
         if not await self._ctx.stop.wait(seconds):
-            raise _Stopped
+            raise Stopped
 
-    async def _keep(self, job: Job) -> Job:
-        """Save ``job``, retrying while the journal cannot be written; :class:`_TakenOver`
-        when another worker holds it now, :class:`_Stopped` at a stop meanwhile."""
+    async def keep(self, job: Job) -> Job:
+        """Save ``job``, retrying while the journal cannot be written; :class:`TakenOver`
+        when another worker holds it now, :class:`Stopped` at a stop meanwhile."""
         ctx = self._ctx
         attempt = 0
         while True:
@@ -344,15 +250,5 @@ class Replies:
             if not ctx.journal_health.ok:
                 ctx.journal_health.answered()
             if not saved:
-                raise _TakenOver(job.id)
+                raise TakenOver(job.id)
             return job
-
-
-def _complete_variables(registration: Registration, task: Task) -> Mapping[str, object] | None:
-    reply = registration.reply
-    if reply is None or reply.complete_variables is None:
-        return None
-    values = reply.complete_variables
-    produced = values(task) if callable(values) else values
-    variables.encode_all(produced)
-    return produced

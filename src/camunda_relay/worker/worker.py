@@ -5,8 +5,8 @@ This facade composes the parts and owns the lifecycle; each part fits in one sit
 - :mod:`~camunda_relay.worker.poller`: the poll loop (fetch at most what the slots allow);
 - :mod:`~camunda_relay.worker.slots`: lock slots and reply slots, released by structure;
 - :mod:`~camunda_relay.worker.plain`: plain topics (run, keep the lock, complete or fail);
-- :mod:`~camunda_relay.worker.replies`: reply topics (record, complete, work, deliver,
-  incident);
+- :mod:`~camunda_relay.worker.intake`: a fetched reply task (record, complete);
+- :mod:`~camunda_relay.worker.replies`: a reply job's runner (work, deliver, incident);
 - :mod:`~camunda_relay.worker.recovery`: the journal lease, taking jobs over, the
   reconciler's sweep, orphans, the history check;
 - :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine.
@@ -40,6 +40,7 @@ from camunda_relay.router import Router
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
+from camunda_relay.worker.intake import Intake
 from camunda_relay.worker.outcomes import Outcomes
 from camunda_relay.worker.plain import Plain
 from camunda_relay.worker.poller import Poller
@@ -107,6 +108,7 @@ class Worker:
         self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
         self._plain = Plain(ctx, outcomes)
         self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
+        self._intake = Intake(ctx, outcomes, self._replies)
         self._poller = Poller(ctx, outcomes, self._spawn)
         self._recovery = recovery = Recovery(ctx, self._replies, None)
         # Instances waiting for one of our replies that no journal knows (a lost volume, a
@@ -240,7 +242,7 @@ class Worker:
         lock = ctx.slots.locks.take()
         if registration.reply is not None:
             reply = ctx.slots.replies.take()
-            coroutine = self._replies.fetched(task, registration, lock, reply)
+            coroutine = self._intake.fetched(task, registration, lock, reply)
             if not ctx.runs.start(f"task:{task.id}", coroutine):
                 lock.release()
                 reply.release()
