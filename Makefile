@@ -42,7 +42,7 @@ format: $(STAMP)
 test: check engine
 	$(BIN)/pytest
 
-# The fault-injection suite against the real engine (S1-S15); FAULTS_ARGS="--scenario S5 --seed 7".
+# The fault-injection suite against the real engine (S1-S21); FAULTS_ARGS="--scenario S5 --seed 7".
 .PHONY: faults
 faults: engine
 	$(BIN)/python -m harness.run $(FAULTS_ARGS)
