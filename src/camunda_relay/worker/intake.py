@@ -46,7 +46,13 @@ class Intake:
             if job is not None:
                 handed_on = True
                 self._jobs.start(job, registration, reply, counted=True)
-        except (TakenOver, Stopped):
+        except TakenOver:
+            log.info(
+                "the task's job is held by another worker whose lease runs; left to it (the "
+                "task is offered again when its lock expires)",
+                extra=task.log_context(),
+            )
+        except Stopped:
             pass
         except Exception:
             log.exception(
