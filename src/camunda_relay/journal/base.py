@@ -26,7 +26,7 @@ from typing import Protocol
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.replies.job import Job, JobState
 
-__all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "check_owner"]
+__all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "check_owner", "oldest_first"]
 
 DEFAULT_LEASE = timedelta(seconds=60)
 NOBODY = ""
@@ -117,3 +117,8 @@ def check_owner(owner: str) -> str:
     if not isinstance(owner, str) or not owner.strip():
         raise ConfigurationError("a journal owner (the worker id) must be non-empty text")
     return owner
+
+
+def oldest_first(jobs: list[Job]) -> list[Job]:
+    """``jobs`` in the order every journal lists them: by creation time, then id."""
+    return sorted(jobs, key=lambda job: (job.created_at, job.id))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from camunda_relay.clock import SYSTEM, Clock
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
 from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["MemoryJournal"]
@@ -94,7 +94,7 @@ class MemoryJournal:
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         found = [e.job for e in self._entries.values() if states is None or e.job.state in states]
-        return sorted(found, key=lambda job: (job.created_at, job.id))
+        return oldest_first(found)
 
     async def claim(
         self, *, topics: Collection[str], limit: int = 100, own: bool = False

@@ -47,7 +47,7 @@ from psycopg.rows import TupleRow
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import postgres_schema as schema
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
 from camunda_relay.journal.postgres_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
 
@@ -71,10 +71,6 @@ def journal_error(error: psycopg.Error, doing: str) -> JournalError:
     cls = JournalUnavailable if unavailable else JournalError
     state = f", SQLSTATE {error.sqlstate}" if error.sqlstate else ""
     return cls(f"PostgreSQL journal: {doing} failed ({type(error).__name__}{state})")
-
-
-def _oldest_first(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
 
 class PostgresJournal:
@@ -317,7 +313,7 @@ class PostgresJournal:
             return rows
 
         rows = await self._run("claim", claim)
-        jobs = _oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
+        jobs = oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs

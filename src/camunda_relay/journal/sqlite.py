@@ -40,7 +40,7 @@ from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import sqlite_schema as schema
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner
+from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
 from camunda_relay.journal.sqlite_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
 
@@ -150,10 +150,6 @@ def _commit_group(
 
 def _loads(rows: list[tuple[str]]) -> list[Job]:
     return [journal_codec.loads(payload) for (payload,) in rows]
-
-
-def _oldest_first(jobs: list[Job]) -> list[Job]:
-    return sorted(jobs, key=lambda job: (job.created_at, job.id))
 
 
 class SqliteJournal:
@@ -301,7 +297,7 @@ class SqliteJournal:
             conn.execute(schema.PRUNE_OWNERS, {**parameters, **times})
             return rows
 
-        jobs = _oldest_first(_loads(await self._write(claim)))
+        jobs = oldest_first(_loads(await self._write(claim)))
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs
