@@ -81,7 +81,7 @@ class EngineClient(Queries):
 
     async def check_access(self) -> None:
         """Make one authenticated call, so wrong credentials or a wrong URL show at start-up."""
-        url = self._settings.url
+        url = self._settings.shown_url
         try:
             await self._send("GET", "/process-definition/count")
         except errors.AuthenticationFailed as error:
@@ -249,16 +249,19 @@ class EngineClient(Queries):
 def _access_problem(settings: Settings, status: int | None) -> str:
     if status == 403:
         who = f"user {settings.user!r}" if settings.user else "this token"
-        return f"the engine at {settings.url} refuses {who} access to process definitions"
+        return f"the engine at {settings.shown_url} refuses {who} access to process definitions"
     if settings.token:
-        return f"the engine at {settings.url} refused the token: check CAMUNDA_TOKEN"
+        return f"the engine at {settings.shown_url} refused the token: check CAMUNDA_TOKEN"
     if settings.user:
         return (
-            f"the engine at {settings.url} refused user {settings.user!r}: check CAMUNDA_USER "
-            "and CAMUNDA_PASSWORD (after a failed login the engine refuses that user for a "
-            "few seconds)"
+            f"the engine at {settings.shown_url} refused user {settings.user!r}: check "
+            "CAMUNDA_USER and CAMUNDA_PASSWORD (after a failed login the engine refuses that "
+            "user for a few seconds)"
         )
-    return f"the engine at {settings.url} requires a login: set CAMUNDA_USER and CAMUNDA_PASSWORD"
+    return (
+        f"the engine at {settings.shown_url} requires a login: set CAMUNDA_USER and "
+        "CAMUNDA_PASSWORD"
+    )
 
 
 def _task(raw: Mapping[str, Any], worker_id: str) -> Task:

@@ -11,18 +11,49 @@ Durations are ``timedelta`` objects; they become milliseconds only at the REST b
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from camunda_relay.errors import ConfigurationError
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError"]
+__all__ = [
+    "ENV_PREFIX",
+    "MAX_LOCK_DURATION",
+    "MAX_LONG_POLL",
+    "MAX_WORKER_ID",
+    "Settings",
+    "SettingsError",
+    "masked",
+]
 
 ENV_PREFIX = "CAMUNDA_"
+
+MAX_LONG_POLL = timedelta(minutes=30)
+"""The engine refuses a fetch-and-lock ``asyncResponseTimeout`` above 30 minutes."""
+MAX_LOCK_DURATION = timedelta(days=7)
+"""A sane upper bound (the engine adds the lock to its clock as a Java ``long`` of ms and
+stores the date; a lock is extended while a plain handler runs, so none needs to be long)."""
+MAX_WORKER_ID = 255
+"""The engine's ``WORKER_ID_`` column holds 255 characters; a longer id fails every fetch."""
+MAX_DURATION = timedelta(days=3650)
+"""Any other duration setting: ten years at most (a finite, representable value)."""
+
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of any URL in it (``scheme://user:pw@``) and any libpq
+    ``password=...`` keyword replaced by ``***``: how a URL or DSN may be shown."""
+    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", text))
+
 
 # Variables of the prefix that belong to the engine application (engine/application.yaml) or
 # to Spring's relaxed binding of ``camunda.bpm.*``; the Python side ignores them.
@@ -47,15 +78,30 @@ class SettingsError(ConfigurationError, ValueError):
     """A setting is unknown or has a value that cannot be used; the message names it."""
 
 
-def _seconds(value: object) -> timedelta:
+def _seconds(
+    value: object, *, maximum: timedelta = MAX_DURATION, positive: bool = False
+) -> timedelta:
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError("expected a number of seconds")
-    seconds = float(value)
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite number of seconds, not {value!r}")
     if seconds < 0:
         raise ValueError("must not be negative")
-    return timedelta(seconds=seconds)
+    if positive and seconds <= 0:
+        raise ValueError("must be more than 0 seconds")
+    if seconds > maximum.total_seconds():
+        raise ValueError(f"at most {maximum.total_seconds():.0f} seconds, not {seconds:g}")
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
+
+
+def _bounded(
+    *, maximum: timedelta = MAX_DURATION, positive: bool = False
+) -> Callable[[object], timedelta]:
+    return lambda value: _seconds(value, maximum=maximum, positive=positive)
 
 
 def _bool(value: object) -> bool:
@@ -113,7 +159,7 @@ def _optional_path(value: object) -> Path | None:
 class Settings:
     """Everything the library, the worker and the CLI can be configured with."""
 
-    url: str = "http://localhost:8080/engine-rest"
+    url: str = field(default="http://localhost:8080/engine-rest", repr=False)
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
@@ -129,8 +175,10 @@ class Settings:
     retry_timeout: timedelta = timedelta(seconds=10)
     reply_deadline: timedelta = timedelta(minutes=10)
     shutdown_grace: timedelta = timedelta(seconds=25)
-    journal: str = ".camunda-relay/journal.sqlite3"
+    journal: str = field(default=".camunda-relay/journal.sqlite3", repr=False)
     journal_lease: timedelta = timedelta(seconds=60)
+    journal_retention: timedelta = timedelta(days=7)
+    log_error_details: bool = False
     reconcile: Literal["off", "report", "incident", "resume"] = "report"
     reconcile_interval: timedelta = timedelta(minutes=5)
     reconcile_min_age: timedelta = timedelta(minutes=5)
@@ -138,7 +186,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise SettingsError(f"CAMUNDA_URL must start with http:// or https://: {self.url!r}")
+            raise SettingsError(
+                f"CAMUNDA_URL must start with http:// or https://: {self.shown_url}"
+            )
+        _check_url(self.shown_url, self.url)
+        if self.worker_id is not None and len(self.worker_id) > MAX_WORKER_ID:
+            raise SettingsError(
+                f"the worker id (CAMUNDA_WORKER_ID, --worker-id) has {len(self.worker_id)} "
+                f"characters; the engine keeps at most {MAX_WORKER_ID}"
+            )
         if self.token and self.user:
             raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
         if self.user and self.password is None:
@@ -172,6 +228,25 @@ class Settings:
                 raise SettingsError(f"setting {name} ({_env_name(name)}): {error}") from None
         return cls(**converted)
 
+    def __repr__(self) -> str:
+        shown = {"url": self.shown_url, "journal": self.shown_journal}
+        fields = (
+            f"{f.name}={shown.get(f.name, getattr(self, f.name))!r}"
+            for f in dataclasses.fields(self)
+            if f.repr or f.name in shown
+        )
+        return f"Settings({', '.join(fields)})"
+
+    @property
+    def shown_url(self) -> str:
+        """``url`` as it may be printed: a password in it masked."""
+        return masked(self.url)
+
+    @property
+    def shown_journal(self) -> str:
+        """``journal`` as it may be printed: a DSN's password masked."""
+        return masked(self.journal)
+
     @property
     def is_default_password(self) -> bool:
         return self.user == "demo" and self.password == "demo"  # noqa: S105
@@ -184,24 +259,37 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "token": _optional_text,
     "tls_verify": _bool,
     "ca_bundle": _optional_path,
-    "request_timeout": _seconds,
+    "request_timeout": _bounded(maximum=timedelta(hours=1), positive=True),
     "worker_id": _optional_text,
     "max_in_flight": _positive_int,
     "max_pending_replies": _positive_int,
-    "lock_duration": _seconds,
-    "long_poll": _seconds,
+    "lock_duration": _bounded(maximum=MAX_LOCK_DURATION, positive=True),
+    "long_poll": _bounded(maximum=MAX_LONG_POLL),
     "retries": _non_negative_int,
     "retry_timeout": _seconds,
     "reply_deadline": _seconds,
     "shutdown_grace": _seconds,
     "journal": _text,
-    "journal_lease": _seconds,
+    "journal_lease": _bounded(positive=True),
+    "journal_retention": _seconds,
+    "log_error_details": _bool,
     "reconcile": lambda v: _choice(v, ("off", "report", "incident", "resume")),
     "reconcile_interval": _seconds,
     "reconcile_min_age": _seconds,
     "state_dir": lambda v: Path(_text(v)),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def _check_url(shown: str, url: str) -> None:
+    """A URL with a host and, if given, a port in range: else one line naming it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError as error:
+        raise SettingsError(f"CAMUNDA_URL {shown} is not a valid URL ({error})") from None
+    if not parts.hostname:
+        raise SettingsError(f"CAMUNDA_URL {shown} names no host")
 
 
 def _env_name(name: str) -> str:

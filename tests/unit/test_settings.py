@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from camunda_relay.settings import Settings, SettingsError
+from camunda_relay.settings import Settings, SettingsError, masked
 
 
 def test_defaults_match_the_conception() -> None:
@@ -60,6 +60,20 @@ def test_bad_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
         ({"CAMUNDA_MAX_IN_FLIGHT": "0"}, "CAMUNDA_MAX_IN_FLIGHT"),
         ({"CAMUNDA_LONG_POLL": "-1"}, "CAMUNDA_LONG_POLL"),
         ({"CAMUNDA_TLS_VERIFY": "maybe"}, "CAMUNDA_TLS_VERIFY"),
+        ({"CAMUNDA_LONG_POLL": "inf"}, "CAMUNDA_LONG_POLL.*finite"),
+        ({"CAMUNDA_LONG_POLL": "1e400"}, "CAMUNDA_LONG_POLL.*finite"),
+        ({"CAMUNDA_LONG_POLL": "nan"}, "CAMUNDA_LONG_POLL.*finite"),
+        ({"CAMUNDA_LONG_POLL": "1801"}, "CAMUNDA_LONG_POLL.*at most 1800"),
+        ({"CAMUNDA_RETRY_TIMEOUT": "1e20"}, "CAMUNDA_RETRY_TIMEOUT.*at most"),
+        ({"CAMUNDA_REQUEST_TIMEOUT": "0"}, "CAMUNDA_REQUEST_TIMEOUT.*more than 0"),
+        ({"CAMUNDA_LOCK_DURATION": "0"}, "CAMUNDA_LOCK_DURATION.*more than 0"),
+        ({"CAMUNDA_LOCK_DURATION": "1e15"}, "CAMUNDA_LOCK_DURATION.*at most 604800"),
+        ({"CAMUNDA_WORKER_ID": "w" * 256}, "256 characters.*at most 255"),
+        ({"CAMUNDA_URL": "http://127.0.0.1:99999/engine-rest"}, "not a valid URL.*[Pp]ort"),
+        ({"CAMUNDA_URL": "http://[::1"}, "not a valid URL"),
+        ({"CAMUNDA_URL": "http:///engine-rest"}, "names no host"),
+        ({"CAMUNDA_JOURNAL_RETENTION": "-1"}, "CAMUNDA_JOURNAL_RETENTION"),
+        ({"CAMUNDA_LOG_ERROR_DETAILS": "perhaps"}, "CAMUNDA_LOG_ERROR_DETAILS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -70,3 +84,53 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
 def test_secrets_are_not_in_repr() -> None:
     settings = Settings.load({"CAMUNDA_USER": "u", "CAMUNDA_PASSWORD": "canary-secret"})
     assert "canary-secret" not in repr(settings)
+
+
+def test_bounds_that_hold_are_accepted() -> None:
+    settings = Settings.load(
+        {
+            "CAMUNDA_LONG_POLL": "1800",
+            "CAMUNDA_LOCK_DURATION": "604800",
+            "CAMUNDA_WORKER_ID": "w" * 255,
+            "CAMUNDA_URL": "http://[::1]:8080/engine-rest",
+            "CAMUNDA_JOURNAL_RETENTION": "0",
+            "CAMUNDA_LOG_ERROR_DETAILS": "true",
+        }
+    )
+    assert settings.long_poll == timedelta(minutes=30)
+    assert settings.journal_retention == timedelta(0)
+    assert settings.log_error_details is True
+    assert Settings().journal_retention == timedelta(days=7)
+    assert Settings().log_error_details is False
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        "postgresql://relay:canary-pw@db:5432/relay",
+        "postgres://relay:canary-pw@db/relay?sslmode=require",
+        "host=db password=canary-pw dbname=relay",
+        "host=db password='canary pw' dbname=relay",
+    ],
+)
+def test_the_journal_dsn_password_is_not_in_repr(journal: str) -> None:
+    settings = Settings.load({"CAMUNDA_JOURNAL": journal})
+    assert "canary" not in repr(settings)
+    assert "canary" not in settings.shown_journal
+    assert "db" in settings.shown_journal
+    assert settings.journal == journal  # the value itself is intact
+
+
+def test_a_password_in_the_url_is_masked_wherever_it_is_shown() -> None:
+    settings = Settings.load({"CAMUNDA_URL": "https://relay:canary-pw@engine:8443/engine-rest"})
+    assert "canary" not in repr(settings)
+    assert settings.shown_url == "https://relay:***@engine:8443/engine-rest"
+    with pytest.raises(SettingsError) as raised:
+        Settings.load({"CAMUNDA_URL": "http://relay:canary-pw@engine:99999/engine-rest"})
+    assert "canary" not in str(raised.value)
+
+
+def test_masked_leaves_text_without_a_password_alone() -> None:
+    assert masked("http://engine:8080/engine-rest") == "http://engine:8080/engine-rest"
+    assert masked(".camunda-relay/journal.sqlite3") == ".camunda-relay/journal.sqlite3"
+    assert masked("postgresql://relay@db/relay") == "postgresql://relay@db/relay"

@@ -63,7 +63,7 @@ def _ensure_engine(settings: Settings) -> bool:
         return False
     parts = urlsplit(settings.url)
     if parts.hostname not in {"localhost", "127.0.0.1"}:
-        raise EngineUnavailable(f"engine not reachable at {settings.url}")
+        raise EngineUnavailable(f"engine not reachable at {settings.shown_url}")
     if bundled_engine.needs_build():
         click.echo("building the engine (first time takes a minute)...")
     jar = bundled_engine.ensure_built()
