@@ -36,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from camunda_relay.variables import encode_all
+
 SEED_BPMN = (
     Path(__file__).resolve().parents[2]
     / "engine/src/main/resources/processes/correlation-message.bpmn"
@@ -117,9 +119,21 @@ class FakeEngine:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def start(self, business_key: str | None = None, *, rounds: int = 1, topic: str = TOPIC) -> str:
+    def start(
+        self,
+        business_key: str | None = None,
+        *,
+        rounds: int = 1,
+        topic: str = TOPIC,
+        variables: dict[str, object] | None = None,
+    ) -> str:
+        """A new instance at its task; ``variables`` (plain values) are fetched with it."""
         instance = FakeInstance(
-            id=f"pi-{next(self._ids)}", business_key=business_key, rounds=rounds, topic=topic
+            id=f"pi-{next(self._ids)}",
+            business_key=business_key,
+            rounds=rounds,
+            topic=topic,
+            variables=encode_all(variables or {}),
         )
         self.instances[instance.id] = instance
         self._new_task(instance)
@@ -306,7 +320,7 @@ class FakeEngine:
             "priority": 0,
             "tenantId": None,
             "lockExpirationTime": "2030-01-01T00:00:00.000+0000",
-            "variables": {},
+            "variables": dict(instance.variables),
         }
 
     def _task_action(self, task_id: str, action: str, body: dict[str, Any]) -> httpx.Response:

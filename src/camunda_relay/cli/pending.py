@@ -2,14 +2,16 @@
 
 ::
 
-    camunda-relay pending [--journal PATH_OR_URL] [--state STATE | --all] [--json]
+    camunda-relay pending [--journal PATH_OR_URL] [--state S | --all] [--json] [--show-errors]
     camunda-relay pending --orphans [--message NAME ...] [--min-age SECONDS] [--json]
     camunda-relay pending retry ID [--deadline SECONDS]
     camunda-relay pending cancel ID [--yes]
 
-The listing shows ids, states, ages, attempts, deliveries and the last error: never a
-variable value or a handler's result. ``--orphans`` asks the engine for executions waiting for
-a reply message that no journal job will answer (:mod:`camunda_relay.replies.reconciler`).
+The listing shows ids, states, ages, attempts, deliveries and the last error (what failed
+and the exception's type): never a variable value or a handler's result. The text of a
+handler's exception, which may quote a value, is shown only with ``--show-errors``.
+``--orphans`` asks the engine for executions waiting for a reply message that no journal
+job will answer (:mod:`camunda_relay.replies.reconciler`).
 
 ``retry`` puts a failed or dropped job back where a worker resumes it: failed with a result
 (delivery failed) to ``done``, to send the message again; failed without one (the work failed)
@@ -38,7 +40,7 @@ from camunda_relay.errors import JournalError, JournalUnavailable
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, find_orphans
-from camunda_relay.settings import Settings
+from camunda_relay.settings import Settings, masked
 
 __all__ = ["pending"]
 
@@ -47,15 +49,25 @@ T = TypeVar("T")
 DEFAULT_MESSAGE = "sample_response"
 _ERROR_WIDTH = 60
 _STATES = [state.value for state in JobState]
-_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:/@]*):[^@]*@", re.IGNORECASE)
+# How an earlier camunda-relay stored a failed handler's error: with the exception's text.
+_LEGACY_ERROR = re.compile(r"^(work failed after \d+ attempts): ([A-Za-z_][\w.]*)(?::.*)?$", re.S)
 
 
 # -- opening the journal -----------------------------------------------------------------------
 
 
 def _shown(target: str) -> str:
-    """The journal as it may be shown: a URL's password masked."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", target)
+    """The journal as it may be shown: a URL's or DSN's password masked."""
+    return masked(target)
+
+
+def _error(job: Job, details: bool) -> str | None:
+    """The job's error as shown: what failed and the type; the exception's text with
+    ``details`` only (a journal of an earlier version kept the text in ``error``)."""
+    if details:
+        return f"{job.error}: {job.error_detail}" if job.error_detail else job.error
+    legacy = _LEGACY_ERROR.match(job.error or "")
+    return f"{legacy.group(1)} ({legacy.group(2)})" if legacy else job.error
 
 
 def _owner() -> str:
@@ -119,9 +131,10 @@ def _stamp(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _job_record(job: Job, now: float) -> dict[str, object]:
-    """What a person may see of a job: ids, state, counts, times, the error; no values."""
-    return {
+def _job_record(job: Job, now: float, details: bool) -> dict[str, object]:
+    """What a person may see of a job: ids, state, counts, times, the error; no values
+    (the exception's text only with ``details``)."""
+    record: dict[str, object] = {
         "id": job.id,
         "state": job.state.value,
         "message": job.message,
@@ -135,8 +148,11 @@ def _job_record(job: Job, now: float) -> dict[str, object]:
         "attempts": job.attempts,
         "deliveries": job.deliveries,
         "has_result": job.result is not None,
-        "error": job.error,
+        "error": _error(job, details=False),
     }
+    if details:
+        record["error_detail"] = job.error_detail
+    return record
 
 
 def _orphan_record(orphan: Orphan) -> dict[str, object]:
@@ -168,7 +184,7 @@ def _short(text: str | None) -> str:
     return line if len(line) <= _ERROR_WIDTH else line[: _ERROR_WIDTH - 1] + "…"
 
 
-def _print_jobs(jobs: list[Job], now: float) -> None:
+def _print_jobs(jobs: list[Job], now: float, details: bool) -> None:
     headers = ("ID", "STATE", "AGE", "ATTEMPTS", "DELIVERIES", "MESSAGE", "INSTANCE", "ERROR")
     rows = [
         (
@@ -179,7 +195,7 @@ def _print_jobs(jobs: list[Job], now: float) -> None:
             str(job.deliveries),
             job.message,
             job.task.process_instance_id,
-            _short(job.error),
+            _short(_error(job, details)),
         )
         for job in jobs
     ]
@@ -234,6 +250,11 @@ def _target(ctx: click.Context, given: str | None) -> str:
 @click.option("--all", "show_all", is_flag=True, help="Include finished jobs.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 @click.option(
+    "--show-errors",
+    is_flag=True,
+    help="Show the text of a failed handler's exception (it may quote a variable's value).",
+)
+@click.option(
     "--orphans",
     is_flag=True,
     help="Instead: executions waiting for a reply message that no journal job will send.",
@@ -261,6 +282,7 @@ def pending(
     state: str | None,
     show_all: bool,
     as_json: bool,
+    show_errors: bool,
     orphans: bool,
     messages: tuple[str, ...],
     min_age: float,
@@ -269,7 +291,8 @@ def pending(
 
     ``pending --orphans`` lists executions waiting for a reply no journal job will send;
     ``pending retry ID`` resumes a failed or dropped job; ``pending cancel ID`` deletes one.
-    Shown: ids, states, ages, attempts, deliveries, the last error; never variable values.
+    Shown: ids, states, ages, attempts, deliveries, the last error (its type); never
+    variable values. ``--show-errors`` adds the exception's text, which may quote one.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -294,10 +317,10 @@ def pending(
     jobs, counts = _with_journal(target, lambda journal: _list(journal, wanted, show_all))
     now = time.time()
     if as_json:
-        click.echo(json.dumps([_job_record(job, now) for job in jobs], indent=2))
+        click.echo(json.dumps([_job_record(job, now, show_errors) for job in jobs], indent=2))
         return
     if jobs:
-        _print_jobs(jobs, now)
+        _print_jobs(jobs, now, show_errors)
     else:
         what = f"{wanted.value} " if wanted else ("" if show_all else "unfinished ")
         click.echo(f"no {what}jobs in {_shown(target)}")

@@ -90,6 +90,7 @@ def to_payload(job: Job) -> dict[str, object]:
         "attempts": job.attempts,
         "deliveries": job.deliveries,
         "error": job.error,
+        "error_detail": job.error_detail,
         "deadline": job.deadline,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
@@ -176,6 +177,7 @@ def from_payload(data: object) -> Job:
             deliveries=int(data["deliveries"]),
             result=_decode_values(result) if result is not None else None,
             error=data["error"],
+            error_detail=data.get("error_detail"),  # absent in payloads of earlier versions
             deadline=float(data["deadline"]) if data["deadline"] is not None else None,
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),

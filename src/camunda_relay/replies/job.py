@@ -102,7 +102,11 @@ def sql_states(states: frozenset[JobState]) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One reply job. ``result`` holds the variables to send; ``error`` never holds values.
+    """One reply job. ``result`` holds the variables to send; ``error`` never holds values
+    (what failed: the step, the exception's type, the ids); ``error_detail`` is the text of
+    a handler's exception, which may quote a value: kept for the engine's incident and for
+    ``camunda-relay pending --show-errors``, never logged unless asked
+    (``CAMUNDA_LOG_ERROR_DETAILS``).
 
     ``deadline`` (epoch seconds) bounds how long the instance may *not* be waiting for the
     message once the work is done; it is moved on while the engine cannot answer.
@@ -116,6 +120,7 @@ class Job:
     deliveries: int = 0
     result: Mapping[str, Any] | None = field(default=None, repr=False)
     error: str | None = None
+    error_detail: str | None = field(default=None, repr=False)
     deadline: float | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)

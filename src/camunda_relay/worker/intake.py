@@ -87,7 +87,14 @@ class Intake:
             return None  # its runner here decides (the lock runs out, the task comes back)
         if known is not None:  # offered again after it was dropped or failed: afresh
             job = await self._jobs.keep(
-                known.advance(JobState.RECORDED, task=task, attempts=0, result=None, error=None)
+                known.advance(
+                    JobState.RECORDED,
+                    task=task,
+                    attempts=0,
+                    result=None,
+                    error=None,
+                    error_detail=None,
+                )
             )
         await ctx.failpoints.hit("after_record")
         try:

@@ -13,7 +13,7 @@ from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, RetryLater, Task
 from camunda_relay.worker.context import Context
 
-__all__ = ["Outcomes", "describe"]
+__all__ = ["Outcomes", "describe", "for_log"]
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,22 @@ _COMPLETE_ATTEMPTS = 8
 
 
 def describe(error: BaseException) -> str:
-    """The error's type and text, short enough for an engine column (never a value)."""
+    """The error's type and text, bounded as Camunda's own clients bound ``errorMessage``.
+
+    The text of a handler's exception may quote a variable's value (``int(task.variables
+    ["secret"])``): it goes to the engine (the failure's ``errorMessage``, the incident),
+    where an operator with rights is meant to read it, and to the journal's job (a file
+    readable by its owner only, which holds the variables anyway); never to a log line or
+    the CLI's output unless asked (:func:`for_log`, ``pending --show-errors``).
+    """
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= _MAX_ERROR_MESSAGE else text[: _MAX_ERROR_MESSAGE - 1] + "…"
+
+
+def for_log(error: BaseException, details: bool) -> str:
+    """What a log line says of a handler's error: its type; with ``details``
+    (``CAMUNDA_LOG_ERROR_DETAILS=true``) its bounded text too."""
+    return describe(error) if details else type(error).__name__
 
 
 class Outcomes:
@@ -116,7 +129,7 @@ class Outcomes:
         ctx.stats.failures_reported += 1
         log.warning(
             "handler failed (%s); %d retries left",
-            type(error).__name__,
+            for_log(error, ctx.settings.log_error_details),
             retries,
             extra=task.log_context(),
         )

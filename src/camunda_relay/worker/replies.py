@@ -21,7 +21,7 @@ from camunda_relay.replies.job import Job, JobState
 from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, RetryLater, Task
 from camunda_relay.worker.context import Context
-from camunda_relay.worker.outcomes import Outcomes, describe
+from camunda_relay.worker.outcomes import Outcomes, describe, for_log
 from camunda_relay.worker.plain import call_handler
 from camunda_relay.worker.slots import Slot
 
@@ -158,11 +158,13 @@ class Replies:
                     wait = error.after if error.after is not None else pause
                 if job.attempts > policy:
                     return await self._failing(
-                        job, f"work failed after {job.attempts} attempts: {describe(error)}"
+                        job,
+                        f"work failed after {job.attempts} attempts ({type(error).__name__})",
+                        detail=describe(error),
                     )
                 log.warning(
                     "work failed (%s), attempt %d of %d",
-                    type(error).__name__,
+                    for_log(error, ctx.settings.log_error_details),
                     job.attempts,
                     policy + 1,
                     extra=job.task.log_context(),
@@ -196,20 +198,30 @@ class Replies:
         log.info("reply %r delivered", job.message, extra=job.task.log_context())
         return job
 
-    async def _failing(self, job: Job, reason: str, *, advanced: bool = False) -> Job:
-        log.error("reply job failed: %s", reason, extra=job.task.log_context())
-        return await self.keep(job if advanced else job.advance(JobState.FAILING, error=reason))
+    async def _failing(
+        self, job: Job, reason: str, *, detail: str | None = None, advanced: bool = False
+    ) -> Job:
+        """The job failed for good: ``reason`` (no values) is logged and kept; ``detail`` (a
+        handler's exception text) is kept for the incident, logged only when asked."""
+        shown = f"{reason}: {detail}" if detail and self._ctx.settings.log_error_details else reason
+        log.error("reply job failed: %s", shown, extra=job.task.log_context())
+        if advanced:
+            return await self.keep(job)
+        return await self.keep(job.advance(JobState.FAILING, error=reason, error_detail=detail))
 
     async def _raise_incident(self, job: Job) -> Job:
         """Raise the failing job's incident, retried until it lands; then the job is failed."""
         ctx, extra = self._ctx, job.task.log_context()
+        reason = job.error or "the reply cannot be delivered"
+        if job.error_detail:  # the engine is where an operator is meant to read it
+            reason = f"{reason}: {job.error_detail}"
         attempt = 0
         while True:
             try:
                 landed = await self._incidents.for_reply(
                     process_instance_id=job.task.process_instance_id,
                     message_name=job.message,
-                    reason=job.error or "the reply cannot be delivered",
+                    reason=reason,
                     configuration=job.id,
                 )
             except EngineError as error:
