@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -234,6 +235,42 @@ def test_handler_error_reports_decreasing_retries_then_incident(
     assert incident["incidentType"] == "failedExternalTask"
 
 
+def test_a_failing_handlers_text_goes_bounded_to_camunda_and_never_to_a_log(
+    engine: Engine, rest: httpx.Client, deployed: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    canary = "CANARY-" + uuid.uuid4().hex
+    router = Router()
+
+    @router.task("relay-plain", retries=0, retry_timeout=timedelta(0))
+    def check(task: Task) -> None:
+        raise ValueError(f"invalid literal for int() with base 10: {canary!r} " + "x" * 2000)
+
+    async def scenario(worker: Worker) -> str:
+        instance_id = str((await worker.client.start_process("relay-plain"))["id"])
+
+        async def incident() -> list[dict[str, Any]]:
+            return await worker.client.incidents(process_instance_id=instance_id)
+
+        await eventually(incident, timeout=60, what="an incident")
+        return instance_id
+
+    with caplog.at_level(logging.DEBUG, logger="camunda_relay"):
+        instance_id = run(with_worker(router, settings_for(engine), scenario))
+    logged = "\n".join(logging.Formatter("%(message)s").format(r) for r in caplog.records)
+    assert "ValueError" in logged
+    assert canary not in logged
+    (entry,) = rest.get(
+        "/history/external-task-log",
+        params={"processInstanceId": instance_id, "failureLog": "true"},
+    ).json()
+    expected = f"ValueError: invalid literal for int() with base 10: '{canary}'"
+    assert entry["errorMessage"].startswith(expected)
+    assert len(entry["errorMessage"]) == 500
+    details = rest.get(f"/history/external-task-log/{entry['id']}/error-details")
+    assert details.status_code == 200
+    assert "Traceback" in details.text
+
+
 def test_bpmn_error_is_taken_by_the_error_boundary_event(
     engine: Engine, rest: httpx.Client, deployed: None
 ) -> None:
@@ -414,8 +451,26 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             {"CAMUNDA_URL": f"http://127.0.0.1:{free_port()}/engine-rest"},
             "not available",
         ),
+        ("camunda_relay.examples.conception", {"CAMUNDA_JOURNAL": "<garbage>"}, "damaged"),
+        ("camunda_relay.examples.conception", {"CAMUNDA_JOURNAL": "<folder>"}, "is a folder"),
+        (
+            "camunda_relay.examples.conception",
+            {
+                "CAMUNDA_JOURNAL": f"postgresql://u:secret@127.0.0.1:{free_port()}/db",
+                "CAMUNDA_JOURNAL_LEASE": "2",
+            },
+            "no answer within 2 s at start",
+        ),
     ],
-    ids=["unknown-module", "not-a-router", "wrong-password", "engine-unreachable"],
+    ids=[
+        "unknown-module",
+        "not-a-router",
+        "wrong-password",
+        "engine-unreachable",
+        "garbage-journal",
+        "journal-is-a-folder",
+        "journal-database-unreachable",
+    ],
 )
 def test_worker_cli_bad_input_is_one_clear_line(
     engine: Engine, tmp_path: Path, target: str, env_change: dict[str, str], message: str
@@ -437,6 +492,11 @@ def test_worker_cli_bad_input_is_one_clear_line(
         "CAMUNDA_JOURNAL": str(tmp_path / "journal.sqlite3"),
         **env_change,
     }
+    if env["CAMUNDA_JOURNAL"] == "<garbage>":
+        env["CAMUNDA_JOURNAL"] = str(tmp_path / "garbage.sqlite3")
+        Path(env["CAMUNDA_JOURNAL"]).write_bytes(b"not a journal\n" * 300)
+    elif env["CAMUNDA_JOURNAL"] == "<folder>":
+        env["CAMUNDA_JOURNAL"] = str(tmp_path)
     result = _cli("worker", target, env=env)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -444,3 +504,4 @@ def test_worker_cli_bad_input_is_one_clear_line(
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert "wrong" not in lines[0] or "wrong" in message
+    assert "secret" not in result.stderr

@@ -240,6 +240,27 @@ def test_delete_forgets_a_job(store: Store) -> None:
     store.run(scenario)
 
 
+def test_prune_deletes_only_finished_jobs_older_than_the_cutoff(store: Store) -> None:
+    # make_job(n) is stamped 1_760_000_000 + n seconds: jobs 0-3 are older than the cutoff.
+    cutoff = 1_760_000_003.5
+
+    async def scenario() -> None:
+        journal = store.journal()
+        await journal.record(make_job(1, state=JobState.DELIVERED))
+        await journal.record(make_job(2, state=JobState.FAILED))
+        await journal.record(make_job(3, state=JobState.DONE))  # old, but not finished
+        await journal.record(make_job(4, state=JobState.DROPPED))  # finished, but recent
+        await store.journal("worker-b").record(make_job(0, state=JobState.DROPPED))
+        assert await journal.prune(finished_before=cutoff) == 3
+        assert ids(await journal.jobs()) == ["task-3", "task-4"]
+        assert await journal.prune(finished_before=cutoff) == 0
+        counts = await journal.counts()
+        assert counts[JobState.DONE] == 1
+        assert counts[JobState.DROPPED] == 1
+
+    store.run(scenario)
+
+
 def test_close_can_be_called_twice(store: Store) -> None:
     async def scenario() -> None:
         journal = store.journal()

@@ -325,12 +325,13 @@ def test_a_locked_file_is_unavailable_for_now(tmp_path: Path) -> None:
         blocker.close()
 
 
-def test_a_file_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+def test_a_folder_is_refused_for_good(tmp_path: Path) -> None:
     async def scenario() -> None:
         journal = SqliteJournal(tmp_path, owner="a")  # a folder, not a file
         try:
-            with pytest.raises(JournalUnavailable, match="unable to open"):
+            with pytest.raises(JournalError, match="is a folder, not a file") as raised:
                 await journal.get("x")
+            assert not raised.value.retryable
         finally:
             await journal.close()
 

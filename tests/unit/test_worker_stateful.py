@@ -208,6 +208,9 @@ class _SlowJournal:
     async def delete(self, job_id: str) -> bool:
         return await self._io(lambda: self._inner.delete(job_id))
 
+    async def prune(self, *, finished_before: float) -> int:
+        return await self._io(lambda: self._inner.prune(finished_before=finished_before))
+
     async def close(self) -> None:
         await self._inner.close()
 

@@ -107,6 +107,12 @@ class Journal(Protocol):
         """Forget a job (``pending cancel``); False when there was none."""
         ...
 
+    async def prune(self, *, finished_before: float) -> int:
+        """Delete the finished jobs last updated before ``finished_before`` (epoch seconds,
+        the clock jobs are stamped with); unfinished ones are never touched. How many went.
+        The worker calls it with ``CAMUNDA_JOURNAL_RETENTION``."""
+        ...
+
     async def close(self) -> None:
         """Release the connection; safe to call more than once."""
         ...

@@ -143,6 +143,16 @@ class MemoryJournal:
     async def delete(self, job_id: str) -> bool:
         return self._entries.pop(job_id, None) is not None
 
+    async def prune(self, *, finished_before: float) -> int:
+        old = [
+            job_id
+            for job_id, entry in self._entries.items()
+            if entry.job.state.finished and entry.job.updated_at < finished_before
+        ]
+        for job_id in old:
+            del self._entries[job_id]
+        return len(old)
+
     async def all(self) -> list[Job]:
         """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
         return [entry.job for entry in self._entries.values()]

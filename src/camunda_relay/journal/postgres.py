@@ -336,6 +336,9 @@ class PostgresJournal:
     async def delete(self, job_id: str) -> bool:
         return await self._rowcount("delete", {"id": job_id}) > 0
 
+    async def prune(self, *, finished_before: float) -> int:
+        return await self._rowcount("prune_finished", {"before": finished_before})
+
     async def close(self) -> None:
         self._closed = True
         for attempt in list(self._abandoned):

@@ -165,6 +165,9 @@ WHERE owner = %(me)s""",
     "release_job": "UPDATE {table} SET owner = '' WHERE id = %(id)s AND owner = %(me)s",
     "counts": "SELECT state, count(*) FROM {table} GROUP BY state",
     "delete": "DELETE FROM {table} WHERE id = %(id)s",
+    # Finished jobs past the retention (CAMUNDA_JOURNAL_RETENTION); %(before)s: epoch seconds.
+    "prune_finished": f"""DELETE FROM {{table}}
+WHERE state IN ({sql_states(FINISHED)}) AND updated_at < to_timestamp(%(before)s)""",
     "version": """SELECT to_regclass(%(table)s::text) IS NOT NULL,
     obj_description(to_regclass(%(table)s::text), 'pg_class')""",
 }

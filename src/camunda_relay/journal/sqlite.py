@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
+from camunda_relay.files import private_file
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import sqlite_schema as schema
 from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
@@ -65,20 +66,46 @@ _UNAVAILABLE = frozenset(
 )
 
 
+# A file that is not a SQLite database, or one with a damaged page: refused, not retried.
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
 def journal_error(error: sqlite3.Error, path: Path) -> JournalError:
     """The journal error for a SQLite error (SQLite's messages hold no bound values)."""
     code = getattr(error, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in _DAMAGED:
+        return _damaged(path, str(error))
     unavailable = code is not None and code & 0xFF in _UNAVAILABLE
     cls = JournalUnavailable if unavailable else JournalError
     return cls(f"SQLite journal {path}: {error}")
+
+
+def _damaged(path: Path, problem: str) -> JournalError:
+    return JournalError(
+        f"SQLite journal {path} is damaged or not a journal ({problem}): move it away, or "
+        "restore it from a backup"
+    )
 
 
 def _mapped(error: BaseException, path: Path) -> BaseException:
     return journal_error(error, path) if isinstance(error, sqlite3.Error) else error
 
 
+def _prepare(path: Path) -> None:
+    """The file, created ``0600`` in ``0700`` folders when missing; a folder, or a place
+    where no file can be made, is refused with one line."""
+    if path.is_dir():
+        raise JournalError(f"SQLite journal {path} is a folder, not a file")
+    try:
+        private_file(path)
+    except OSError as error:
+        raise JournalError(
+            f"SQLite journal {path} cannot be created ({error.strerror}: {error.filename})"
+        ) from None
+
+
 def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _prepare(path)
     conn = sqlite3.connect(path, timeout=busy_timeout.total_seconds(), isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout.total_seconds() * 1000)}")
@@ -86,6 +113,9 @@ def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             log.warning("journal %s is in %s mode, not WAL", path, mode)
         conn.execute("PRAGMA synchronous = FULL")
+        (verdict,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict != "ok":
+            raise _damaged(path, "quick_check: " + " ".join(str(verdict).split()))
         with _write(conn):
             _upgrade(conn, path)
     except BaseException:
@@ -104,6 +134,13 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    if version == 0:
+        log.warning(
+            "journal %s is new or empty: if this worker had unfinished reply jobs, they are "
+            "lost (a deleted, emptied or replaced file; a -wal file left behind); the "
+            "reconciler looks for instances waiting for a reply at once",
+            path,
+        )
     script = schema.CREATE if version == 0 else schema.MIGRATE_FROM_1
     for statement in schema.statements(script):
         conn.execute(statement)
@@ -333,6 +370,12 @@ class SqliteJournal:
             return conn.execute("DELETE FROM relay_jobs WHERE id = ?", (job_id,)).rowcount > 0
 
         return await self._write(delete)
+
+    async def prune(self, *, finished_before: float) -> int:
+        def prune(conn: sqlite3.Connection) -> int:
+            return conn.execute(schema.PRUNE_FINISHED, {"before": finished_before}).rowcount
+
+        return await self._write(prune)
 
     async def close(self) -> None:
         if self._closed:

@@ -32,6 +32,7 @@ __all__ = [
     "CLAIM",
     "CREATE",
     "MIGRATE_FROM_1",
+    "PRUNE_FINISHED",
     "PRUNE_OWNERS",
     "RECORD",
     "RELEASE_JOB",
@@ -169,5 +170,10 @@ WHERE owner <> :me AND lease_until <= :now AND NOT EXISTS (
     WHERE relay_jobs.owner = relay_owners.owner AND {_UNFINISHED}
 )
 """
+
+# Finished jobs past the retention (CAMUNDA_JOURNAL_RETENTION); :before is epoch seconds.
+PRUNE_FINISHED = (
+    f"DELETE FROM relay_jobs WHERE state IN ({sql_states(FINISHED)}) AND updated_at < :before"
+)
 
 UNFINISHED_PAYLOADS = f"SELECT payload FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"

@@ -5,7 +5,9 @@ engine keeps the history the worker relies on.
 Three loops, each on its own so that none waits behind another: the lease renewal (a third
 of the lease; one small write), the claim round (jobs of this worker's reply topics held by
 nobody or by an owner whose lease ran out, at most as many as there are free reply slots),
-and the reconciler's sweep.
+and the sweep: the reconciler's, and the pruning of finished jobs older than
+``CAMUNDA_JOURNAL_RETENTION``. A journal found empty at start (new, or lost) is swept at
+once instead of after the first interval.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ __all__ = ["CLAIM_BATCH", "Recovery"]
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 500  # jobs taken over in one round at most (the next round takes more)
+PRUNE_EVERY = 3600.0  # seconds between two prunings of finished journal jobs
+FIRST_SWEEP = 30.0  # seconds to the first sweep (at once when the journal is empty)
 
 
 class Recovery:
@@ -31,6 +35,7 @@ class Recovery:
         self._ctx = ctx
         self._replies = replies
         self.reconciler = reconciler
+        self.sweep_now = False  # the journal was empty at start: sweep at once
 
     @property
     def interval(self) -> float:
@@ -96,17 +101,36 @@ class Recovery:
     # -- the reconciler ----------------------------------------------------------------------
 
     async def keep_sweeping(self) -> None:
-        if self.reconciler is None:
-            return
-        every = self._ctx.settings.reconcile_interval.total_seconds()
-        first = min(every, 30.0)  # the first sweep comes early
-        wait = first
-        while await self._ctx.stop.wait(wait):
+        """The reconciler's sweep every ``CAMUNDA_RECONCILE_INTERVAL`` (the first one early,
+        at once after an empty journal), and the pruning of finished jobs."""
+        ctx = self._ctx
+        every = ctx.settings.reconcile_interval.total_seconds() if self.reconciler else PRUNE_EVERY
+        wait = 0.0 if self.sweep_now else min(every, FIRST_SWEEP)
+        next_prune = ctx.clock.monotonic()
+        while await ctx.stop.wait(wait):
             wait = every
+            if ctx.clock.monotonic() >= next_prune:
+                next_prune = ctx.clock.monotonic() + PRUNE_EVERY
+                await self.prune()
+            if self.reconciler is None:
+                continue
             try:
                 await self.reconciler.sweep()
             except Exception:
                 log.exception("reconciliation sweep failed; trying again")
+
+    async def prune(self) -> int:
+        """Delete finished jobs older than ``CAMUNDA_JOURNAL_RETENTION``; how many went."""
+        ctx = self._ctx
+        cutoff = ctx.clock.wall() - ctx.settings.journal_retention.total_seconds()
+        try:
+            pruned = await ctx.journal.prune(finished_before=cutoff)
+        except JournalError as error:
+            log.warning("pruning finished journal jobs failed (%s)", type(error).__name__)
+            return 0
+        if pruned:
+            log.info("deleted %d finished journal jobs past the retention", pruned)
+        return pruned
 
     # -- history -----------------------------------------------------------------------------
 

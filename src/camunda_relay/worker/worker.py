@@ -31,13 +31,14 @@ from datetime import timedelta
 from camunda_relay.backoff import Backoff
 from camunda_relay.client import EngineClient
 from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.errors import ConfigurationError, JournalError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
 from camunda_relay.replies.reconciler import Reconciler
 from camunda_relay.router import Router
-from camunda_relay.settings import Settings
+from camunda_relay.settings import MAX_WORKER_ID, Settings
 from camunda_relay.task import Task
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
 from camunda_relay.worker.intake import Intake
@@ -78,6 +79,11 @@ class Worker:
         self.router = router
         self.settings = settings
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        if len(self.worker_id) > MAX_WORKER_ID:
+            raise ConfigurationError(
+                f"the worker id has {len(self.worker_id)} characters; the engine keeps at "
+                f"most {MAX_WORKER_ID}"
+            )
         self._owns_client = client is None
         self.client = client or EngineClient(settings)
         # Durable by default (settings.journal, a SQLite file unless configured otherwise),
@@ -125,6 +131,7 @@ class Worker:
             )
         self._started = False
         self._closed = False
+        self._journal_refused = False  # the journal cannot be used at all: nothing to release
 
     @property
     def reconciler(self) -> Reconciler | None:
@@ -176,7 +183,8 @@ class Worker:
         if self._owns_client:
             await self.client.aclose()
         try:
-            await self.journal.release()  # unfinished jobs: another worker may take them now
+            if self._started and not self._journal_refused:  # else it holds no lease
+                await self.journal.release()  # unfinished jobs: another worker takes them now
         except Exception as error:  # noqa: BLE001 - the lease then runs out by itself
             log.warning("could not release the journal lease at shutdown (%s)", error)
         finally:
@@ -187,22 +195,52 @@ class Worker:
         if self._started:
             return
         self._started = True
+        await self._open_journal()
         await self._recovery.renew()
         await self._recovery.check_history()
         await self._recovery.resume(own=True)
+
+    async def _open_journal(self) -> None:
+        """The first journal call. A journal that cannot be used at all (damaged, not a
+        journal, a folder, no place to create it) stops the worker with its one-line error;
+        so does one that does not answer within ``CAMUNDA_JOURNAL_LEASE`` at start (a wrong
+        DSN, a database that is not there). Once running, an outage only pauses the reply
+        topics. An empty journal (new, or lost) is swept for orphans at once."""
+        ctx = self._ctx
+        give_up = ctx.clock.monotonic() + self.settings.journal_lease.total_seconds()
+        attempt = 0
+        while True:
+            try:
+                counts = await self.journal.counts()
+                break
+            except JournalError as error:
+                if error.retryable and ctx.clock.monotonic() < give_up:
+                    if attempt == 0:
+                        log.debug("the journal does not answer (%s); trying again", error)
+                    if not await ctx.stop.wait(ctx.poll_backoff.delay(attempt)):
+                        return
+                    attempt += 1
+                    continue
+                self._journal_refused = True
+                if error.retryable:
+                    seconds = self.settings.journal_lease.total_seconds()
+                    raise type(error)(f"{error}; no answer within {seconds:g} s at start") from None
+                raise
+        if self.journal.durable and not any(counts.values()):
+            self._recovery.sweep_now = True
 
     # -- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Resume unfinished journal jobs, then fetch and run tasks until :meth:`stop`."""
+        await self._start()
         log.info(
             "worker %s polling %s at %s (at most %d tasks in flight)",
             self.worker_id,
             ", ".join(self.router.topics),
-            self.settings.url,
+            self.settings.shown_url,
             self.settings.max_in_flight,
         )
-        await self._start()
         recovery = self._recovery
         loops = [
             asyncio.ensure_future(loop())
