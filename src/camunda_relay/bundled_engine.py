@@ -10,8 +10,14 @@ start the engine the same way:
   :class:`EngineStartError` carrying the tail of the engine log);
 - :func:`stop` ends it by process id (SIGTERM, then SIGKILL after a grace period).
 
-The state of an engine started this way (pid, port, data directory, log) is kept in
-``engine.json`` inside a state directory, which is how ``status`` and ``down`` find it.
+The state of an engine started this way (pid, port, data directory, log, the process's
+start time) is kept in ``engine.json`` inside a state directory, which is how ``status`` and
+``down`` find it. Before any signal, :func:`is_our_engine` checks that the recorded pid is
+still that engine (its command line names the jar, its start time is the recorded one): a
+stale record whose pid now belongs to another process is never signalled.
+
+The state directory, the data directory, the log and ``engine.json`` are their owner's only
+(``0700`` folders, ``0600`` files; the engine runs with umask ``077``, so H2's files are too).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -29,6 +36,7 @@ from pathlib import Path
 import httpx
 
 from camunda_relay.errors import RelayError
+from camunda_relay.files import PRIVATE_UMASK, private_dir, private_file, write_private
 
 __all__ = [
     "DEFAULT_PASSWORD",
@@ -39,8 +47,11 @@ __all__ = [
     "EngineOptions",
     "EngineStartError",
     "Postgres",
+    "check_port_free",
     "engine_project_dir",
     "ensure_built",
+    "forget",
+    "is_our_engine",
     "is_ready",
     "jar_path",
     "kill",
@@ -117,6 +128,7 @@ class EngineInfo:
     data_dir: str
     log_file: str
     database: str
+    started: int | None = None  # the process's start time (/proc/PID/stat, clock ticks)
 
     @property
     def base_url(self) -> str:
@@ -244,12 +256,13 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
     engine is not ready within ``options.ready_timeout`` seconds; the process is stopped then.
     """
     jar = jar or ensure_built()
-    options.state_dir.mkdir(parents=True, exist_ok=True)
-    options.data_dir.mkdir(parents=True, exist_ok=True)
     if is_ready(options.base_url, timeout=1.0):
         raise EngineStartError(f"port {options.port} already serves an engine; stop it first")
+    check_port_free(options.port)
+    private_dir(options.state_dir)
+    private_dir(options.data_dir)
     command = [_java(), f"-Xmx{options.max_heap_mb}m", "-jar", str(jar)]
-    with options.log_file.open("ab") as log:
+    with private_file(options.log_file).open("ab") as log:
         process = subprocess.Popen(
             command,
             cwd=options.state_dir,
@@ -258,6 +271,7 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     _children[process.pid] = process
     info = EngineInfo(
@@ -266,6 +280,7 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
         data_dir=str(options.data_dir.resolve()),
         log_file=str(options.log_file.resolve()),
         database="postgresql" if options.postgres else "h2-file",
+        started=_start_time(process.pid),
     )
     deadline = time.monotonic() + options.ready_timeout
     while not is_ready(options.base_url, timeout=1.0):
@@ -282,8 +297,21 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
                 f"(log: {options.log_file})\n{_tail(options.log_file)}"
             )
         time.sleep(0.25)
-    (options.state_dir / INFO_FILE).write_text(json.dumps(asdict(info), indent=2))
+    write_private(options.state_dir / INFO_FILE, json.dumps(asdict(info), indent=2))
     return info
+
+
+def check_port_free(port: int) -> None:
+    """One line instead of a boot that fails half a minute later: the port is taken."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tomcat binds
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise EngineStartError(
+                f"port {port} on 127.0.0.1 is in use ({error.strerror}): choose another "
+                "with --port, or stop the program that holds it"
+            ) from None
 
 
 def _java() -> str:
@@ -300,6 +328,39 @@ def read_info(state_dir: Path) -> EngineInfo | None:
         return EngineInfo(**data)
     except (OSError, ValueError, TypeError):
         return None
+
+
+def forget(state_dir: Path) -> None:
+    """Remove the record of ``state_dir`` (a stale one: its engine is gone)."""
+    with contextlib.suppress(FileNotFoundError):
+        (state_dir / INFO_FILE).unlink()
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_our_engine(info: EngineInfo) -> bool:
+    """Whether ``info.pid`` is still the engine recorded: alive, its command line names the
+    engine's jar, and its start time is the one recorded (a pid reused by another process,
+    even another engine started later, is not). Where ``/proc`` is missing, alive is all
+    that can be told."""
+    if not pid_alive(info.pid):
+        return False
+    try:
+        command = Path(f"/proc/{info.pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # no /proc here: alive is what is known
+    except OSError:
+        return False
+    if JAR_NAME.encode() not in command:
+        return False
+    return info.started is None or _start_time(info.pid) == info.started
 
 
 def pid_alive(pid: int) -> bool:

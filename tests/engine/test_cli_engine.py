@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ def test_engine_up_status_down(engine_jar: Path, tmp_path: Path) -> None:
         assert "/camunda/app/tasklist/default/" in up.stdout
         assert "cliuser" in up.stdout
         assert "canary-cli-secret" not in up.stdout + up.stderr
+        _assert_owner_only(Path(state))
         status = _cli("engine", "status", "--state-dir", state)
         assert status.returncode == 0
         assert "ready" in status.stdout
@@ -51,3 +53,16 @@ def test_unknown_setting_is_one_clear_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "Error: unknown setting CAMUNDA_PASWORD in the environment"
     ]
+
+
+def _assert_owner_only(state: Path) -> None:
+    """The state folder, the H2 database, the log and engine.json: the owner's only."""
+    modes = {
+        str(path.relative_to(state)): stat.S_IMODE(path.stat().st_mode)
+        for path in [state, *state.rglob("*")]
+    }
+    assert any(name.endswith(".mv.db") for name in modes), modes
+    assert {"engine.log", "engine.json", "data"} <= set(modes)
+    for name, mode in modes.items():
+        folder = name == "." or (state / name).is_dir()
+        assert mode == (0o700 if folder else 0o600), (name, oct(mode))

@@ -19,6 +19,23 @@ def _state_dir(settings: Settings, state_dir: Path | None) -> Path:
     return state_dir or settings.state_dir
 
 
+def _running(state: Path) -> bundled_engine.EngineInfo | None:
+    """The engine recorded in ``state`` if it still runs; a stale record (the process is
+    gone, or its pid now belongs to another program) is reported and removed, never
+    signalled."""
+    info = bundled_engine.read_info(state)
+    if info is None:
+        return None
+    if bundled_engine.is_our_engine(info):
+        return info
+    bundled_engine.forget(state)
+    click.echo(
+        f"removed a stale engine record (pid {info.pid} is not the engine started here)",
+        err=True,
+    )
+    return None
+
+
 _state_option = click.option(
     "--state-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -34,11 +51,12 @@ _state_option = click.option(
 def up(settings: Settings, port: int, state_dir: Path | None) -> None:
     """Build the engine if needed, start it in the background, return when it is ready."""
     state = _state_dir(settings, state_dir)
-    running = bundled_engine.read_info(state)
-    if running and bundled_engine.pid_alive(running.pid):
+    running = _running(state)
+    if running is not None:
         click.echo(f"engine already running (pid {running.pid})")
         _describe(running, settings)
         return
+    bundled_engine.check_port_free(port)  # before a build and a boot that would fail late
     if bundled_engine.needs_build():
         click.echo("building the engine (first time takes a minute)...")
     jar = bundled_engine.ensure_built()
@@ -74,10 +92,12 @@ def _describe(info: bundled_engine.EngineInfo, settings: Settings) -> None:
 @click.pass_obj
 def down(settings: Settings, state_dir: Path | None) -> None:
     """Stop the engine started by ``engine up``."""
-    info = bundled_engine.read_info(_state_dir(settings, state_dir))
+    state = _state_dir(settings, state_dir)
+    info = _running(state)
     if info is None or not bundled_engine.stop(info.pid):
         click.echo("engine not running")
         return
+    bundled_engine.forget(state)
     click.echo(f"engine stopped (pid {info.pid})")
 
 
@@ -86,8 +106,8 @@ def down(settings: Settings, state_dir: Path | None) -> None:
 @click.pass_obj
 def status(settings: Settings, state_dir: Path | None) -> None:
     """Say whether the engine runs, and where. Exit code 3 when it does not."""
-    info = bundled_engine.read_info(_state_dir(settings, state_dir))
-    if info is None or not bundled_engine.pid_alive(info.pid):
+    info = _running(_state_dir(settings, state_dir))
+    if info is None:
         click.echo("engine not running")
         raise SystemExit(3)
     ready = bundled_engine.is_ready(info.base_url)
