@@ -133,8 +133,8 @@ def _engine_error(settings: Settings, error: EngineError, explain: Explain) -> s
         if error.status is None:
             reason = error.message.rsplit(": ", 1)[-1]  # after check_access's "at URL: "
             reason = re.sub(r"^engine not reachable \((.*)\)$", r"\1", reason)
-            return f"engine not reachable at {settings.url} ({reason}); is it running?"
-        return f"the engine at {settings.url} is unavailable (HTTP {error.status}); try later"
+            return f"engine not reachable at {settings.shown_url} ({reason}); is it running?"
+        return f"the engine at {settings.shown_url} is unavailable (HTTP {error.status}); try later"
     if isinstance(error, AuthenticationFailed):
         return _one_line(error.message)  # check_access names the setting to fix
     return explain(error) or _one_line(str(error))
@@ -284,6 +284,11 @@ def start(settings: Settings, key: str, business_key: str, var_items: tuple[str,
         lambda client: client.start_process(key, business_key=business_key, variables=variables),
         explain,
     )
+    if not isinstance(instance.get("id"), str) or not instance["id"]:
+        raise click.ClickException(
+            f"the server at {settings.shown_url} answered the start without a process "
+            "instance id: is CAMUNDA_URL the REST API of a Camunda 7 engine?"
+        )
     click.echo(
         f"started process instance {instance.get('id')} "
         f"(business key {instance.get('businessKey', business_key)!r})"

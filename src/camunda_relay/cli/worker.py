@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import os
 import signal
+import traceback
 from typing import TYPE_CHECKING
 
 import click
@@ -30,7 +31,9 @@ def load_router(target: str) -> Router:
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
             raise ConfigurationError(f"cannot import worker module {module_name!r}") from None
-        raise
+        raise ConfigurationError(_import_problem(module_name, error)) from None
+    except Exception as error:  # noqa: BLE001 - the user's module: one line, not a traceback
+        raise ConfigurationError(_import_problem(module_name, error)) from None
     router = getattr(module, attribute, None)
     if not isinstance(router, Router):
         raise ConfigurationError(
@@ -40,6 +43,22 @@ def load_router(target: str) -> Router:
     if len(router) == 0:
         raise ConfigurationError(f"{module_name}:{attribute} has no handlers")
     return router
+
+
+def _import_problem(module_name: str, error: Exception) -> str:
+    """What went wrong importing the user's module: the error's own line and where."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename}:{error.lineno}"
+        return f"worker module {module_name!r} has a syntax error at {where}: {error.msg}"
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+    ]
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    text = str(error).strip().splitlines()
+    problem = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return f"importing worker module {module_name!r} failed{where}: {problem}"
 
 
 async def serve(router: Router, settings: Settings, metrics_port: int | None = None) -> None:
