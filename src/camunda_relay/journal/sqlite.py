@@ -17,9 +17,15 @@ call. Lease times come from the journal's clock (``clock.wall()``, the host's cl
 default); processes sharing a file share that clock. The schema and the statements are in
 :mod:`camunda_relay.journal.sqlite_schema`.
 
+The file (and SQLite's ``-wal``/``-shm`` beside it, which take its mode) is created ``0600``
+in folders created ``0700``: it holds the tasks' variables. Opening it runs ``PRAGMA
+quick_check``: a damaged page is refused then, with one line, not at every job. A file that is
+new or empty (schema version 0: deleted, emptied, its ``-wal`` lost) is a WARNING naming it.
+
 SQLite errors become :class:`~camunda_relay.errors.JournalUnavailable` when the file is busy,
 locked, cannot be opened or the disk failed (worth retrying), else
-:class:`~camunda_relay.errors.JournalError` (:func:`journal_error`).
+:class:`~camunda_relay.errors.JournalError` (:func:`journal_error`): a damaged file or one
+that is not SQLite, a folder, a place where no file can be created, are not retried.
 """
 
 from __future__ import annotations
