@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
 
 __all__ = ["Handler", "Registration", "Reply", "Router"]
@@ -101,6 +102,10 @@ class Router:
             raise ConfigurationError(f"reply must be a message name or a Reply, got {reply!r}")
         if lock_duration is not None and lock_duration < timedelta(seconds=1):
             raise ConfigurationError(f"lock_duration must be at least 1 s, got {lock_duration}")
+        if lock_duration is not None and lock_duration > MAX_LOCK_DURATION:
+            raise ConfigurationError(
+                f"lock_duration must be at most {MAX_LOCK_DURATION}, got {lock_duration}"
+            )
         if retries is not None and retries < 0:
             raise ConfigurationError(f"retries must be 0 or more, got {retries}")
         if isinstance(variables, str):

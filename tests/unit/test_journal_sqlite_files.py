@@ -181,3 +181,23 @@ def test_a_journal_in_a_read_only_folder_is_refused(tmp_path: Path) -> None:
             _open_and_count(folder / "journal.sqlite3")
     finally:
         folder.chmod(0o755)
+
+
+def test_a_folder_it_may_not_write_is_one_line_whoever_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the test above, where root writes anyway: the operating system's refusal."""
+    from camunda_relay.journal import sqlite as journal_sqlite
+
+    path = tmp_path / "read-only" / "journal.sqlite3"
+
+    def refused(target: Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(journal_sqlite, "private_file", refused)
+    with pytest.raises(JournalError) as raised:
+        _open_and_count(path)
+    assert str(raised.value) == (
+        f"SQLite journal {path} cannot be created (Permission denied: {path})"
+    )
+    assert not raised.value.retryable

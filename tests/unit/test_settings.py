@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from camunda_relay import Router
+from camunda_relay.errors import ConfigurationError
 from camunda_relay.settings import Settings, SettingsError, masked
 
 
@@ -134,3 +136,10 @@ def test_masked_leaves_text_without_a_password_alone() -> None:
     assert masked("http://engine:8080/engine-rest") == "http://engine:8080/engine-rest"
     assert masked(".camunda-relay/journal.sqlite3") == ".camunda-relay/journal.sqlite3"
     assert masked("postgresql://relay@db/relay") == "postgresql://relay@db/relay"
+
+
+def test_a_topics_own_lock_duration_has_the_same_bound() -> None:
+    router = Router()
+    with pytest.raises(ConfigurationError, match="lock_duration must be at most 7 days"):
+        router.task("t", lock_duration=timedelta(days=8))(lambda task: None)
+    router.task("t", lock_duration=timedelta(days=7))(lambda task: None)
