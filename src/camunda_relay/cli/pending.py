@@ -102,11 +102,12 @@ def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except JournalError as error:
-        problem = str(error).removeprefix(f"SQLite journal {target}: ")
+        problem = str(error)
         verb = "use" if isinstance(error, JournalUnavailable) else "read"
-        raise click.ClickException(
-            f"cannot {verb} the journal {_shown(target)}: {problem}"
-        ) from None
+        prefix = f"SQLite journal {target}: "
+        if problem.startswith(prefix) or target not in problem:
+            problem = f"cannot {verb} the journal {_shown(target)}: {problem.removeprefix(prefix)}"
+        raise click.ClickException(masked(problem)) from None
     except Exception as error:
         if not type(error).__module__.startswith("psycopg"):
             raise

@@ -49,9 +49,12 @@ from camunda_relay.worker.recovery import Recovery
 from camunda_relay.worker.replies import Replies
 from camunda_relay.worker.slots import Slots
 
-__all__ = ["Worker", "default_worker_id"]
+__all__ = ["JOURNAL_START_WAIT", "Worker", "default_worker_id"]
 
 log = logging.getLogger(__name__)
+
+JOURNAL_START_WAIT = timedelta(seconds=15)
+"""How long a worker waits at start for a journal that does not answer (at most)."""
 
 
 def default_worker_id() -> str:
@@ -195,19 +198,23 @@ class Worker:
         if self._started:
             return
         self._started = True
-        await self._open_journal()
+        if not await self._open_journal():
+            return  # stopped while waiting for it
         await self._recovery.renew()
         await self._recovery.check_history()
         await self._recovery.resume(own=True)
 
-    async def _open_journal(self) -> None:
-        """The first journal call. A journal that cannot be used at all (damaged, not a
-        journal, a folder, no place to create it) stops the worker with its one-line error;
-        so does one that does not answer within ``CAMUNDA_JOURNAL_LEASE`` at start (a wrong
-        DSN, a database that is not there). Once running, an outage only pauses the reply
-        topics. An empty journal (new, or lost) is swept for orphans at once."""
+    async def _open_journal(self) -> bool:
+        """The first journal call; False when the worker was stopped meanwhile.
+
+        A journal that cannot be used at all (damaged, not a journal, a folder, no place to
+        create it) stops the worker with its one-line error; so does one that does not answer
+        within ``CAMUNDA_JOURNAL_LEASE`` (15 s at most) at start: a wrong DSN, a database that
+        is not there. Once running, an outage only pauses the reply topics. An empty journal
+        (new, or lost) is swept for orphans at once."""
         ctx = self._ctx
-        give_up = ctx.clock.monotonic() + self.settings.journal_lease.total_seconds()
+        wait = min(self.settings.journal_lease, JOURNAL_START_WAIT).total_seconds()
+        give_up = ctx.clock.monotonic() + wait
         attempt = 0
         while True:
             try:
@@ -218,16 +225,16 @@ class Worker:
                     if attempt == 0:
                         log.debug("the journal does not answer (%s); trying again", error)
                     if not await ctx.stop.wait(ctx.poll_backoff.delay(attempt)):
-                        return
+                        return False
                     attempt += 1
                     continue
                 self._journal_refused = True
                 if error.retryable:
-                    seconds = self.settings.journal_lease.total_seconds()
-                    raise type(error)(f"{error}; no answer within {seconds:g} s at start") from None
+                    raise type(error)(f"{error}; no answer within {wait:g} s at start") from None
                 raise
         if self.journal.durable and not any(counts.values()):
             self._recovery.sweep_now = True
+        return True
 
     # -- running ---------------------------------------------------------------------------
 
