@@ -210,7 +210,10 @@ def test_failed_work_is_listed_without_values_retried_and_then_delivered(
     assert job["state"] == "failed"
     assert job["process_instance_id"] == instance_id
     assert (job["attempts"], job["deliveries"], job["has_result"]) == (1, 0, False)
-    assert "RuntimeError: the disk is full" in job["error"]
+    assert job["error"] == "work failed after 1 attempts (RuntimeError)"  # not its text
+    assert "the disk is full" not in table.stdout
+    (shown,) = jobs_json(engine, journal, "--all", "--show-errors")
+    assert shown["error_detail"] == "RuntimeError: the disk is full"
 
     retried = cli(engine, "retry", job["id"], "--journal", str(journal))
     assert retried.returncode == 0, retried.stderr

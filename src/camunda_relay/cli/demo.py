@@ -28,7 +28,7 @@ from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
 from camunda_relay.replies.job import JobState
-from camunda_relay.settings import Settings
+from camunda_relay.settings import Settings, masked
 from camunda_relay.worker import Worker
 
 PROCESS_KEY = "correlation-message"
@@ -214,7 +214,7 @@ async def _watch(
 
 
 def _where_to_look(settings: Settings) -> None:
-    base = _engine_base(settings)
+    base = masked(_engine_base(settings))
     click.echo(f"  Cockpit : {base}/camunda/app/cockpit/default/")
     click.echo(f"  Tasklist: {base}/camunda/app/tasklist/default/")
     if settings.user in (None, bundled_engine.DEFAULT_USER) and settings.password in (
