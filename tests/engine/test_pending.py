@@ -375,7 +375,7 @@ def test_mistakes_are_one_line(engine: Engine, tmp_path: Path) -> None:
     not_a_journal = tmp_path / "text.sqlite3"
     not_a_journal.write_text("hello")
     assert one_error_line(cli(engine, "--journal", str(not_a_journal))).startswith(
-        f"Error: cannot read the journal {not_a_journal}"
+        f"Error: SQLite journal {not_a_journal} is damaged or not a journal"
     )
 
 
