@@ -39,9 +39,7 @@ def up(settings: Settings, port: int, state_dir: Path | None) -> None:
         click.echo(f"engine already running (pid {running.pid})")
         _describe(running, settings)
         return
-    if bundled_engine.needs_build():
-        click.echo("building the engine (first time takes a minute)...")
-    jar = bundled_engine.ensure_built()
+    jar = bundled_engine.ensure_built(progress=click.echo)
     click.echo(f"starting the engine on port {port}...")
     options = bundled_engine.EngineOptions(
         port=port,
