@@ -13,6 +13,7 @@ import pytest
 from camunda_relay import engine_build
 from camunda_relay._version import __version__
 from camunda_relay.errors import EngineBuildError
+from camunda_relay.settings import Settings
 
 _MAVEN = """#!/bin/sh
 echo built >> runs.log
@@ -186,3 +187,8 @@ def test_the_build_checks_for_a_jdk_before_maven_runs(
     with pytest.raises(EngineBuildError, match=r"^no JDK found"):
         engine_build.ensure_built(packaged)
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_cache_setting_is_known_to_the_settings() -> None:
+    settings = Settings.load({"CAMUNDA_ENGINE_CACHE": "/somewhere", "XDG_CACHE_HOME": "/x"})
+    assert settings == Settings()
