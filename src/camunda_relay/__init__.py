@@ -2,7 +2,7 @@
 
 The conception's pattern, made safe: a worker completes the external task at once, does the
 long work in the background, and correlates the reply message to the very process instance
-that asked for it when the work is done::
+that asked for it when the work is done:
 
     router = Router()
 

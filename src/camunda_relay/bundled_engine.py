@@ -3,8 +3,9 @@
 Used by the CLI (``camunda-relay engine up|down|status``) and by the test suite, so that both
 start the engine the same way:
 
-- :func:`ensure_built` builds the jar with the Maven wrapper when it is missing or older than
-  its sources;
+- :func:`ensure_built` builds the jar with the Maven wrapper when it is missing or not built
+  from the current sources (:mod:`camunda_relay.engine_build`: a clone's ``engine/`` in place,
+  the copy installed with the package in a per-user cache, once per version);
 - :func:`start` launches it in the background on loopback with its own data directory and
   log file, and returns once ``GET /engine-rest/engine`` answers (or raises
   :class:`EngineStartError` carrying the tail of the engine log);
@@ -29,13 +30,23 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
 
-from camunda_relay.errors import RelayError
+from camunda_relay.engine_build import (
+    JAR_NAME,
+    build_dir,
+    cache_dir,
+    engine_project_dir,
+    ensure_built,
+    find_jdk,
+    jar_path,
+    needs_build,
+)
+from camunda_relay.errors import BundledEngineError, EngineBuildError
 from camunda_relay.files import PRIVATE_UMASK, private_dir, private_file, write_private
 
 __all__ = [
@@ -47,9 +58,12 @@ __all__ = [
     "EngineOptions",
     "EngineStartError",
     "Postgres",
+    "build_dir",
+    "cache_dir",
     "check_port_free",
     "engine_project_dir",
     "ensure_built",
+    "find_jdk",
     "forget",
     "is_our_engine",
     "is_ready",
@@ -64,21 +78,12 @@ __all__ = [
 
 DEFAULT_USER = "demo"
 DEFAULT_PASSWORD = "demo"  # noqa: S105 - the documented local default, never used elsewhere
-JAR_NAME = "camunda-relay-engine.jar"
 INFO_FILE = "engine.json"
 
 
 # Engines started by this process: kept so that they are reaped (no zombies, no
 # "subprocess still running" warnings) when stopped from here.
 _children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-class BundledEngineError(RelayError):
-    """The bundled engine could not be built, started or stopped."""
-
-
-class EngineBuildError(BundledEngineError):
-    """The Maven build of the engine failed."""
 
 
 class EngineStartError(BundledEngineError):
@@ -145,59 +150,6 @@ class EngineInfo:
     @property
     def tasklist_url(self) -> str:
         return f"{self.base_url}/camunda/app/tasklist/default/"
-
-
-def engine_project_dir() -> Path:
-    """The ``engine/`` Maven project: ``CAMUNDA_ENGINE_DIR`` or the one beside this package."""
-    configured = os.environ.get("CAMUNDA_ENGINE_DIR")
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[2] / "engine"
-
-
-def jar_path(project: Path | None = None) -> Path:
-    return (project or engine_project_dir()) / "target" / JAR_NAME
-
-
-def _sources(project: Path) -> Iterator[Path]:
-    yield project / "pom.xml"
-    for path in (project / "src").rglob("*"):
-        if path.is_file():
-            yield path
-
-
-def needs_build(project: Path | None = None) -> bool:
-    """True when the jar is missing or older than ``pom.xml`` or any file under ``src/``."""
-    project = project or engine_project_dir()
-    jar = jar_path(project)
-    if not jar.exists():
-        return True
-    built = jar.stat().st_mtime
-    return any(source.stat().st_mtime > built for source in _sources(project))
-
-
-def ensure_built(project: Path | None = None, *, log: Path | None = None) -> Path:
-    """Build the engine jar with the Maven wrapper if needed; return the jar's path."""
-    project = project or engine_project_dir()
-    if not (project / "pom.xml").exists():
-        raise EngineBuildError(f"no engine project at {project} (set CAMUNDA_ENGINE_DIR)")
-    jar = jar_path(project)
-    if not needs_build(project):
-        return jar
-    log = log or project / "target" / "build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        result = subprocess.run(
-            ["./mvnw", "-B", "-q", "package", "-DskipTests"],
-            cwd=project,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if result.returncode != 0 or not jar.exists():
-        raise EngineBuildError(f"engine build failed (log: {log})\n{_tail(log)}")
-    jar.touch()  # the jar may keep an older timestamp than a source file edited mid-build
-    return jar
 
 
 def _tail(path: Path, lines: int = 25) -> str:

@@ -7,7 +7,9 @@
     │   └── SettingsError           (settings.py) a setting is unknown or unusable
     ├── InvalidInput                a value the engine would refuse (business key too long ...)
     │   └── VariableError           a variable cannot be sent to the engine; names it
-    ├── BundledEngineError          (bundled_engine.py) the bundled engine failed to build/start
+    ├── BundledEngineError          the bundled engine failed to build or start
+    │   ├── EngineBuildError        (engine_build.py) no project, no JDK, or Maven failed
+    │   └── EngineStartError        (bundled_engine.py) not ready; with the log's tail
     ├── IllegalTransition           a reply job was moved to a state its state cannot reach (a bug)
     ├── JournalError                the journal failed (SQLite, PostgreSQL)
     │   ├── JournalUnavailable      the journal database cannot be reached / timed out [retryable]
@@ -40,9 +42,11 @@ __all__ = [
     "AmbiguousCorrelation",
     "AuthenticationFailed",
     "BadRequest",
+    "BundledEngineError",
     "ConcurrentModification",
     "ConfigurationError",
     "CorruptJob",
+    "EngineBuildError",
     "EngineError",
     "EngineUnavailable",
     "IllegalTransition",
@@ -81,6 +85,14 @@ class VariableError(InvalidInput):
         super().__init__(f"variable {name!r}: {problem}")
         self.name = name
         self.problem = problem
+
+
+class BundledEngineError(RelayError):
+    """The bundled engine could not be built, started or stopped."""
+
+
+class EngineBuildError(BundledEngineError):
+    """The engine could not be built: no project, no JDK, or the Maven build failed."""
 
 
 class IllegalTransition(RelayError):

@@ -67,6 +67,7 @@ _ENGINE_VARIABLES = frozenset(
         "CAMUNDA_DB_PASSWORD",
         "CAMUNDA_REST_BASIC_AUTH",
         "CAMUNDA_ENGINE_DIR",
+        "CAMUNDA_ENGINE_CACHE",
         "CAMUNDA_CONFIG",
     }
 )

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from camunda_relay._version import __version__
 from camunda_relay.errors import RelayError
 from camunda_relay.settings import Settings
 
@@ -28,6 +29,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="camunda-relay", message="%(prog)s %(version)s")
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),

@@ -64,9 +64,7 @@ def _ensure_engine(settings: Settings) -> bool:
     parts = urlsplit(settings.url)
     if parts.hostname not in {"localhost", "127.0.0.1"}:
         raise EngineUnavailable(f"engine not reachable at {settings.shown_url}")
-    if bundled_engine.needs_build():
-        click.echo("building the engine (first time takes a minute)...")
-    jar = bundled_engine.ensure_built()
+    jar = bundled_engine.ensure_built(progress=click.echo)
     port = parts.port or 8080
     click.echo(f"starting the engine on port {port}...")
     info = bundled_engine.start(

@@ -57,9 +57,7 @@ def up(settings: Settings, port: int, state_dir: Path | None) -> None:
         _describe(running, settings)
         return
     bundled_engine.check_port_free(port)  # before a build and a boot that would fail late
-    if bundled_engine.needs_build():
-        click.echo("building the engine (first time takes a minute)...")
-    jar = bundled_engine.ensure_built()
+    jar = bundled_engine.ensure_built(progress=click.echo)
     click.echo(f"starting the engine on port {port}...")
     options = bundled_engine.EngineOptions(
         port=port,

@@ -7,6 +7,7 @@ import dataclasses
 import importlib
 import os
 import signal
+import sys
 import traceback
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,13 @@ def _serve_metrics(worker: Worker, port: int) -> None:
         raise ConfigurationError(f"cannot serve metrics on port {port}: {error.strerror}") from None
 
 
+def _search_current_directory() -> None:
+    """Let MODULE be a file in the current directory, as with ``python -m``: an installed
+    ``camunda-relay`` script has only its own folder on ``sys.path``."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 @click.command()
 @click.argument("target", metavar="MODULE[:ROUTER]")
 @click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None)
@@ -120,6 +128,7 @@ def worker(
     metrics_port: int | None,
 ) -> None:
     """Run the handlers registered on a Router (default attribute: ``router``)."""
+    _search_current_directory()
     router = load_router(target)
     if max_in_flight is not None:
         settings = dataclasses.replace(settings, max_in_flight=max_in_flight)

@@ -49,6 +49,15 @@ __all__ = [
 
 
 class JobState(StrEnum):
+    """Where a reply job stands; its value is what the journal stores and ``pending`` shows.
+
+    ``recorded`` (written, its task not completed yet), ``acknowledged`` (the task is
+    completed, the work runs), ``done`` (the work is done, the message not delivered yet),
+    ``failing`` (failed for good, the incident not in the engine yet), and the finished
+    states ``delivered``, ``failed`` (an incident carries it) and ``dropped`` (the task was
+    never completed).
+    """
+
     RECORDED = "recorded"
     ACKNOWLEDGED = "acknowledged"
     DONE = "done"
