@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,16 @@ from camunda_relay import bundled_engine
 from tests.support import postgres as pg
 from tests.support.engine import Engine, start_engine
 from tests.support.tools import free_port, java_available, missing, postgres_bin_dir
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored() -> Iterator[None]:
+    """A CLI command run in-process configures the ``camunda_relay`` logger (its own handler,
+    no propagation); put it back so that later tests' ``caplog`` still sees the records."""
+    logger = logging.getLogger("camunda_relay")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="session")
