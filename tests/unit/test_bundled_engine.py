@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -130,3 +132,26 @@ def test_a_refusal_is_read_from_this_starts_part_of_the_log(tmp_path: Path) -> N
         out.write(f"banner\n{bundled_engine.REFUSAL}the new reason\n")
     assert bundled_engine._refusal(log, offset) == "the new reason"
     assert bundled_engine._refusal(log, log.stat().st_size) is None
+
+
+def test_the_demos_worker_logs_in_as_the_worker_user_of_the_engine_recorded_here(
+    tmp_path: Path,
+) -> None:
+    from camunda_relay.cli.demo import worker_settings
+    from camunda_relay.settings import Settings
+
+    info = bundled_engine.EngineInfo(
+        pid=os.getpid(), port=18080, data_dir=str(tmp_path / "data"), log_file="x", database="h2",
+        worker_user=bundled_engine.WORKER_USER,
+    )  # fmt: skip
+    (tmp_path / "engine.json").write_text(json.dumps(dataclasses.asdict(info)))
+    password = bundled_engine.worker_password(tmp_path)
+    admin = Settings(
+        url="http://localhost:18080/engine-rest", user="admin", password="a", state_dir=tmp_path
+    )
+    worker = worker_settings(admin)
+    assert (worker.user, worker.password) == (bundled_engine.WORKER_USER, password)
+    elsewhere = dataclasses.replace(admin, url="http://localhost:18081/engine-rest")
+    assert worker_settings(elsewhere) == elsewhere  # another engine: the configured user
+    (tmp_path / "worker-password").unlink()
+    assert worker_settings(admin) == admin

@@ -295,7 +295,11 @@ def start(settings: Settings, key: str, business_key: str, var_items: tuple[str,
                 "administrator has"
             )
         if isinstance(error, NotFound):
-            return f"no process definition with key {key!r} is deployed"
+            # With authorizations on, a definition the user may not read is not found either.
+            return (
+                f"no process definition with key {key!r} is deployed, "
+                f"or {_who(settings)} may not read it"
+            )
         if isinstance(error, BadRequest):
             return f"the engine refused to start {key!r}: {_one_line(error.message)}"
         return None
