@@ -30,9 +30,11 @@ from camunda_relay.errors import (
     JournalUnavailable,
     NoMatchingExecution,
     NotFound,
+    PermissionDenied,
     RelayError,
     ServerError,
     TaskNotLocked,
+    TlsError,
     VariableError,
 )
 from camunda_relay.journal import MemoryJournal
@@ -60,6 +62,7 @@ __all__ = [
     "MemoryJournal",
     "NoMatchingExecution",
     "NotFound",
+    "PermissionDenied",
     "RelayError",
     "Reply",
     "RetryLater",
@@ -69,6 +72,7 @@ __all__ = [
     "SettingsError",
     "Task",
     "TaskNotLocked",
+    "TlsError",
     "VariableError",
     "Worker",
     "WorkerStats",

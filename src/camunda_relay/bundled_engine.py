@@ -19,6 +19,12 @@ stale record whose pid now belongs to another process is never signalled.
 
 The state directory, the data directory, the log and ``engine.json`` are their owner's only
 (``0700`` folders, ``0600`` files; the engine runs with umask ``077``, so H2's files are too).
+
+The engine runs with authorizations on. Besides the administrator (``EngineOptions.user``)
+it gets a least-privilege worker user, :data:`WORKER_USER`, whose password is made once at
+random and kept in ``worker-password`` (mode 0600) in the state directory: the demo's worker
+logs in with it, and nobody has to type it. :func:`start` raises the engine's one-line reason
+when it refuses its settings (a default password off loopback).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -52,12 +59,14 @@ from camunda_relay.files import PRIVATE_UMASK, private_dir, private_file, write_
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USER",
+    "WORKER_USER",
     "BundledEngineError",
     "EngineBuildError",
     "EngineInfo",
     "EngineOptions",
     "EngineStartError",
     "Postgres",
+    "Tls",
     "build_dir",
     "cache_dir",
     "check_port_free",
@@ -74,11 +83,20 @@ __all__ = [
     "read_info",
     "start",
     "stop",
+    "worker_password",
 ]
 
 DEFAULT_USER = "demo"
 DEFAULT_PASSWORD = "demo"  # noqa: S105 - the documented local default, never used elsewhere
+# The least-privilege worker user (the engine's WorkerAccess; ids are letters and digits).
+WORKER_USER = "relayworker"
+WORKER_PASSWORD_FILE = "worker-password"  # noqa: S105 - a file name
 INFO_FILE = "engine.json"
+# The engine's one line when it refuses its settings (StartupCheck.REFUSAL in engine/).
+REFUSAL = "camunda-relay engine: refusing to start: "
+# Engine variables this module sets itself for each start, never inherited.
+_OWN_VARIABLES = ("CAMUNDA_DB_", "CAMUNDA_TLS_", "CAMUNDA_WORKER_")
+_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - names, no bind
 
 
 # Engines started by this process: kept so that they are reaped (no zombies, no
@@ -100,8 +118,61 @@ class Postgres:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """HTTPS for the engine: a PEM certificate chain and its unencrypted key, or a PKCS#12
+    file and its password (``CAMUNDA_TLS_*``)."""
+
+    certificate: Path | None = None
+    key: Path | None = None
+    keystore: Path | None = None
+    keystore_password: str = field(default="", repr=False)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Tls | None:
+        """The ``CAMUNDA_TLS_*`` variables, or None when none is set (plain HTTP)."""
+
+        def path(name: str) -> Path | None:
+            value = environ.get(name, "").strip()
+            return Path(value) if value else None
+
+        tls = cls(
+            certificate=path("CAMUNDA_TLS_CERTIFICATE"),
+            key=path("CAMUNDA_TLS_KEY"),
+            keystore=path("CAMUNDA_TLS_KEYSTORE"),
+            keystore_password=environ.get("CAMUNDA_TLS_KEYSTORE_PASSWORD", ""),
+        )
+        return tls if (tls.certificate or tls.key or tls.keystore) else None
+
+    def variables(self) -> dict[str, str]:
+        """The engine's variables; paths made absolute (the engine runs in the state dir)."""
+        env: dict[str, str] = {}
+        for name, value in (
+            ("CAMUNDA_TLS_CERTIFICATE", self.certificate),
+            ("CAMUNDA_TLS_KEY", self.key),
+            ("CAMUNDA_TLS_KEYSTORE", self.keystore),
+        ):
+            if value is not None:
+                env[name] = str(value.resolve())
+        if self.keystore is not None:
+            env["CAMUNDA_TLS_KEYSTORE_PASSWORD"] = self.keystore_password
+        return env
+
+
+def _probe_host(bind_address: str) -> str:
+    """Where to reach an engine bound to ``bind_address`` from this host."""
+    if bind_address.strip() in _WILDCARD_ADDRESSES:
+        return "127.0.0.1"
+    address = bind_address.strip()
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+@dataclass(frozen=True)
 class EngineOptions:
-    """How to run one engine process."""
+    """How to run one engine process.
+
+    ``worker_password`` None: the one kept in the state directory (made on first use).
+    ``properties`` are extra Spring properties, passed as ``--name=value``.
+    """
 
     port: int = 8080
     state_dir: Path = Path(".camunda-relay")
@@ -110,6 +181,26 @@ class EngineOptions:
     postgres: Postgres | None = None
     max_heap_mb: int = 768
     ready_timeout: float = 180.0
+    bind_address: str = "127.0.0.1"
+    tls: Tls | None = None
+    worker_user: str = WORKER_USER
+    worker_password: str | None = field(default=None, repr=False)
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(
+        cls, environ: Mapping[str, str], *, port: int, state_dir: Path, user: str, password: str
+    ) -> EngineOptions:
+        """Options for ``engine up`` and ``demo``: the bind address and TLS from the
+        engine's own variables (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``), the rest given."""
+        return cls(
+            port=port,
+            state_dir=state_dir,
+            user=user,
+            password=password,
+            bind_address=environ.get("CAMUNDA_BIND_ADDRESS", "127.0.0.1"),
+            tls=Tls.from_environment(environ),
+        )
 
     @property
     def data_dir(self) -> Path:
@@ -120,8 +211,16 @@ class EngineOptions:
         return self.state_dir / "engine.log"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def host(self) -> str:
+        return _probe_host(self.bind_address)
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -134,10 +233,13 @@ class EngineInfo:
     log_file: str
     database: str
     started: int | None = None  # the process's start time (/proc/PID/stat, clock ticks)
+    scheme: str = "http"
+    host: str = "127.0.0.1"
+    worker_user: str | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def rest_url(self) -> str:
@@ -166,15 +268,43 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(kept[-lines:])
 
 
+def worker_password(state_dir: Path) -> str:
+    """The worker user's password kept in ``state_dir``; made (random, mode 0600) if none."""
+    path = state_dir / WORKER_PASSWORD_FILE
+    with contextlib.suppress(FileNotFoundError):
+        kept = path.read_text().strip()
+        if kept:
+            return kept
+    state_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(password + "\n")
+    path.chmod(0o600)  # an older file of another mode
+    return password
+
+
+def read_worker_password(state_dir: Path) -> str | None:
+    """The worker password kept in ``state_dir``, or None when there is none."""
+    try:
+        return (state_dir / WORKER_PASSWORD_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _engine_env(options: EngineOptions) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_DB_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_VARIABLES)}
     env.update(
         CAMUNDA_PORT=str(options.port),
-        CAMUNDA_BIND_ADDRESS="127.0.0.1",
+        CAMUNDA_BIND_ADDRESS=options.bind_address,
         CAMUNDA_DATA_DIR=str(options.data_dir.resolve()),
         CAMUNDA_USER=options.user,
         CAMUNDA_PASSWORD=options.password,
+        CAMUNDA_WORKER_USER=options.worker_user,
+        CAMUNDA_WORKER_PASSWORD=options.worker_password or worker_password(options.state_dir),
     )
+    if options.tls is not None:
+        env.update(options.tls.variables())
     if options.postgres is not None:
         env.update(
             CAMUNDA_DB_URL=options.postgres.jdbc_url,
@@ -185,9 +315,17 @@ def _engine_env(options: EngineOptions) -> dict[str, str]:
 
 
 def is_ready(base_url: str, *, timeout: float = 2.0) -> bool:
-    """True when the engine answers its open readiness probe with the default engine."""
+    """True when the engine answers its open readiness probe with the default engine.
+
+    The probe sends no credentials, so it does not check an HTTPS engine's certificate: a
+    client that logs in does (and names an untrusted one as such).
+    """
     try:
-        response = httpx.get(f"{base_url}/engine-rest/engine", timeout=timeout)
+        response = httpx.get(
+            f"{base_url}/engine-rest/engine",
+            timeout=timeout,
+            verify=False,  # noqa: S501 - no credentials are sent; see above
+        )
     except httpx.HTTPError:
         return False
     if response.status_code != 200:
@@ -204,21 +342,30 @@ def is_ready(base_url: str, *, timeout: float = 2.0) -> bool:
 def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
     """Start the engine in the background and return once it is ready.
 
-    Raises :class:`EngineStartError` (with the log's tail) when the process exits early or the
-    engine is not ready within ``options.ready_timeout`` seconds; the process is stopped then.
+    Raises :class:`EngineStartError` when the process exits early (with the engine's one-line
+    reason when it refused its settings, else the log's tail) or the engine is not ready
+    within ``options.ready_timeout`` seconds; the process is stopped then.
     """
     jar = jar or ensure_built()
     if is_ready(options.base_url, timeout=1.0):
         raise EngineStartError(f"port {options.port} already serves an engine; stop it first")
-    check_port_free(options.port)
+    check_port_free(options.port, options.bind_address)
     private_dir(options.state_dir)
     private_dir(options.data_dir)
-    command = [_java(), f"-Xmx{options.max_heap_mb}m", "-jar", str(jar)]
+    command = [
+        _java(),
+        f"-Xmx{options.max_heap_mb}m",
+        "-jar",
+        str(jar),
+        *(f"--{name}={value}" for name, value in options.properties.items()),
+    ]
+    env = _engine_env(options)
     with private_file(options.log_file).open("ab") as log:
+        log_start = log.tell()
         process = subprocess.Popen(
             command,
             cwd=options.state_dir,
-            env=_engine_env(options),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -233,11 +380,17 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
         log_file=str(options.log_file.resolve()),
         database="postgresql" if options.postgres else "h2-file",
         started=_start_time(process.pid),
+        scheme=options.scheme,
+        host=options.host,
+        worker_user=options.worker_user,
     )
     deadline = time.monotonic() + options.ready_timeout
     while not is_ready(options.base_url, timeout=1.0):
         if process.poll() is not None:
             _children.pop(process.pid, None)
+            refusal = _refusal(options.log_file, log_start)
+            if refusal is not None:
+                raise EngineStartError(f"the engine refused to start: {refusal}")
             raise EngineStartError(
                 f"engine exited with code {process.returncode} before it was ready "
                 f"(log: {options.log_file})\n{_tail(options.log_file)}"
@@ -253,17 +406,33 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
     return info
 
 
-def check_port_free(port: int) -> None:
+def check_port_free(port: int, address: str = "127.0.0.1") -> None:
     """One line instead of a boot that fails half a minute later: the port is taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    host = address.strip().strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tomcat binds
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as error:
             raise EngineStartError(
-                f"port {port} on 127.0.0.1 is in use ({error.strerror}): choose another "
-                "with --port, or stop the program that holds it"
+                f"port {port} on {host or 'all interfaces'} is in use ({error.strerror}): "
+                "choose another with --port, or stop the program that holds it"
             ) from None
+
+
+def _refusal(log: Path, offset: int) -> str | None:
+    """The engine's reason for refusing its settings, written to ``log`` after ``offset``."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(REFUSAL):
+            return line.removeprefix(REFUSAL).strip()
+    return None
 
 
 def _java() -> str:

@@ -94,6 +94,8 @@ class EngineClient(Queries):
             raise errors.EngineUnavailable(
                 f"the engine at {url} is not available: {error.message}", request=error.request
             ) from None
+        except errors.TlsError as error:
+            raise errors.TlsError(f"the engine at {url}: {error.message}") from None
         except errors.NotFound:
             raise errors.ConfigurationError(
                 f"{url} does not look like the Camunda REST API "
@@ -253,11 +255,8 @@ def _access_problem(settings: Settings, status: int | None) -> str:
     if settings.token:
         return f"the engine at {settings.shown_url} refused the token: check CAMUNDA_TOKEN"
     if settings.user:
-        return (
-            f"the engine at {settings.shown_url} refused user {settings.user!r}: check "
-            "CAMUNDA_USER and CAMUNDA_PASSWORD (after a failed login the engine refuses that "
-            "user for a few seconds)"
-        )
+        who = f"user {settings.user!r}"
+        return f"the engine at {settings.shown_url} refused {who}: {errors.LOGIN_REFUSED}"
     return (
         f"the engine at {settings.shown_url} requires a login: set CAMUNDA_USER and "
         "CAMUNDA_PASSWORD"

@@ -16,9 +16,11 @@
     │   └── CorruptJob              a stored job cannot be read (damaged, or from a newer version)
     └── EngineError                 the engine answered with an error, or could not be reached
         ├── EngineUnavailable       connection refused/reset, timeout, 502/503/504  [retryable]
+        ├── TlsError                the engine's certificate is not trusted, or no TLS there
         ├── ServerError             500 from the engine (a database hiccup, ...)    [retryable]
         │   └── ConcurrentModification  OptimisticLockingException              [retryable]
         ├── AuthenticationFailed    401/403: wrong or missing credentials
+        │   └── PermissionDenied    403: logged in, but the user lacks a permission
         ├── NotFound                404: no such task, instance, definition ...
         └── BadRequest              400: the engine refused the request
             ├── TaskNotLocked       complete/failure/extendLock by a worker that lost the lock
@@ -34,6 +36,7 @@ at the call site. Messages never contain variable values or credentials.
 from __future__ import annotations
 
 import re
+import ssl
 from typing import ClassVar
 
 import httpx
@@ -55,9 +58,11 @@ __all__ = [
     "JournalUnavailable",
     "NoMatchingExecution",
     "NotFound",
+    "PermissionDenied",
     "RelayError",
     "ServerError",
     "TaskNotLocked",
+    "TlsError",
     "VariableError",
     "from_response",
     "from_transport_error",
@@ -148,6 +153,11 @@ class EngineUnavailable(EngineError):
     retryable = True
 
 
+class TlsError(EngineError):
+    """The TLS handshake failed: the engine's certificate is not trusted (unknown CA, wrong
+    host name, expired), or the port does not speak TLS. Retrying will not help."""
+
+
 class ServerError(EngineError):
     """The engine failed with a 500; often transient (a database restart)."""
 
@@ -160,6 +170,10 @@ class ConcurrentModification(ServerError):
 
 class AuthenticationFailed(EngineError):
     """401/403: the credentials are missing or wrong, or the user lacks a permission."""
+
+
+class PermissionDenied(AuthenticationFailed):
+    """403: the user is logged in but its authorizations do not allow the request."""
 
 
 class NotFound(EngineError):
@@ -186,6 +200,12 @@ _NO_MATCH = re.compile(r"No process definition or execution matches", re.IGNOREC
 _AMBIGUOUS = re.compile(r"Cannot correlate a? ?message .*to a single execution", re.IGNORECASE)
 _NOT_LOCKED = re.compile(r"(is locked by worker|is not locked|cannot be .* not locked)", re.I)
 _UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
+# The engine answers a wrong password and a user held back by its login throttling with the
+# same 401 (telling them apart would tell a stranger which user ids exist).
+LOGIN_REFUSED = (
+    "wrong CAMUNDA_USER or CAMUNDA_PASSWORD, or that user is held back after failed logins "
+    "(the engine refuses it for up to 60 s after each wrong password, then accepts it again)"
+)
 
 
 def from_response(response: httpx.Response, request: str) -> EngineError:
@@ -206,10 +226,11 @@ def from_response(response: httpx.Response, request: str) -> EngineError:
             code = body["code"]
     status = response.status_code
     cls: type[EngineError]
-    if status in (401, 403):
+    if status == 401:
         cls = AuthenticationFailed
-        if status == 401:
-            message = "authentication failed: check CAMUNDA_USER and CAMUNDA_PASSWORD"
+        message = f"authentication failed: {LOGIN_REFUSED}"
+    elif status == 403:
+        cls = PermissionDenied
     elif status == 404:
         cls = NotFound
     elif status == 400:
@@ -231,8 +252,22 @@ def from_response(response: httpx.Response, request: str) -> EngineError:
     return cls(message, status=status, error_type=error_type, code=code, request=request)
 
 
-def from_transport_error(error: httpx.TransportError, request: str) -> EngineUnavailable:
+def from_transport_error(error: httpx.TransportError, request: str) -> EngineError:
     """Map a connection failure or timeout; the message names the kind, not the payload."""
+    tls = _tls_cause(error)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None)
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            message = (
+                f"the engine's TLS certificate is not trusted ({reason or 'not verified'}): "
+                "set CAMUNDA_CA_BUNDLE to the PEM file of the CA that signed it"
+            )
+        else:
+            message = (
+                f"the TLS handshake with the engine failed ({reason or type(tls).__name__}): "
+                "does CAMUNDA_URL name the engine's HTTPS port?"
+            )
+        return TlsError(message, request=request)
     if isinstance(error, httpx.TimeoutException):
         kind = "timed out"
     elif isinstance(error, httpx.ConnectError):
@@ -240,3 +275,15 @@ def from_transport_error(error: httpx.TransportError, request: str) -> EngineUna
     else:
         kind = f"connection error ({type(error).__name__})"
     return EngineUnavailable(kind, request=request)
+
+
+def _tls_cause(error: BaseException) -> ssl.SSLError | None:
+    """The ``ssl`` error behind a connection failure, if it was one (httpx keeps the chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from camunda_relay import AuthenticationFailed, EngineClient, Settings
 from tests.support.engine import PASSWORD, USER, Engine
 
 # A failed login throttles that user for a few seconds (Camunda's login delay), so wrong
@@ -82,3 +85,28 @@ def test_webapps_require_a_login(engine: Engine, decoy_user: str) -> None:
         assert "cockpit" in login.json()["authorizedApps"]
         token = person.cookies.get("XSRF-TOKEN", path="/camunda")
         assert person.get(api, headers={"X-XSRF-TOKEN": token or ""}).status_code == 200
+
+
+def test_a_login_right_after_a_wrong_one_is_refused_and_the_message_says_why(
+    engine: Engine, decoy_user: str
+) -> None:
+    """Camunda delays a user after a wrong password (3 s after the first); the right password
+    is refused meanwhile with the same 401, and the client's line names both causes."""
+    url = f"{engine.rest_url}/process-definition/count"
+    with httpx.Client(timeout=30) as client:
+        assert client.get(url, auth=(decoy_user, "wrong-password")).status_code == 401
+        assert client.get(url, auth=(decoy_user, DECOY_PASSWORD)).status_code == 401
+    settings = Settings(url=engine.rest_url, user=decoy_user, password=DECOY_PASSWORD)
+
+    async def check() -> None:
+        async with EngineClient(settings) as client:
+            await client.check_access()
+
+    with pytest.raises(AuthenticationFailed) as caught:
+        asyncio.run(check())
+    assert caught.value.message == (
+        f"the engine at {engine.rest_url} refused user {decoy_user!r}: wrong CAMUNDA_USER or "
+        "CAMUNDA_PASSWORD, or that user is held back after failed logins (the engine refuses "
+        "it for up to 60 s after each wrong password, then accepts it again)"
+    )
+    assert DECOY_PASSWORD not in str(caught.value)

@@ -66,3 +66,34 @@ def _assert_owner_only(state: Path) -> None:
     for name, mode in modes.items():
         folder = name == "." or (state / name).is_dir()
         assert mode == (0o700 if folder else 0o600), (name, oct(mode))
+
+
+def test_engine_up_refuses_the_default_password_off_loopback_in_one_line(
+    engine_jar: Path, tmp_path: Path
+) -> None:
+    """Refused before anything starts: no port is bound, no database made. The warning about
+    the REST API's switched-off authentication comes first, in the log."""
+    state = tmp_path / "state"
+    env = {"CAMUNDA_BIND_ADDRESS": "0.0.0.0", "CAMUNDA_REST_BASIC_AUTH": "false"}  # noqa: S104
+    env = {**env, "CAMUNDA_USER": "", "CAMUNDA_PASSWORD": ""}
+    up = _cli("engine", "up", "--port", str(free_port()), "--state-dir", str(state), env=env)
+    assert up.returncode == 1
+    assert up.stderr.strip().splitlines() == [
+        "Error: the engine refused to start: the engine would listen on 0.0.0.0, not only on "
+        "loopback, and the administrator 'demo' has the default password: set CAMUNDA_PASSWORD"
+    ]
+    log = (state / "engine.log").read_text()
+    assert " WARN " in log
+    assert "CAMUNDA_REST_BASIC_AUTH=false" in log
+    assert not (state / "data" / "camunda.mv.db").exists()
+
+
+def test_bad_tls_settings_are_refused_in_one_line(engine_jar: Path, tmp_path: Path) -> None:
+    (tmp_path / "server.pem").write_text("not a certificate\n")
+    env = {"CAMUNDA_TLS_CERTIFICATE": str(tmp_path / "server.pem"), "CAMUNDA_TLS_KEY": ""}
+    up = _cli("engine", "up", "--port", str(free_port()), "--state-dir", str(tmp_path), env=env)
+    assert up.returncode == 1
+    assert up.stderr.strip().splitlines() == [
+        "Error: the engine refused to start: CAMUNDA_TLS_CERTIFICATE and CAMUNDA_TLS_KEY go "
+        "together: set both"
+    ]

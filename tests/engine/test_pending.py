@@ -3,7 +3,9 @@ against the real engine, the CLI in a subprocess.
 
 The tests use a process of their own (topic ``relay-pending``, message
 ``relay_pending_reply``), so tasks and waiting instances left by other tests on the shared
-engine never mix with theirs.
+engine never mix with theirs. The worker, the reconciler and the CLI log in as the engine's
+least-privilege worker user; only the deployment and the process starts are the
+administrator's.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from camunda_relay import EngineClient, Job, JobState, Router, Settings, Task, W
 from camunda_relay.client import TopicRequest
 from camunda_relay.journal.sqlite import SqliteJournal
 from tests.support import postgres as pg
-from tests.support.engine import PASSWORD, USER, Engine
+from tests.support.engine import PASSWORD, USER, WORKER_USER, Engine
 
 T = TypeVar("T")
 
@@ -61,11 +63,13 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(asyncio.wait_for(coroutine, 120))
 
 
-def settings_for(engine: Engine, journal: Path | str = ":memory:") -> Settings:
+def settings_for(
+    engine: Engine, journal: Path | str = ":memory:", *, admin: bool = False
+) -> Settings:
     return Settings(
         url=engine.rest_url,
-        user=USER,
-        password=PASSWORD,
+        user=USER if admin else WORKER_USER,
+        password=PASSWORD if admin else engine.worker_password,
         long_poll=timedelta(seconds=1),
         retry_timeout=timedelta(milliseconds=50),
         journal=str(journal),
@@ -75,7 +79,11 @@ def settings_for(engine: Engine, journal: Path | str = ":memory:") -> Settings:
 def environment(engine: Engine | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}
     if engine is not None:
-        env.update(CAMUNDA_URL=engine.rest_url, CAMUNDA_USER=USER, CAMUNDA_PASSWORD=PASSWORD)
+        env.update(
+            CAMUNDA_URL=engine.rest_url,
+            CAMUNDA_USER=WORKER_USER,
+            CAMUNDA_PASSWORD=engine.worker_password,
+        )
     env.update(extra)
     return env
 
@@ -114,7 +122,7 @@ def jobs_json(engine: Engine, journal: Path, *args: str) -> list[dict[str, Any]]
 @pytest.fixture(scope="module")
 def deployed(engine: Engine) -> None:
     async def deploy() -> None:
-        async with EngineClient(settings_for(engine)) as client:
+        async with EngineClient(settings_for(engine, admin=True)) as client:
             await client.deploy("pending-tests", {"pending.bpmn": BPMN.encode()})
 
     run(deploy())

@@ -445,7 +445,11 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     [
         ("no_such_module_xyz", {}, "cannot import worker module 'no_such_module_xyz'"),
         ("camunda_relay.settings:Settings", {}, "is not a camunda_relay Router"),
-        ("camunda_relay.examples.conception", {"CAMUNDA_PASSWORD": "wrong"}, "refused user"),
+        (
+            "camunda_relay.examples.conception",
+            {"CAMUNDA_PASSWORD": "canary-wrong-3f9a"},
+            "refused user",
+        ),
         (
             "camunda_relay.examples.conception",
             {"CAMUNDA_URL": f"http://127.0.0.1:{free_port()}/engine-rest"},
@@ -505,3 +509,4 @@ def test_worker_cli_bad_input_is_one_clear_line(
     assert message in lines[0]
     assert "wrong" not in lines[0] or "wrong" in message
     assert "secret" not in result.stderr
+    assert "canary-wrong-3f9a" not in lines[0]  # the password is never shown

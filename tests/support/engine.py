@@ -14,6 +14,9 @@ from camunda_relay import bundled_engine
 
 USER = "relayadmin"
 PASSWORD = "relay-test-secret"
+# The least-privilege worker user every bundled engine has; its password is the one the
+# engine's state directory keeps (bundled_engine.worker_password).
+WORKER_USER = bundled_engine.WORKER_USER
 
 PROCESS_KEY = "correlation-message"
 TOPIC = "messageSending"
@@ -30,18 +33,34 @@ class Engine:
     def rest_url(self) -> str:
         return self.info.rest_url
 
+    @property
+    def worker_password(self) -> str:
+        return bundled_engine.worker_password(self.options.state_dir)
+
+    @property
+    def worker_auth(self) -> tuple[str, str]:
+        return WORKER_USER, self.worker_password
+
     def client(self, **kwargs: Any) -> httpx.Client:
         kwargs.setdefault("auth", (USER, PASSWORD))
         return httpx.Client(base_url=self.rest_url, timeout=30, **kwargs)
 
+    def worker_client(self) -> httpx.Client:
+        """A REST client logged in as the least-privilege worker user."""
+        return self.client(auth=self.worker_auth)
+
 
 def start_engine(
-    jar: Path, state_dir: Path, port: int, postgres: bundled_engine.Postgres | None = None
+    jar: Path,
+    state_dir: Path,
+    port: int,
+    postgres: bundled_engine.Postgres | None = None,
+    **options: Any,
 ) -> Engine:
-    options = bundled_engine.EngineOptions(
-        port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres
+    engine_options = bundled_engine.EngineOptions(
+        port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres, **options
     )
-    return Engine(info=bundled_engine.start(options, jar=jar), options=options)
+    return Engine(info=bundled_engine.start(engine_options, jar=jar), options=engine_options)
 
 
 def wait_for(

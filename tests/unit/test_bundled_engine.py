@@ -163,3 +163,87 @@ def test_our_engine_is_told_by_its_command_line_and_start_time(tmp_path: Path) -
         lookalike.kill()
         lookalike.wait()
     assert not bundled_engine.is_our_engine(info), "a dead process is not the engine"
+
+
+def test_the_worker_password_is_made_once_random_and_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    first = bundled_engine.worker_password(state)
+    assert len(first) >= 24
+    assert (state / "worker-password").stat().st_mode & 0o777 == 0o600
+    assert bundled_engine.worker_password(state) == first
+    assert bundled_engine.read_worker_password(state) == first
+    assert bundled_engine.worker_password(tmp_path / "other") != first
+    assert bundled_engine.read_worker_password(tmp_path / "none") is None
+
+
+def test_the_engine_gets_its_worker_user_and_no_inherited_tls_or_worker_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAMUNDA_TLS_KEYSTORE", "inherited.p12")
+    monkeypatch.setenv("CAMUNDA_WORKER_PASSWORD", "inherited")
+    options = bundled_engine.EngineOptions(state_dir=tmp_path)
+    env = bundled_engine._engine_env(options)
+    assert env["CAMUNDA_WORKER_USER"] == bundled_engine.WORKER_USER
+    assert env["CAMUNDA_WORKER_PASSWORD"] == bundled_engine.worker_password(tmp_path)
+    assert env["CAMUNDA_BIND_ADDRESS"] == "127.0.0.1"
+    assert "CAMUNDA_TLS_KEYSTORE" not in env
+    tls = bundled_engine.Tls(certificate=Path("c.pem"), key=Path("k.pem"))
+    env = bundled_engine._engine_env(bundled_engine.EngineOptions(state_dir=tmp_path, tls=tls))
+    assert env["CAMUNDA_TLS_CERTIFICATE"] == str(Path("c.pem").resolve())
+    assert env["CAMUNDA_TLS_KEY"] == str(Path("k.pem").resolve())
+
+
+@pytest.mark.parametrize(
+    ("environ", "base_url"),
+    [
+        ({}, "http://127.0.0.1:8080"),
+        ({"CAMUNDA_BIND_ADDRESS": "0.0.0.0"}, "http://127.0.0.1:8080"),  # noqa: S104
+        ({"CAMUNDA_BIND_ADDRESS": "::1"}, "http://[::1]:8080"),
+        ({"CAMUNDA_BIND_ADDRESS": "localhost"}, "http://localhost:8080"),
+        (
+            {"CAMUNDA_TLS_CERTIFICATE": "c.pem", "CAMUNDA_TLS_KEY": "k.pem"},
+            "https://127.0.0.1:8080",
+        ),
+        ({"CAMUNDA_TLS_KEYSTORE": "s.p12"}, "https://127.0.0.1:8080"),
+    ],
+)
+def test_options_from_the_environment_say_where_the_engine_answers(
+    environ: dict[str, str], base_url: str, tmp_path: Path
+) -> None:
+    options = bundled_engine.EngineOptions.from_environment(
+        environ, port=8080, state_dir=tmp_path, user="u", password="p"
+    )
+    assert options.base_url == base_url
+
+
+def test_a_refusal_is_read_from_this_starts_part_of_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text(f"{bundled_engine.REFUSAL}an old reason\n")
+    offset = log.stat().st_size
+    with log.open("a") as out:
+        out.write(f"banner\n{bundled_engine.REFUSAL}the new reason\n")
+    assert bundled_engine._refusal(log, offset) == "the new reason"
+    assert bundled_engine._refusal(log, log.stat().st_size) is None
+
+
+def test_the_demos_worker_logs_in_as_the_worker_user_of_the_engine_recorded_here(
+    tmp_path: Path,
+) -> None:
+    from camunda_relay.cli.demo import worker_settings
+    from camunda_relay.settings import Settings
+
+    info = bundled_engine.EngineInfo(
+        pid=os.getpid(), port=18080, data_dir=str(tmp_path / "data"), log_file="x", database="h2",
+        worker_user=bundled_engine.WORKER_USER,
+    )  # fmt: skip
+    (tmp_path / "engine.json").write_text(json.dumps(dataclasses.asdict(info)))
+    password = bundled_engine.worker_password(tmp_path)
+    admin = Settings(
+        url="http://localhost:18080/engine-rest", user="admin", password="a", state_dir=tmp_path
+    )
+    worker = worker_settings(admin)
+    assert (worker.user, worker.password) == (bundled_engine.WORKER_USER, password)
+    elsewhere = dataclasses.replace(admin, url="http://localhost:18081/engine-rest")
+    assert worker_settings(elsewhere) == elsewhere  # another engine: the configured user
+    (tmp_path / "worker-password").unlink()
+    assert worker_settings(admin) == admin

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -205,7 +206,7 @@ def _raise(error: Exception) -> Handler:
         (respond(401), errors.AuthenticationFailed, False, "authentication failed"),
         (
             respond(403, {"type": "AuthorizationException", "message": "no UPDATE permission"}),
-            errors.AuthenticationFailed,
+            errors.PermissionDenied,
             False,
             "no UPDATE permission",
         ),
@@ -342,6 +343,59 @@ def test_check_access_names_the_user_not_the_password() -> None:
     assert "'worker'" in message
     assert "CAMUNDA_PASSWORD" in message
     assert PASSWORD not in message
+
+
+def test_a_refused_login_says_it_may_be_the_login_delay() -> None:
+    with pytest.raises(errors.AuthenticationFailed) as caught:
+        call(Wire(respond(401)), lambda c: c.check_access())
+    assert str(caught.value) == (
+        "GET /process-definition/count: "
+        f"the engine at {URL} refused user 'worker': wrong CAMUNDA_USER or CAMUNDA_PASSWORD, "
+        "or that user is held back after failed logins (the engine refuses it for up to 60 s "
+        "after each wrong password, then accepts it again) (HTTP 401)"
+    )
+    with pytest.raises(errors.AuthenticationFailed, match="held back after failed logins"):
+        call(Wire(respond(401)), lambda c: c.executions(process_instance_id="x"))
+
+
+def test_a_missing_permission_is_permission_denied() -> None:
+    body = {"type": "AuthorizationException", "message": "no 'CREATE' on 'Deployment'"}
+    with pytest.raises(errors.PermissionDenied) as caught:
+        call(Wire(respond(403, body)), lambda c: c.deploy("x", {"a.bpmn": b"<x/>"}))
+    assert isinstance(caught.value, errors.AuthenticationFailed)  # what callers caught so far
+    assert caught.value.status == 403
+    assert caught.value.message == "no 'CREATE' on 'Deployment'"
+
+
+def _tls_failure(cause: Exception) -> httpx.ConnectError:
+    """A connection failure as httpx raises it: its cause chain ends in the ssl error."""
+    try:
+        try:
+            raise cause
+        except Exception as inner:
+            raise httpx.ConnectError(str(inner)) from inner
+    except httpx.ConnectError as error:
+        return error
+
+
+def test_an_untrusted_certificate_is_a_tls_error_not_an_unreachable_engine() -> None:
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "self-signed certificate"  # type: ignore[attr-defined]
+    with pytest.raises(errors.TlsError) as caught:
+        call(Wire(_raise(_tls_failure(untrusted))), lambda c: c.check_access())
+    assert not isinstance(caught.value, errors.EngineUnavailable)
+    assert not caught.value.retryable
+    assert str(caught.value) == (
+        f"the engine at {URL}: the engine's TLS certificate is not trusted (self-signed "
+        "certificate): set CAMUNDA_CA_BUNDLE to the PEM file of the CA that signed it"
+    )
+
+
+def test_a_port_without_tls_is_a_tls_error() -> None:
+    wrong = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    wrong.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
+    with pytest.raises(errors.TlsError, match=r"WRONG_VERSION_NUMBER.*HTTPS port"):
+        call(Wire(_raise(_tls_failure(wrong))), lambda c: c.executions(process_instance_id="x"))
 
 
 def test_check_access_on_a_wrong_url_says_so() -> None:

@@ -37,6 +37,20 @@ def test_engine_and_spring_variables_are_not_ours() -> None:
     assert settings == Settings()
 
 
+def test_the_engines_worker_and_tls_variables_are_not_ours() -> None:
+    engine_only = {
+        "CAMUNDA_WORKER_USER": "relayworker",
+        "CAMUNDA_WORKER_PASSWORD": "s",
+        "CAMUNDA_TLS_CERTIFICATE": "server.pem",
+        "CAMUNDA_TLS_KEY": "server.key",
+        "CAMUNDA_TLS_KEYSTORE": "server.p12",
+        "CAMUNDA_TLS_KEYSTORE_PASSWORD": "s",
+    }
+    assert Settings.load(engine_only) == Settings()
+    ours = Settings.load({**engine_only, "CAMUNDA_CA_BUNDLE": "ca.pem", "CAMUNDA_TLS_VERIFY": "1"})
+    assert ours.ca_bundle == Path("ca.pem")
+
+
 def test_unknown_file_key_is_named(tmp_path: Path) -> None:
     config = tmp_path / "relay.toml"
     config.write_text("[camunda-relay]\nlong_pol = 5\n")

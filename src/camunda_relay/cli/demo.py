@@ -4,6 +4,11 @@ Starts the bundled engine if none answers, runs the conception's worker in this 
 starts a batch of seed-process instances with fresh business keys, shows their progress
 (started / waiting for the reply / finished / incident), prints a summary, and says where to
 look. Exit code 0 when every instance finished, 1 (naming the others) otherwise.
+
+The instances are started with the configured user (the administrator, ``demo`` by default);
+the worker logs in as the bundled engine's least-privilege worker user, with the password
+``engine up`` keeps in the state directory, when the engine at ``CAMUNDA_URL`` is the one
+recorded there (else with the configured user too).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
 import statistics
 import sys
@@ -68,7 +74,8 @@ def _ensure_engine(settings: Settings) -> bool:
     port = parts.port or 8080
     click.echo(f"starting the engine on port {port}...")
     info = bundled_engine.start(
-        bundled_engine.EngineOptions(
+        bundled_engine.EngineOptions.from_environment(
+            os.environ,
             port=port,
             state_dir=settings.state_dir,
             user=settings.user or bundled_engine.DEFAULT_USER,
@@ -78,6 +85,23 @@ def _ensure_engine(settings: Settings) -> bool:
     )
     click.echo(f"engine ready (pid {info.pid}); stop it with: camunda-relay engine down")
     return True
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """The settings of the demo's worker: the bundled engine's worker user when the engine at
+    ``settings.url`` is the one recorded in ``settings.state_dir``, else ``settings``."""
+    info = bundled_engine.read_info(settings.state_dir)
+    password = bundled_engine.read_worker_password(settings.state_dir)
+    parts = urlsplit(settings.url)
+    if (
+        info is None
+        or info.worker_user is None
+        or password is None
+        or info.port != (parts.port or (443 if parts.scheme == "https" else 80))
+        or not bundled_engine.pid_alive(info.pid)
+    ):
+        return settings
+    return dataclasses.replace(settings, user=info.worker_user, password=password, token=None)
 
 
 async def _start_instances(client: EngineClient, keys: Sequence[str]) -> list[str]:
@@ -141,12 +165,14 @@ def _summary(
 async def _run_demo(
     settings: Settings, instances: int, work_seconds: float, limit: float, keep_running: bool
 ) -> int:
-    worker = Worker(make_router(work_seconds), settings)
+    worker = Worker(make_router(work_seconds), worker_settings(settings))
+    starter = EngineClient(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     runner: asyncio.Task[None] | None = None
     try:
+        await starter.check_access()
         await worker.client.check_access()
         definition = await worker.client.process_definition(PROCESS_KEY)
         if definition is None:
@@ -158,7 +184,7 @@ async def _run_demo(
             f"starting {instances} instances of {PROCESS_KEY} (business keys demo-{run_id}-*)"
         )
         began = time.monotonic()
-        instance_ids = await _start_instances(worker.client, keys)
+        instance_ids = await _start_instances(starter, keys)
         progress, history = await _watch(worker, instance_ids, began, limit)
         wall = time.monotonic() - began
         _summary(instances, progress, history, wall)
@@ -181,6 +207,7 @@ async def _run_demo(
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         await worker.shutdown()
+        await starter.aclose()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
@@ -220,6 +247,9 @@ def _where_to_look(settings: Settings) -> None:
         bundled_engine.DEFAULT_PASSWORD,
     ):
         click.echo("  login   : demo / demo (local default)")
+    worker = worker_settings(settings)
+    if worker.user != settings.user:
+        click.echo(f"  worker  : ran as {worker.user} (rights of a worker only)")
     click.echo("  stop the engine: camunda-relay engine down")
 
 

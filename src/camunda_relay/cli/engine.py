@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -12,7 +13,10 @@ from camunda_relay.settings import Settings
 
 @click.group()
 def engine() -> None:
-    """Run the bundled Camunda 7 engine (H2 file database by default) on loopback."""
+    """Run the bundled Camunda 7 engine (H2 file database by default) on loopback.
+
+    CAMUNDA_BIND_ADDRESS and CAMUNDA_TLS_* are passed on to the engine (see the README).
+    """
 
 
 def _state_dir(settings: Settings, state_dir: Path | None) -> Path:
@@ -59,7 +63,8 @@ def up(settings: Settings, port: int, state_dir: Path | None) -> None:
     bundled_engine.check_port_free(port)  # before a build and a boot that would fail late
     jar = bundled_engine.ensure_built(progress=click.echo)
     click.echo(f"starting the engine on port {port}...")
-    options = bundled_engine.EngineOptions(
+    options = bundled_engine.EngineOptions.from_environment(
+        os.environ,
         port=port,
         state_dir=state,
         user=settings.user or bundled_engine.DEFAULT_USER,
@@ -81,6 +86,9 @@ def _describe(info: bundled_engine.EngineInfo, settings: Settings) -> None:
     click.echo(f"  Cockpit  : {info.cockpit_url}")
     click.echo(f"  Tasklist : {info.tasklist_url}")
     click.echo(f"  login    : {user} / {login_note}")
+    if info.worker_user:
+        password_file = Path(info.data_dir).parent / bundled_engine.WORKER_PASSWORD_FILE
+        click.echo(f"  worker   : {info.worker_user} / password in {password_file}")
     click.echo(f"  database : {info.database} in {info.data_dir}")
     click.echo(f"  log      : {info.log_file}")
 

@@ -31,6 +31,7 @@ from camunda_relay.errors import (
     InvalidInput,
     NoMatchingExecution,
     NotFound,
+    PermissionDenied,
     RelayError,
     ServerError,
     VariableError,
@@ -135,9 +136,15 @@ def _engine_error(settings: Settings, error: EngineError, explain: Explain) -> s
             reason = re.sub(r"^engine not reachable \((.*)\)$", r"\1", reason)
             return f"engine not reachable at {settings.shown_url} ({reason}); is it running?"
         return f"the engine at {settings.shown_url} is unavailable (HTTP {error.status}); try later"
+    if isinstance(error, PermissionDenied):
+        return explain(error) or f"{_who(settings)} lacks a permission: {_one_line(error.message)}"
     if isinstance(error, AuthenticationFailed):
         return _one_line(error.message)  # check_access names the setting to fix
     return explain(error) or _one_line(str(error))
+
+
+def _who(settings: Settings) -> str:
+    return f"user {settings.user!r}" if settings.user else "this login"
 
 
 def _run(
@@ -209,10 +216,18 @@ def _definitions(deployment: Mapping[str, Any], field: str) -> list[Mapping[str,
     )
 
 
-def _explain_deploy(error: EngineError) -> str | None:
-    if isinstance(error, BadRequest | ServerError):
-        return f"the engine refused the deployment: {_one_line(error.message)}"
-    return None
+def _explain_deploy(settings: Settings) -> Explain:
+    def explain(error: EngineError) -> str | None:
+        if isinstance(error, PermissionDenied):
+            return (
+                f"{_who(settings)} may not deploy: deploying needs a user with deployment "
+                "rights (CREATE on Deployment), such as the administrator"
+            )
+        if isinstance(error, BadRequest | ServerError):
+            return f"the engine refused the deployment: {_one_line(error.message)}"
+        return None
+
+    return explain
 
 
 @click.command()
@@ -242,7 +257,7 @@ def deploy(settings: Settings, files: tuple[Path, ...], name: str) -> None:
                 current[key] = await client.process_definition(key)
         return deployment, current
 
-    deployment, unchanged = _run(settings, action, _explain_deploy)
+    deployment, unchanged = _run(settings, action, _explain_deploy(settings))
     processes = _definitions(deployment, "deployedProcessDefinitions")
     decisions = _definitions(deployment, "deployedDecisionDefinitions")
     if processes or decisions:
@@ -273,8 +288,18 @@ def start(settings: Settings, key: str, business_key: str, var_items: tuple[str,
     variables = parse_variables(var_items)
 
     def explain(error: EngineError) -> str | None:
+        if isinstance(error, PermissionDenied):
+            return (
+                f"{_who(settings)} may not start {key!r}: starting needs CREATE on Process "
+                "Instance and CREATE_INSTANCE on the process definition, such as the "
+                "administrator has"
+            )
         if isinstance(error, NotFound):
-            return f"no process definition with key {key!r} is deployed"
+            # With authorizations on, a definition the user may not read is not found either.
+            return (
+                f"no process definition with key {key!r} is deployed, "
+                f"or {_who(settings)} may not read it"
+            )
         if isinstance(error, BadRequest):
             return f"the engine refused to start {key!r}: {_one_line(error.message)}"
         return None
@@ -325,6 +350,11 @@ def correlate(
     )
 
     def explain(error: EngineError) -> str | None:
+        if isinstance(error, PermissionDenied):
+            return (
+                f"{_who(settings)} may not correlate message {message!r}: correlating needs "
+                "UPDATE_INSTANCE on the process definition (the relayworkers group has it)"
+            )
         if isinstance(error, NoMatchingExecution):
             return f"no process instance {target} is waiting for message {message!r}"
         if isinstance(error, AmbiguousCorrelation):

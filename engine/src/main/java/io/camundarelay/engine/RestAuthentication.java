@@ -14,7 +14,8 @@ import org.springframework.context.annotation.Configuration;
  * authentication filter on {@code /engine-rest/*}. {@code GET /engine-rest/engine} (the list
  * of engines) carries no engine name and stays open, which makes it the readiness probe.
  * Async support is on because fetch-and-lock long polling needs it. Turn it off only for a
- * trusted network with {@code relay.rest.basic-auth=false}.
+ * trusted network with {@code relay.rest.basic-auth=false} ({@link StartupCheck} warns: requests
+ * without a user pass every authorization check).
  */
 @Configuration
 @ConditionalOnProperty(name = "relay.rest.basic-auth", havingValue = "true", matchIfMissing = true)

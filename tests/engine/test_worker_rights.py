@@ -1,0 +1,199 @@
+"""The least-privilege worker user: it runs the conception's worker and the demo, and it
+cannot administer the engine (deploy, manage users, groups or authorizations, delete or
+start instances). The reconciler and ``pending`` as that user: tests/engine/test_pending.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from camunda_relay import Settings, Worker
+from camunda_relay.examples.conception import make_router
+from tests.support.engine import (
+    PASSWORD,
+    USER,
+    WORKER_USER,
+    Engine,
+    assert_finished_once,
+    start_instance,
+)
+
+OWN = "<the worker's own password>"
+MODEL = Path(__file__).parents[2] / "engine/src/main/resources/processes/correlation-message.bpmn"
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "camunda_relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
+        check=False,
+    )
+
+
+def _as_worker(engine: Engine, **extra: str) -> dict[str, str]:
+    return {
+        "CAMUNDA_URL": engine.rest_url,
+        "CAMUNDA_USER": WORKER_USER,
+        "CAMUNDA_PASSWORD": engine.worker_password,
+        **extra,
+    }
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_the_worker_password_is_kept_private_and_stable(engine: Engine) -> None:
+    path = engine.options.state_dir / "worker-password"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert engine.worker_password == path.read_text().strip()
+    assert len(engine.worker_password) >= 24
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/user/create", {"profile": {"id": "mallory"}, "credentials": {"password": "m"}}),
+        ("PUT", f"/user/{USER}/credentials", {"password": "x", "authenticatedUserPassword": OWN}),
+        ("PUT", f"/group/camunda-admin/members/{WORKER_USER}", None),
+        ("POST", "/group/create", {"id": "mallorys", "name": "m"}),
+        ("POST", "/tenant/create", {"id": "mallorys", "name": "m"}),
+        ("POST", "/authorization/create", {"type": 1, "permissions": ["ALL"], "userId": "x",
+                                           "resourceType": 6, "resourceId": "*"}),
+        ("PUT", f"/user/{WORKER_USER}/credentials", {"password": "new-pass-1",
+                                                     "authenticatedUserPassword": OWN}),
+    ],
+    ids=["create-user", "admin-password", "join-admins", "create-group", "create-tenant",
+         "grant-itself", "own-password"],
+)  # fmt: skip
+def test_the_worker_user_cannot_administer(
+    engine: Engine, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    if body and body.get("authenticatedUserPassword") == OWN:
+        # The right one: a wrong one would count as a failed login of the worker user.
+        body = {**body, "authenticatedUserPassword": engine.worker_password}
+    with engine.worker_client() as worker:
+        response = worker.request(method, path, json=body)
+    if path == f"/user/{USER}/credentials":  # to this user, the administrator does not exist
+        assert response.status_code == 404, response.text
+        return
+    assert response.status_code == 403, response.text
+    assert response.json()["type"] == "AuthorizationException"
+
+
+def test_the_worker_user_sees_no_other_user(engine: Engine) -> None:
+    with engine.worker_client() as worker:
+        users = worker.get("/user")
+        admin = worker.get(f"/user/{USER}/profile")
+        authorizations = worker.get("/authorization")
+    assert users.status_code == 200
+    assert [user["id"] for user in users.json()] == [WORKER_USER]
+    assert admin.status_code == 404  # to this user, the administrator does not exist
+    assert authorizations.json() == []
+
+
+def test_the_worker_user_cannot_deploy_start_or_delete(engine: Engine, rest: httpx.Client) -> None:
+    instance_id = start_instance(rest, f"rights-{uuid.uuid4().hex[:8]}")
+    with engine.worker_client() as worker:
+        deployed = worker.post(
+            "/deployment/create",
+            data={"deployment-name": "mallory"},
+            files={"model.bpmn": ("model.bpmn", MODEL.read_bytes(), "application/octet-stream")},
+        )
+        started = worker.post("/process-definition/key/correlation-message/start", json={})
+        deleted = worker.delete(f"/process-instance/{instance_id}")
+    assert deployed.status_code == 403, deployed.text
+    assert started.status_code == 403, started.text
+    assert deleted.status_code == 403, deleted.text
+    assert rest.get(f"/process-instance/{instance_id}").status_code == 200
+
+
+def test_cli_deploy_as_the_worker_says_it_needs_deployment_rights(engine: Engine) -> None:
+    line = _one_line(_cli("deploy", str(MODEL), env=_as_worker(engine)))
+    assert line == (
+        f"Error: user {WORKER_USER!r} may not deploy: deploying needs a user with deployment "
+        "rights (CREATE on Deployment), such as the administrator"
+    )
+
+
+def test_cli_start_as_the_worker_is_refused_and_as_the_administrator_works(engine: Engine) -> None:
+    key = f"rights-{uuid.uuid4().hex[:8]}"
+    refused = _one_line(
+        _cli("start", "correlation-message", "--business-key", key, env=_as_worker(engine))
+    )
+    assert refused.startswith(f"Error: user {WORKER_USER!r} may not start 'correlation-message'")
+    admin = {"CAMUNDA_URL": engine.rest_url, "CAMUNDA_USER": USER, "CAMUNDA_PASSWORD": PASSWORD}
+    started = _cli("start", "correlation-message", "--business-key", key, env=admin)
+    assert started.returncode == 0, started.stderr
+    # ... and the worker may correlate (nobody waits yet: the engine's 400, not a 403)
+    early = _one_line(
+        _cli("correlate", "sample_response", "--business-key", key, env=_as_worker(engine))
+    )
+    assert "is waiting for message 'sample_response'" in early
+
+
+def test_the_conception_worker_runs_as_the_worker_user(engine: Engine, rest: httpx.Client) -> None:
+    """The seed flow, all worker calls as the worker user: fetch and lock, complete, the
+    history checks, the catch-event lookup, correlation."""
+    settings = Settings(
+        url=engine.rest_url,
+        user=WORKER_USER,
+        password=engine.worker_password,
+        long_poll=timedelta(seconds=2),
+        journal=":memory:",
+    )
+    keys = [f"least-{uuid.uuid4().hex[:8]}-{n}" for n in range(5)]
+    ids = [start_instance(rest, key) for key in keys]
+
+    def all_finished() -> bool:
+        states = [rest.get(f"/history/process-instance/{i}").json()["state"] for i in ids]
+        return all(state == "COMPLETED" for state in states)
+
+    async def scenario() -> int:
+        async with Worker(make_router(0.05), settings) as worker:
+            runner = asyncio.ensure_future(worker.run())
+            try:
+                while not await asyncio.to_thread(all_finished):
+                    await asyncio.sleep(0.2)
+            finally:
+                worker.stop()
+                await runner
+            return worker.stats.engine_errors
+
+    errors = asyncio.run(asyncio.wait_for(scenario(), 240))
+    for instance_id in ids:
+        assert_finished_once(rest, instance_id)
+    assert errors == 0
+    assert rest.get("/incident", params={"processInstanceIdIn": ",".join(ids)}).json() == []
+
+
+def test_demo_starts_as_the_administrator_and_works_as_the_worker_user(
+    engine: Engine, tmp_path: Path
+) -> None:
+    env = {
+        "CAMUNDA_URL": engine.rest_url,
+        "CAMUNDA_USER": USER,
+        "CAMUNDA_PASSWORD": PASSWORD,
+        "CAMUNDA_STATE_DIR": str(engine.options.state_dir),
+        "CAMUNDA_JOURNAL": str(tmp_path / "journal.sqlite3"),
+        "CAMUNDA_LONG_POLL": "2",
+    }
+    result = _cli("demo", "-n", "3", "--work-seconds", "0", "--timeout", "240", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"worker  : ran as {WORKER_USER}" in result.stdout
+    assert engine.worker_password not in result.stdout + result.stderr
