@@ -23,7 +23,8 @@ The state directory, the data directory, the log and ``engine.json`` are their o
 The engine runs with authorizations on. Besides the administrator (``EngineOptions.user``)
 it gets a least-privilege worker user, :data:`WORKER_USER`, whose password is made once at
 random and kept in ``worker-password`` (mode 0600) in the state directory: the demo's worker
-logs in with it, and nobody has to type it. :func:`start` raises the engine's one-line reason
+logs in with it, and nobody has to type it. The options, the record and the worker password
+live in :mod:`camunda_relay.engine_options`; the build in :mod:`camunda_relay.engine_build`. :func:`start` raises the engine's one-line reason
 when it refuses its settings (a default password off loopback).
 """
 
@@ -32,13 +33,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -53,12 +53,25 @@ from camunda_relay.engine_build import (
     jar_path,
     needs_build,
 )
+from camunda_relay.engine_options import (
+    DEFAULT_PASSWORD,
+    DEFAULT_USER,
+    WORKER_PASSWORD_FILE,
+    WORKER_USER,
+    EngineInfo,
+    EngineOptions,
+    Postgres,
+    Tls,
+    read_worker_password,
+    worker_password,
+)
 from camunda_relay.errors import BundledEngineError, EngineBuildError
 from camunda_relay.files import PRIVATE_UMASK, private_dir, private_file, write_private
 
 __all__ = [
     "DEFAULT_PASSWORD",
     "DEFAULT_USER",
+    "WORKER_PASSWORD_FILE",
     "WORKER_USER",
     "BundledEngineError",
     "EngineBuildError",
@@ -81,22 +94,17 @@ __all__ = [
     "needs_build",
     "pid_alive",
     "read_info",
+    "read_worker_password",
     "start",
     "stop",
     "worker_password",
 ]
 
-DEFAULT_USER = "demo"
-DEFAULT_PASSWORD = "demo"  # noqa: S105 - the documented local default, never used elsewhere
-# The least-privilege worker user (the engine's WorkerAccess; ids are letters and digits).
-WORKER_USER = "relayworker"
-WORKER_PASSWORD_FILE = "worker-password"  # noqa: S105 - a file name
 INFO_FILE = "engine.json"
 # The engine's one line when it refuses its settings (StartupCheck.REFUSAL in engine/).
 REFUSAL = "camunda-relay engine: refusing to start: "
 # Engine variables this module sets itself for each start, never inherited.
 _OWN_VARIABLES = ("CAMUNDA_DB_", "CAMUNDA_TLS_", "CAMUNDA_WORKER_")
-_WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - names, no bind
 
 
 # Engines started by this process: kept so that they are reaped (no zombies, no
@@ -106,152 +114,6 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 class EngineStartError(BundledEngineError):
     """The engine did not become ready; the message ends with the tail of its log."""
-
-
-@dataclass(frozen=True)
-class Postgres:
-    """Connection settings for running the engine on PostgreSQL instead of embedded H2."""
-
-    jdbc_url: str
-    user: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Tls:
-    """HTTPS for the engine: a PEM certificate chain and its unencrypted key, or a PKCS#12
-    file and its password (``CAMUNDA_TLS_*``)."""
-
-    certificate: Path | None = None
-    key: Path | None = None
-    keystore: Path | None = None
-    keystore_password: str = field(default="", repr=False)
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> Tls | None:
-        """The ``CAMUNDA_TLS_*`` variables, or None when none is set (plain HTTP)."""
-
-        def path(name: str) -> Path | None:
-            value = environ.get(name, "").strip()
-            return Path(value) if value else None
-
-        tls = cls(
-            certificate=path("CAMUNDA_TLS_CERTIFICATE"),
-            key=path("CAMUNDA_TLS_KEY"),
-            keystore=path("CAMUNDA_TLS_KEYSTORE"),
-            keystore_password=environ.get("CAMUNDA_TLS_KEYSTORE_PASSWORD", ""),
-        )
-        return tls if (tls.certificate or tls.key or tls.keystore) else None
-
-    def variables(self) -> dict[str, str]:
-        """The engine's variables; paths made absolute (the engine runs in the state dir)."""
-        env: dict[str, str] = {}
-        for name, value in (
-            ("CAMUNDA_TLS_CERTIFICATE", self.certificate),
-            ("CAMUNDA_TLS_KEY", self.key),
-            ("CAMUNDA_TLS_KEYSTORE", self.keystore),
-        ):
-            if value is not None:
-                env[name] = str(value.resolve())
-        if self.keystore is not None:
-            env["CAMUNDA_TLS_KEYSTORE_PASSWORD"] = self.keystore_password
-        return env
-
-
-def _probe_host(bind_address: str) -> str:
-    """Where to reach an engine bound to ``bind_address`` from this host."""
-    if bind_address.strip() in _WILDCARD_ADDRESSES:
-        return "127.0.0.1"
-    address = bind_address.strip()
-    return f"[{address}]" if ":" in address and not address.startswith("[") else address
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How to run one engine process.
-
-    ``worker_password`` None: the one kept in the state directory (made on first use).
-    ``properties`` are extra Spring properties, passed as ``--name=value``.
-    """
-
-    port: int = 8080
-    state_dir: Path = Path(".camunda-relay")
-    user: str = DEFAULT_USER
-    password: str = field(default=DEFAULT_PASSWORD, repr=False)
-    postgres: Postgres | None = None
-    max_heap_mb: int = 768
-    ready_timeout: float = 180.0
-    bind_address: str = "127.0.0.1"
-    tls: Tls | None = None
-    worker_user: str = WORKER_USER
-    worker_password: str | None = field(default=None, repr=False)
-    properties: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_environment(
-        cls, environ: Mapping[str, str], *, port: int, state_dir: Path, user: str, password: str
-    ) -> EngineOptions:
-        """Options for ``engine up`` and ``demo``: the bind address and TLS from the
-        engine's own variables (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``), the rest given."""
-        return cls(
-            port=port,
-            state_dir=state_dir,
-            user=user,
-            password=password,
-            bind_address=environ.get("CAMUNDA_BIND_ADDRESS", "127.0.0.1"),
-            tls=Tls.from_environment(environ),
-        )
-
-    @property
-    def data_dir(self) -> Path:
-        return self.state_dir / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / "engine.log"
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls is not None else "http"
-
-    @property
-    def host(self) -> str:
-        return _probe_host(self.bind_address)
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """A running (or recorded) engine: what ``status`` reports."""
-
-    pid: int
-    port: int
-    data_dir: str
-    log_file: str
-    database: str
-    started: int | None = None  # the process's start time (/proc/PID/stat, clock ticks)
-    scheme: str = "http"
-    host: str = "127.0.0.1"
-    worker_user: str | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    @property
-    def rest_url(self) -> str:
-        return f"{self.base_url}/engine-rest"
-
-    @property
-    def cockpit_url(self) -> str:
-        return f"{self.base_url}/camunda/app/cockpit/default/"
-
-    @property
-    def tasklist_url(self) -> str:
-        return f"{self.base_url}/camunda/app/tasklist/default/"
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -266,30 +128,6 @@ def _tail(path: Path, lines: int = 25) -> str:
         if not line.lstrip().startswith(("at ", "... ")) and line.strip()
     ]
     return "\n".join(kept[-lines:])
-
-
-def worker_password(state_dir: Path) -> str:
-    """The worker user's password kept in ``state_dir``; made (random, mode 0600) if none."""
-    path = state_dir / WORKER_PASSWORD_FILE
-    with contextlib.suppress(FileNotFoundError):
-        kept = path.read_text().strip()
-        if kept:
-            return kept
-    state_dir.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as out:
-        out.write(password + "\n")
-    path.chmod(0o600)  # an older file of another mode
-    return password
-
-
-def read_worker_password(state_dir: Path) -> str | None:
-    """The worker password kept in ``state_dir``, or None when there is none."""
-    try:
-        return (state_dir / WORKER_PASSWORD_FILE).read_text().strip() or None
-    except OSError:
-        return None
 
 
 def _engine_env(options: EngineOptions) -> dict[str, str]:
