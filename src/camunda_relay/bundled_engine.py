@@ -23,9 +23,10 @@ The state directory, the data directory, the log and ``engine.json`` are their o
 The engine runs with authorizations on. Besides the administrator (``EngineOptions.user``)
 it gets a least-privilege worker user, :data:`WORKER_USER`, whose password is made once at
 random and kept in ``worker-password`` (mode 0600) in the state directory: the demo's worker
-logs in with it, and nobody has to type it. The options, the record and the worker password
-live in :mod:`camunda_relay.engine_options`; the build in :mod:`camunda_relay.engine_build`. :func:`start` raises the engine's one-line reason
-when it refuses its settings (a default password off loopback).
+logs in with it, and nobody has to type it. :func:`start` raises the engine's one-line reason
+when it refuses its settings (a default password off loopback). The options, the record and
+the worker password live in :mod:`camunda_relay.engine_options`, the build in
+:mod:`camunda_relay.engine_build`.
 """
 
 from __future__ import annotations

@@ -79,11 +79,16 @@ class EngineClient(Queries):
             return False  # RuntimeError: the client is closed
         return True
 
-    async def check_access(self) -> None:
-        """Make one authenticated call, so wrong credentials or a wrong URL show at start-up."""
+    async def check_access(self) -> int:
+        """Make one authenticated call, so wrong credentials or a wrong URL show at start-up.
+
+        Returns how many process definitions the user may see: with authorizations on, a
+        user without ``READ`` on any definition is not refused a fetch, it just never gets a
+        task, so 0 is worth a warning (the worker command gives one).
+        """
         url = self._settings.shown_url
         try:
-            await self._send("GET", "/process-definition/count")
+            counted = await self._object("GET", "/process-definition/count")
         except errors.AuthenticationFailed as error:
             raise errors.AuthenticationFailed(
                 _access_problem(self._settings, error.status),
@@ -101,6 +106,8 @@ class EngineClient(Queries):
                 f"{url} does not look like the Camunda REST API "
                 "(GET /process-definition/count answered 404): check CAMUNDA_URL"
             ) from None
+        count = counted.get("count")
+        return count if isinstance(count, int) else 0
 
     # -- external tasks ---------------------------------------------------------------------
 

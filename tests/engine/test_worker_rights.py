@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from camunda_relay import Settings, Worker
+from camunda_relay import EngineClient, Settings, Worker
 from camunda_relay.examples.conception import make_router
 from tests.support.engine import (
     PASSWORD,
@@ -25,6 +26,7 @@ from tests.support.engine import (
     Engine,
     assert_finished_once,
     start_instance,
+    wait_for,
 )
 
 OWN = "<the worker's own password>"
@@ -197,3 +199,50 @@ def test_demo_starts_as_the_administrator_and_works_as_the_worker_user(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"worker  : ran as {WORKER_USER}" in result.stdout
     assert engine.worker_password not in result.stdout + result.stderr
+
+
+def test_a_user_outside_the_worker_group_is_warned_that_it_sees_nothing(
+    engine: Engine, rest: httpx.Client
+) -> None:
+    """With authorizations on, the engine does not refuse such a user's fetch: it hands it no
+    task, ever. The worker says so at start instead of polling in silence."""
+    outsider, password = f"outsider{uuid.uuid4().hex[:8]}", "outsider-pass-1"
+    created = rest.post(
+        "/user/create", json={"profile": {"id": outsider}, "credentials": {"password": password}}
+    )
+    assert created.status_code == 204, created.text
+
+    async def visible(user: str, secret: str) -> int:
+        settings = Settings(url=engine.rest_url, user=user, password=secret)
+        async with EngineClient(settings) as client:
+            return await client.check_access()
+
+    assert asyncio.run(visible(outsider, password)) == 0
+    assert asyncio.run(visible(WORKER_USER, engine.worker_password)) >= 1
+
+    env = {"CAMUNDA_URL": engine.rest_url, "CAMUNDA_USER": outsider, "CAMUNDA_PASSWORD": password}
+    env |= {"CAMUNDA_JOURNAL": ":memory:", "PYTHONUNBUFFERED": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "camunda_relay.cli", "worker", "camunda_relay.examples.conception"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
+    )
+    seen: list[str] = []
+
+    def read() -> None:
+        for line in worker.stderr or ():
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        warning = f"user {outsider!r} sees no deployed process definition"
+        wait_for(lambda: any(warning in line for line in seen), timeout=120, what=warning)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+        reader.join(timeout=10)
+        if worker.stderr is not None:
+            worker.stderr.close()
+    assert password not in "".join(seen)

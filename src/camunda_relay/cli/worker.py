@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,8 @@ from camunda_relay.settings import Settings
 
 if TYPE_CHECKING:
     from camunda_relay.worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 def load_router(target: str) -> Router:
@@ -73,7 +76,13 @@ async def serve(router: Router, settings: Settings, metrics_port: int | None = N
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     try:
-        await worker.client.check_access()
+        if await worker.client.check_access() == 0:
+            log.warning(
+                "user %s sees no deployed process definition: this worker gets no task until "
+                "one is deployed and the user may read it (the engine's worker group "
+                "relayworkers has that right; see the README's 'Who may do what')",
+                repr(settings.user) if settings.user else "(no login)",
+            )
         await worker.run()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
