@@ -4,7 +4,6 @@ is capped at 1 s instead of 60 s, so that a dozen spaced wrong logins take secon
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from camunda_relay import Settings, Worker, bundled_engine
+from camunda_relay import Settings, bundled_engine
 from camunda_relay.examples.conception import make_router
 from tests.support.engine import (
     PASSWORD,
@@ -29,6 +28,7 @@ from tests.support.engine import (
     start_engine,
     start_instance,
     wait_for,
+    work_until_finished,
 )
 from tests.support.tls import Certificates, make_certificates
 from tests.support.tools import free_port
@@ -138,21 +138,7 @@ def test_the_worker_completes_and_correlates_over_https(
     )
     ids = [start_instance(admin, f"https-{uuid.uuid4().hex[:8]}-{n}") for n in range(3)]
 
-    def finished() -> bool:
-        states = [admin.get(f"/history/process-instance/{i}").json()["state"] for i in ids]
-        return all(state == "COMPLETED" for state in states)
-
-    async def scenario() -> None:
-        async with Worker(make_router(0.05), settings) as worker:
-            runner = asyncio.ensure_future(worker.run())
-            try:
-                while not await asyncio.to_thread(finished):
-                    await asyncio.sleep(0.2)
-            finally:
-                worker.stop()
-                await runner
-
-    asyncio.run(asyncio.wait_for(scenario(), 240))
+    work_until_finished(make_router(0.05), settings, admin, ids)
     for instance_id in ids:
         assert_finished_once(admin, instance_id)
 

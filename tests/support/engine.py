@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from camunda_relay import bundled_engine
+from camunda_relay import Router, Settings, Worker, bundled_engine
+from camunda_relay.worker import WorkerStats
 
 USER = "relayadmin"
 PASSWORD = "relay-test-secret"
@@ -154,3 +156,32 @@ def assert_finished_once(rest: httpx.Client, instance_id: str) -> None:
     assert len(passages) == 1, passages
     assert passages[0]["endTime"] is not None
     assert not waiting_for_message(rest, instance_id)
+
+
+def work_until_finished(
+    router: Router,
+    settings: Settings,
+    rest: httpx.Client,
+    instance_ids: Sequence[str],
+    *,
+    timeout: float = 240.0,
+) -> WorkerStats:
+    """Run a worker until every instance has finished (read from history with ``rest``), then
+    stop it; fail after ``timeout`` seconds. Returns the worker's counters."""
+
+    def finished() -> bool:
+        states = [historic_instance(rest, i).get("state") for i in instance_ids]
+        return all(state == "COMPLETED" for state in states)
+
+    async def scenario() -> WorkerStats:
+        async with Worker(router, settings) as worker:
+            runner = asyncio.ensure_future(worker.run())
+            try:
+                while not await asyncio.to_thread(finished):
+                    await asyncio.sleep(0.2)
+            finally:
+                worker.stop()
+                await runner
+            return worker.stats
+
+    return asyncio.run(asyncio.wait_for(scenario(), timeout))
