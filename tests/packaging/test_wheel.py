@@ -148,6 +148,7 @@ def test_the_wheel_holds_the_package_and_the_engine_project_only(built: Built) -
     unwanted = re.compile(r"__pycache__|\.pyc$|/target/|\.jar$|\.egg-info|\.camunda-relay|\.log$")
     assert [name for name in names if unwanted.search(name)] == []
     assert "camunda_relay/py.typed" in names
+    assert f"camunda_relay-{__version__}.dist-info/licenses/LICENSE" in names
 
     package_sources = {
         "camunda_relay/" + path.relative_to(ROOT / "src" / "camunda_relay").as_posix()
