@@ -81,13 +81,25 @@ def test_a_folder_the_user_made_is_left_as_it_is(tmp_path: Path) -> None:
     assert _mode(shared / "journal.sqlite3") == 0o600
 
 
-@pytest.mark.parametrize("how", ["missing", "empty"])
-def test_a_new_or_emptied_journal_is_a_warning_naming_the_file(
-    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+def test_a_journal_made_where_there_was_none_is_said_without_alarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first start (make run on a fresh clone) is no loss: an INFO line, not a WARNING. A
+    journal deleted with its -wal looks the same; the sweep that runs at once then reports
+    the instances left waiting (tests/engine/test_lost_journal.py)."""
+    path = tmp_path / "journal.sqlite3"
+    with caplog.at_level(logging.INFO, logger="camunda_relay"):
+        _open_and_count(path)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (created,) = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+    assert "created" in created
+
+
+def test_an_emptied_journal_is_a_warning_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "journal.sqlite3"
-    if how == "empty":
-        path.write_bytes(b"")
+    path.write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="camunda_relay"):
         _open_and_count(path)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -20,7 +20,9 @@ default); processes sharing a file share that clock. The schema and the statemen
 The file (and SQLite's ``-wal``/``-shm`` beside it, which take its mode) is created ``0600``
 in folders created ``0700``: it holds the tasks' variables. Opening it runs ``PRAGMA
 quick_check``: a damaged page is refused then, with one line, not at every job. A file that is
-new or empty (schema version 0: deleted, emptied, its ``-wal`` lost) is a WARNING naming it.
+empty (schema version 0: emptied, replaced, its ``-wal`` lost) is a WARNING naming it; one
+made where there was none is an INFO line (a first start; a journal deleted whole is told by
+the orphans that the sweep run at once then reports).
 
 SQLite errors become :class:`~camunda_relay.errors.JournalUnavailable` when the file is busy,
 locked, cannot be opened or the disk failed (worth retrying), else
@@ -111,6 +113,9 @@ def _prepare(path: Path) -> None:
 
 
 def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
+    # No file and no -wal beside it: a first start (or a journal deleted whole, which the
+    # sweep that runs at once reports by its orphans). Anything else without a schema lost.
+    made_here = not path.exists() and not path.with_name(f"{path.name}-wal").exists()
     _prepare(path)
     conn = sqlite3.connect(path, timeout=busy_timeout.total_seconds(), isolation_level=None)
     try:
@@ -123,14 +128,14 @@ def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
         if verdict != "ok":
             raise _damaged(path, "quick_check: " + " ".join(str(verdict).split()))
         with _write(conn):
-            _upgrade(conn, path)
+            _upgrade(conn, path, made_here=made_here)
     except BaseException:
         conn.close()
         raise
     return conn
 
 
-def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
+def _upgrade(conn: sqlite3.Connection, path: Path, *, made_here: bool) -> None:
     """Create the schema in a new file, or migrate an older one (inside a write)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
@@ -140,7 +145,9 @@ def _upgrade(conn: sqlite3.Connection, path: Path) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    if version == 0:
+    if version == 0 and made_here:
+        log.info("journal %s created", path)
+    elif version == 0:
         log.warning(
             "journal %s is new or empty: if this worker had unfinished reply jobs, they are "
             "lost (a deleted, emptied or replaced file; a -wal file left behind); the "
