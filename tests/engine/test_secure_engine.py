@@ -4,10 +4,7 @@ is capped at 1 s instead of 60 s, so that a dozen spaced wrong logins take secon
 
 from __future__ import annotations
 
-import os
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +28,7 @@ from tests.support.engine import (
     work_until_finished,
 )
 from tests.support.tls import Certificates, make_certificates
-from tests.support.tools import free_port
+from tests.support.tools import free_port, run_cli
 
 LOGIN_DELAY_MAX = "camunda.bpm.generic-properties.properties.login-delay-max-time"
 
@@ -67,17 +64,6 @@ def admin(https_engine: Engine, trust: ssl.SSLContext) -> Iterator[httpx.Client]
         yield client
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "camunda_relay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
-        check=False,
-    )
-
-
 def test_the_engine_speaks_https_only(https_engine: Engine) -> None:
     assert https_engine.rest_url.startswith("https://127.0.0.1:")
     plain = https_engine.rest_url.replace("https://", "http://")
@@ -95,7 +81,7 @@ def test_the_cli_trusts_the_engine_only_with_its_ca_bundle(
     elif trusted == "other-ca":
         env["CAMUNDA_CA_BUNDLE"] = str(certificates.self_signed)
     key = f"tls-{uuid.uuid4().hex[:8]}"
-    result = _cli("start", "correlation-message", "--business-key", key, env=env)
+    result = run_cli("start", "correlation-message", "--business-key", key, env=env)
     if trusted == "ca":
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("started process instance ")
@@ -117,7 +103,7 @@ def test_the_worker_cli_names_an_untrusted_certificate_in_one_line(
         "CAMUNDA_PASSWORD": https_engine.worker_password,
         "CAMUNDA_JOURNAL": str(tmp_path / "journal.sqlite3"),
     }
-    result = _cli("worker", "camunda_relay.examples.conception", env=env)
+    result = run_cli("worker", "camunda_relay.examples.conception", env=env)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert "TLS certificate is not trusted" in line

@@ -29,20 +29,10 @@ from tests.support.engine import (
     wait_for,
     work_until_finished,
 )
+from tests.support.tools import run_cli
 
 OWN = "<the worker's own password>"
 MODEL = Path(__file__).parents[2] / "engine/src/main/resources/processes/correlation-message.bpmn"
-
-
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "camunda_relay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
-        check=False,
-    )
 
 
 def _as_worker(engine: Engine, **extra: str) -> dict[str, str]:
@@ -127,7 +117,7 @@ def test_the_worker_user_cannot_deploy_start_or_delete(engine: Engine, rest: htt
 
 
 def test_cli_deploy_as_the_worker_says_it_needs_deployment_rights(engine: Engine) -> None:
-    line = _one_line(_cli("deploy", str(MODEL), env=_as_worker(engine)))
+    line = _one_line(run_cli("deploy", str(MODEL), env=_as_worker(engine)))
     assert line == (
         f"Error: user {WORKER_USER!r} may not deploy: deploying needs a user with deployment "
         "rights (CREATE on Deployment), such as the administrator"
@@ -137,15 +127,15 @@ def test_cli_deploy_as_the_worker_says_it_needs_deployment_rights(engine: Engine
 def test_cli_start_as_the_worker_is_refused_and_as_the_administrator_works(engine: Engine) -> None:
     key = f"rights-{uuid.uuid4().hex[:8]}"
     refused = _one_line(
-        _cli("start", "correlation-message", "--business-key", key, env=_as_worker(engine))
+        run_cli("start", "correlation-message", "--business-key", key, env=_as_worker(engine))
     )
     assert refused.startswith(f"Error: user {WORKER_USER!r} may not start 'correlation-message'")
     admin = {"CAMUNDA_URL": engine.rest_url, "CAMUNDA_USER": USER, "CAMUNDA_PASSWORD": PASSWORD}
-    started = _cli("start", "correlation-message", "--business-key", key, env=admin)
+    started = run_cli("start", "correlation-message", "--business-key", key, env=admin)
     assert started.returncode == 0, started.stderr
     # ... and the worker may correlate (nobody waits yet: the engine's 400, not a 403)
     early = _one_line(
-        _cli("correlate", "sample_response", "--business-key", key, env=_as_worker(engine))
+        run_cli("correlate", "sample_response", "--business-key", key, env=_as_worker(engine))
     )
     assert "is waiting for message 'sample_response'" in early
 
@@ -182,7 +172,7 @@ def test_demo_starts_as_the_administrator_and_works_as_the_worker_user(
         "CAMUNDA_JOURNAL": str(tmp_path / "journal.sqlite3"),
         "CAMUNDA_LONG_POLL": "2",
     }
-    result = _cli("demo", "-n", "3", "--work-seconds", "0", "--timeout", "240", env=env)
+    result = run_cli("demo", "-n", "3", "--work-seconds", "0", "--timeout", "240", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"worker  : ran as {WORKER_USER}" in result.stdout
     assert engine.worker_password not in result.stdout + result.stderr

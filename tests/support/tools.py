@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,19 @@ def missing(what: str, how: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true: {message}", pytrace=False)
     pytest.skip(message)
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``camunda-relay ARGS`` in a subprocess with only ``env``'s ``CAMUNDA_*`` settings (none
+    inherited from the caller's environment)."""
+    return subprocess.run(
+        [sys.executable, "-m", "camunda_relay.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
+        check=False,
+    )
 
 
 def free_port() -> int:
