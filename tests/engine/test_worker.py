@@ -38,7 +38,7 @@ from tests.support.engine import (
     assert_finished_once,
     start_engine,
 )
-from tests.support.tools import free_port
+from tests.support.tools import free_port, run_cli
 
 T = TypeVar("T")
 
@@ -429,17 +429,6 @@ def test_reply_to_a_message_the_model_does_not_have_is_an_incident_at_once(
     assert "no catch event for message 'no_such_message'" in incident["incidentMessage"]
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "camunda_relay.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("target", "env_change", "message"),
     [
@@ -501,7 +490,7 @@ def test_worker_cli_bad_input_is_one_clear_line(
         Path(env["CAMUNDA_JOURNAL"]).write_bytes(b"not a journal\n" * 300)
     elif env["CAMUNDA_JOURNAL"] == "<folder>":
         env["CAMUNDA_JOURNAL"] = str(tmp_path)
-    result = _cli("worker", target, env=env)
+    result = run_cli("worker", target, env=env, timeout=120)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert "Traceback" not in result.stderr

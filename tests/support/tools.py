@@ -24,14 +24,16 @@ def missing(what: str, how: str) -> None:
     pytest.skip(message)
 
 
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """``camunda-relay ARGS`` in a subprocess with only ``env``'s ``CAMUNDA_*`` settings (none
     inherited from the caller's environment)."""
     return subprocess.run(
         [sys.executable, "-m", "camunda_relay.cli", *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CAMUNDA_")}, **env},
         check=False,
     )
