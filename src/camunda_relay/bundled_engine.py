@@ -105,7 +105,7 @@ INFO_FILE = "engine.json"
 # The engine's one line when it refuses its settings (StartupCheck.REFUSAL in engine/).
 REFUSAL = "camunda-relay engine: refusing to start: "
 # Engine variables this module sets itself for each start, never inherited.
-_OWN_VARIABLES = ("CAMUNDA_DB_", "CAMUNDA_TLS_", "CAMUNDA_WORKER_")
+_OWN_VARIABLES = ("CAMUNDA_DB_", "CAMUNDA_TLS_", "CAMUNDA_WORKER_", "CAMUNDA_MANAGEMENT_")
 
 
 # Engines started by this process: kept so that they are reaped (no zombies, no
@@ -144,6 +144,11 @@ def _engine_env(options: EngineOptions) -> dict[str, str]:
     )
     if options.tls is not None:
         env.update(options.tls.variables())
+    if options.management_port is not None:
+        env.update(
+            CAMUNDA_MANAGEMENT_PORT=str(options.management_port),
+            CAMUNDA_MANAGEMENT_ADDRESS=options.management_address,
+        )
     if options.postgres is not None:
         env.update(
             CAMUNDA_DB_URL=options.postgres.jdbc_url,

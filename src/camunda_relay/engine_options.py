@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from camunda_relay.errors import ConfigurationError
 from camunda_relay.files import write_private
 
 __all__ = [
@@ -88,6 +89,15 @@ class Tls:
         return env
 
 
+def _port(environ: Mapping[str, str], name: str) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ConfigurationError(f"{name} must be a port from 1 to 65535, not {text!r}")
+    return int(text)
+
+
 def _probe_host(bind_address: str) -> str:
     """Where to reach an engine bound to ``bind_address`` from this host."""
     if bind_address.strip() in _WILDCARD_ADDRESSES:
@@ -102,6 +112,10 @@ class EngineOptions:
 
     ``worker_password`` None: the one kept in the state directory (made on first use).
     ``properties`` are extra Spring properties, passed as ``--name=value``.
+    ``management_port`` (``CAMUNDA_MANAGEMENT_PORT``): serve the actuator's health probes
+    (``/actuator/health/liveness``, ``/actuator/health/readiness``) and Prometheus metrics
+    (``/actuator/prometheus``) on this port, on ``management_address``
+    (``CAMUNDA_MANAGEMENT_ADDRESS``, loopback by default); None: no management port.
     """
 
     port: int = 8080
@@ -116,6 +130,8 @@ class EngineOptions:
     worker_user: str = WORKER_USER
     worker_password: str | None = field(default=None, repr=False)
     properties: Mapping[str, str] = field(default_factory=dict)
+    management_port: int | None = None
+    management_address: str = "127.0.0.1"
 
     @classmethod
     def from_environment(
@@ -130,6 +146,8 @@ class EngineOptions:
             password=password,
             bind_address=environ.get("CAMUNDA_BIND_ADDRESS", "127.0.0.1"),
             tls=Tls.from_environment(environ),
+            management_port=_port(environ, "CAMUNDA_MANAGEMENT_PORT"),
+            management_address=environ.get("CAMUNDA_MANAGEMENT_ADDRESS", "127.0.0.1"),
         )
 
     @property
@@ -151,6 +169,13 @@ class EngineOptions:
     @property
     def base_url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def management_url(self) -> str | None:
+        """Where the management port answers (plain HTTP), or None when there is none."""
+        if self.management_port is None:
+            return None
+        return f"http://{_probe_host(self.management_address)}:{self.management_port}"
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Prometheus metrics of a worker, read from its :class:`~camunda_relay.worker.WorkerStats`
-when scraped (nothing is counted twice, nothing costs anything between scrapes).
+when scraped (nothing is counted twice, nothing costs anything between scrapes), and the
+reconciler's (orphans found, incidents raised, sweeps), all in one registry.
 
-The collector goes into a registry the caller passes in, never the global default one::
+The collectors go into a registry the caller passes in, never the global default one; the
+worker's HTTP server (:mod:`camunda_relay.serve`, ``CAMUNDA_HTTP_PORT``) serves it at
+``/metrics``::
 
     registry = CollectorRegistry()
     register(worker, registry)
-    prometheus_client.start_http_server(9464, addr="127.0.0.1", registry=registry)
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ class _WorkerCollector(Collector):
         yield age
 
 
+class _ReconcilerCollector(Collector):
+    """The reconciler's own metrics (kept in its private registry), read when scraped."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        reconciler = self._worker.reconciler
+        if reconciler is not None:
+            yield from reconciler.registry.collect()
+
+
 def register(worker: Worker, registry: CollectorRegistry) -> None:
-    """Expose ``worker``'s figures in ``registry``."""
+    """Expose ``worker``'s figures, its reconciler's included, in ``registry``."""
     registry.register(_WorkerCollector(worker))
+    registry.register(_ReconcilerCollector(worker))

@@ -61,6 +61,8 @@ _ENGINE_VARIABLES = frozenset(
     {
         "CAMUNDA_PORT",
         "CAMUNDA_BIND_ADDRESS",
+        "CAMUNDA_MANAGEMENT_PORT",
+        "CAMUNDA_MANAGEMENT_ADDRESS",
         "CAMUNDA_DATA_DIR",
         "CAMUNDA_DB_URL",
         "CAMUNDA_DB_USER",
@@ -157,6 +159,20 @@ def _optional_text(value: object) -> str | None:
     return _text(value) or None
 
 
+def _optional_port(value: object) -> int | None:
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError("expected a port number")
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"expected a port number, not {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, not {port}")
+    return port
+
+
 def _optional_path(value: object) -> Path | None:
     text = _text(value)
     return Path(text) if text else None
@@ -190,6 +206,9 @@ class Settings:
     reconcile_interval: timedelta = timedelta(minutes=5)
     reconcile_min_age: timedelta = timedelta(minutes=5)
     state_dir: Path = Path(".camunda-relay")
+    http_address: str = "127.0.0.1"
+    http_port: int | None = None
+    log_format: Literal["text", "json"] = "text"
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -284,6 +303,9 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "reconcile_interval": _seconds,
     "reconcile_min_age": _seconds,
     "state_dir": lambda v: Path(_text(v)),
+    "http_address": lambda v: _text(v).strip() or "127.0.0.1",
+    "http_port": lambda v: _optional_port(v),
+    "log_format": lambda v: _choice(v, ("text", "json")),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 

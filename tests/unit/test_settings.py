@@ -90,6 +90,9 @@ def test_bad_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
         ({"CAMUNDA_URL": "http:///engine-rest"}, "names no host"),
         ({"CAMUNDA_JOURNAL_RETENTION": "-1"}, "CAMUNDA_JOURNAL_RETENTION"),
         ({"CAMUNDA_LOG_ERROR_DETAILS": "perhaps"}, "CAMUNDA_LOG_ERROR_DETAILS"),
+        ({"CAMUNDA_HTTP_PORT": "0"}, "CAMUNDA_HTTP_PORT.*from 1 to 65535"),
+        ({"CAMUNDA_HTTP_PORT": "metrics"}, "CAMUNDA_HTTP_PORT.*port number"),
+        ({"CAMUNDA_LOG_FORMAT": "xml"}, "CAMUNDA_LOG_FORMAT.*text, json"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
@@ -157,3 +160,26 @@ def test_a_topics_own_lock_duration_has_the_same_bound() -> None:
     with pytest.raises(ConfigurationError, match="lock_duration must be at most 7 days"):
         router.task("t", lock_duration=timedelta(days=8))(lambda task: None)
     router.task("t", lock_duration=timedelta(days=7))(lambda task: None)
+
+
+def test_the_http_server_is_off_and_on_loopback_unless_set() -> None:
+    default = Settings.load({})
+    assert (default.http_address, default.http_port, default.log_format) == (
+        "127.0.0.1",
+        None,
+        "text",
+    )
+    chosen = Settings.load(
+        {
+            "CAMUNDA_HTTP_ADDRESS": "0.0.0.0",  # noqa: S104 - a value, no bind
+            "CAMUNDA_HTTP_PORT": "9464",
+            "CAMUNDA_LOG_FORMAT": "JSON",
+        }
+    )
+    wildcard = "0.0.0.0"  # noqa: S104 - a value, no bind
+    assert (chosen.http_address, chosen.http_port, chosen.log_format) == (wildcard, 9464, "json")
+    assert Settings.load({"CAMUNDA_HTTP_PORT": ""}).http_port is None
+
+
+def test_the_engine_management_variables_are_the_engines() -> None:
+    Settings.load({"CAMUNDA_MANAGEMENT_PORT": "8081", "CAMUNDA_MANAGEMENT_ADDRESS": "::1"})

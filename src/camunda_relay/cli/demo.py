@@ -279,7 +279,7 @@ def demo(
     settings: Settings, instances: int, work_seconds: float, timeout: float, keep_running: bool
 ) -> None:
     """Run the conception end to end: engine, worker, a batch of processes, a summary."""
-    configure("WARNING")
+    configure("WARNING", settings.log_format)
     if settings.user is None and settings.token is None:
         settings = dataclasses.replace(
             settings, user=bundled_engine.DEFAULT_USER, password=bundled_engine.DEFAULT_PASSWORD

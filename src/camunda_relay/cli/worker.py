@@ -10,20 +10,20 @@ import os
 import signal
 import sys
 import traceback
-from typing import TYPE_CHECKING
 
 import click
+import httpx
 
 from camunda_relay.cli._logging import configure
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.router import Router
+from camunda_relay.serve import Routes, probe_host, serve_worker
 from camunda_relay.settings import Settings
 
-if TYPE_CHECKING:
-    from camunda_relay.worker import Worker
-
 log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 5.0  # seconds `worker --check` waits for the worker's answer
 
 
 def load_router(target: str) -> Router:
@@ -65,18 +65,26 @@ def _import_problem(module_name: str, error: Exception) -> str:
     return f"importing worker module {module_name!r} failed{where}: {problem}"
 
 
-async def serve(router: Router, settings: Settings, metrics_port: int | None = None) -> None:
-    """Run a worker until SIGTERM or SIGINT, then shut down within the grace period."""
+async def serve(router: Router, settings: Settings, routes: Routes | None = None) -> None:
+    """Run a worker until SIGTERM or SIGINT, then shut down within the grace period; with
+    ``CAMUNDA_HTTP_PORT`` set, serve its metrics, probes and ``routes`` meanwhile."""
     from camunda_relay.worker import Worker
 
     worker = Worker(router, settings, failpoints=Failpoints.from_environment(os.environ))
-    if metrics_port is not None:
-        _serve_metrics(worker, metrics_port)
+    server = None
+    if settings.http_port is not None:
+        try:
+            server = serve_worker(worker, settings.http_address, settings.http_port, routes=routes)
+        except ConfigurationError:
+            await worker.shutdown()
+            raise
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     try:
-        if await worker.client.check_access() == 0:
+        accessible = await worker.client.check_access()
+        worker.health.engine_answered()
+        if accessible == 0:
             log.warning(
                 "user %s sees no deployed process definition: this worker gets no task until "
                 "one is deployed and the user may read it (the engine's worker group "
@@ -88,20 +96,31 @@ async def serve(router: Router, settings: Settings, metrics_port: int | None = N
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await worker.shutdown()
+        if server is not None:
+            server.close()
 
 
-def _serve_metrics(worker: Worker, port: int) -> None:
-    import prometheus_client
-    from prometheus_client.registry import CollectorRegistry
-
-    from camunda_relay.metrics import register
-
-    registry = CollectorRegistry()
-    register(worker, registry)
+def check(settings: Settings, probe: str) -> tuple[bool, str]:
+    """Ask the running worker's server for ``/readyz`` (``ready``) or ``/healthz``
+    (``live``): whether it passed, and one line saying so."""
+    if settings.http_port is None:
+        raise ConfigurationError("CAMUNDA_HTTP_PORT is not set: the worker serves no probe to ask")
+    host = probe_host(settings.http_address)
+    shown = f"[{host}]" if ":" in host else host
+    path = "/readyz" if probe == "ready" else "/healthz"
+    url = f"http://{shown}:{settings.http_port}{path}"
     try:
-        prometheus_client.start_http_server(port, addr="127.0.0.1", registry=registry)
-    except OSError as error:
-        raise ConfigurationError(f"cannot serve metrics on port {port}: {error.strerror}") from None
+        response = httpx.get(url, timeout=CHECK_TIMEOUT)
+    except httpx.HTTPError as error:
+        return False, f"not {probe}: no answer from {url} ({type(error).__name__})"
+    try:
+        answer = response.json()
+        problems = [str(problem) for problem in answer.get("problems", [])]
+    except (ValueError, AttributeError):
+        return False, f"not {probe}: {url} answered {response.status_code}, not a probe's JSON"
+    if response.status_code == 200:
+        return True, probe
+    return False, f"not {probe}: {'; '.join(problems) or f'HTTP {response.status_code}'}"
 
 
 def _search_current_directory() -> None:
@@ -112,7 +131,7 @@ def _search_current_directory() -> None:
 
 
 @click.command()
-@click.argument("target", metavar="MODULE[:ROUTER]")
+@click.argument("target", metavar="MODULE[:ROUTER]", required=False)
 @click.option("--max-in-flight", type=click.IntRange(1, 10_000), default=None)
 @click.option("--worker-id", default=None, help="Unique per process (default: host-pid-random).")
 @click.option(
@@ -125,23 +144,42 @@ def _search_current_directory() -> None:
     "--metrics-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+    help="Same as CAMUNDA_HTTP_PORT: serve /metrics, /healthz and /readyz on this port.",
+)
+@click.option(
+    "--check",
+    "probe",
+    type=click.Choice(["ready", "live"]),
+    is_flag=False,
+    flag_value="ready",
+    default=None,
+    help="Ask the running worker (CAMUNDA_HTTP_ADDRESS, CAMUNDA_HTTP_PORT) whether it is "
+    "ready (/readyz, the default) or live (/healthz); exit 0 or 1 with one line.",
 )
 @click.pass_obj
 def worker(
     settings: Settings,
-    target: str,
+    target: str | None,
     max_in_flight: int | None,
     worker_id: str | None,
     log_level: str,
     metrics_port: int | None,
+    probe: str | None,
 ) -> None:
     """Run the handlers registered on a Router (default attribute: ``router``)."""
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, http_port=metrics_port)
+    if probe is not None:
+        passed, line = check(settings, probe)
+        click.echo(line)
+        raise SystemExit(0 if passed else 1)
+    if target is None:
+        raise click.UsageError("Missing argument 'MODULE[:ROUTER]'.")
     _search_current_directory()
     router = load_router(target)
     if max_in_flight is not None:
         settings = dataclasses.replace(settings, max_in_flight=max_in_flight)
     if worker_id is not None:
         settings = dataclasses.replace(settings, worker_id=worker_id)
-    configure(log_level)
-    asyncio.run(serve(router, settings, metrics_port))
+    configure(log_level, settings.log_format)
+    asyncio.run(serve(router, settings))

@@ -139,6 +139,12 @@ class PostgresJournal:
     def __repr__(self) -> str:
         return f"PostgresJournal(table={self.table!r}, owner={self.owner!r})"
 
+    @property
+    def conninfo(self) -> str:
+        """The libpq connection string with this journal's defaults (it may hold a
+        password: never log it), for a connection of one's own (the sweep lock)."""
+        return self._dsn
+
     # -- plumbing ----------------------------------------------------------------------------
 
     async def _connect(self) -> Connection:

@@ -35,9 +35,10 @@ How an execution is judged, for each message name given:
 
 Only run it where the journal holds every job for these messages: one worker pod with its
 SQLite file, or all pods sharing one PostgreSQL journal. Pods with separate journals would
-report each other's jobs as orphans. Several sweepers on one journal may, rarely, both create
-an incident for the same new orphan (the check and the creation are two calls); one sweeping
-worker avoids it.
+report each other's jobs as orphans. A worker sweeps under the journal's sweep lock
+(:mod:`camunda_relay.journal.sweep_lock`), so of the workers sharing a journal one sweeps at
+a time; two sweepers run without it could, rarely, both create an incident for the same new
+orphan (the check and the creation are two calls).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal
 from camunda_relay.router import Router
 from camunda_relay.settings import Settings
+from camunda_relay.worker.health import READY_SLACK, Health
 from camunda_relay.worker.runs import Runs
 from camunda_relay.worker.slots import Slots
 
@@ -155,9 +156,14 @@ class Context:
     stop: Stop = field(init=False)
     journal_health: JournalHealth = field(default_factory=JournalHealth)
     history_full: bool | None = None  # does the engine keep the history the worker relies on?
+    health: Health = field(init=False)
 
     def __post_init__(self) -> None:
         self.stop = Stop(self.clock)
+        settings = self.settings
+        window = (settings.long_poll + settings.request_timeout).total_seconds() + READY_SLACK
+        journal_health = self.journal_health
+        self.health = Health(self.clock, engine_window=window, journal_ok=lambda: journal_health.ok)
 
     @property
     def reply_topics(self) -> tuple[str, ...]:

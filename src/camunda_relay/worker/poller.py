@@ -60,16 +60,23 @@ class Poller:
     async def run(self) -> None:
         ctx = self._ctx
         attempt = 0
+        health = ctx.health
+        # Liveness: a beat before every wait, with how long the wait may take (None: until
+        # an event, such as a slot coming free, however long the handlers run).
+        poll = (ctx.settings.long_poll + ctx.settings.request_timeout).total_seconds()
         while not ctx.stop.stopping:
             generation = ctx.slots.generation
             topics = self._topics()
             if not topics and not ctx.journal_health.ok:
+                health.beat("poll", None)
                 await self._until(ctx.journal_health.until_ok)  # only reply topics here
                 continue
             capacity = self._capacity(topics) if topics else 0
             if capacity <= 0:
+                health.beat("poll", None)
                 await self._until(partial(ctx.slots.released_since, generation))
                 continue
+            health.beat("poll", poll)
             fetch = self._start(topics, capacity, ctx.settings.long_poll)
             if not await ctx.stop.race(fetch):
                 self._pending = fetch
@@ -81,12 +88,15 @@ class Poller:
                 delay = ctx.poll_backoff.delay(attempt)
                 attempt += 1
                 _log_poll_error(error, delay, attempt)
+                health.beat("poll", delay)
                 await ctx.stop.wait(delay)
                 continue
             except Exception:
                 # A bug must not end the loop silently: report it and go on after a pause.
                 log.exception("unexpected error in the poll loop")
-                await ctx.stop.wait(ctx.poll_backoff.delay(attempt))
+                delay = ctx.poll_backoff.delay(attempt)
+                health.beat("poll", delay)
+                await ctx.stop.wait(delay)
                 attempt += 1
                 continue
             attempt = 0
@@ -123,6 +133,7 @@ class Poller:
     def _fetched(self, fetch: asyncio.Task[list[Task]]) -> list[Task]:
         tasks = fetch.result()
         self._ctx.stats.last_poll_ok = self._ctx.clock.monotonic()
+        self._ctx.health.engine_answered()
         self._ctx.stats.fetched += len(tasks)
         return tasks
 

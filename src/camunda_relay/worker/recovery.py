@@ -6,7 +6,8 @@ Three loops, each on its own so that none waits behind another: the lease renewa
 of the lease; one small write), the claim round (jobs of this worker's reply topics held by
 nobody or by an owner whose lease ran out, at most as many as there are free reply slots),
 and the sweep: the reconciler's, and the pruning of finished jobs older than
-``CAMUNDA_JOURNAL_RETENTION``. A journal found empty at start (new, or lost) is swept at
+``CAMUNDA_JOURNAL_RETENTION``, by one worker at a time of those sharing a journal
+(:mod:`camunda_relay.journal.sweep_lock`). A journal found empty at start (new, or lost) is swept at
 once instead of after the first interval.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from camunda_relay.errors import EngineError, JournalError
+from camunda_relay.journal.sweep_lock import sweep_lock
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, Reconciler
 from camunda_relay.task import Task
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 500  # jobs taken over in one round at most (the next round takes more)
 PRUNE_EVERY = 3600.0  # seconds between two prunings of finished journal jobs
 FIRST_SWEEP = 30.0  # seconds to the first sweep (at once when the journal is empty)
+SWEEP_ALLOWANCE = 900.0  # seconds one sweep (paged queries, history per instance) may take
 
 
 class Recovery:
@@ -36,6 +39,7 @@ class Recovery:
         self._replies = replies
         self.reconciler = reconciler
         self.sweep_now = False  # the journal was empty at start: sweep at once
+        self._next_prune = ctx.clock.monotonic()
 
     @property
     def interval(self) -> float:
@@ -56,8 +60,12 @@ class Recovery:
         return True
 
     async def keep_lease(self) -> None:
+        # Liveness beats: the wait, then the call (a journal call is bounded by its timeout).
+        health = self._ctx.health
+        health.beat("lease", 2 * self.interval)
         while await self._ctx.stop.wait(self.interval):
             await self.renew()
+            health.beat("lease", 2 * self.interval)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -90,6 +98,8 @@ class Recovery:
         return started
 
     async def keep_claiming(self) -> None:
+        health = self._ctx.health
+        health.beat("claim", 2 * self.interval)
         while await self._ctx.stop.wait(self.interval):
             try:
                 if self._ctx.history_full is None:
@@ -97,6 +107,7 @@ class Recovery:
                 await self.resume()
             except Exception:
                 log.exception("taking over journal jobs failed; trying again")
+            health.beat("claim", 2 * self.interval)
 
     # -- the reconciler ----------------------------------------------------------------------
 
@@ -106,18 +117,38 @@ class Recovery:
         ctx = self._ctx
         every = ctx.settings.reconcile_interval.total_seconds() if self.reconciler else PRUNE_EVERY
         wait = 0.0 if self.sweep_now else min(every, FIRST_SWEEP)
-        next_prune = ctx.clock.monotonic()
+        health = ctx.health
+        health.beat("reconcile", wait)
         while await ctx.stop.wait(wait):
+            health.beat("reconcile", SWEEP_ALLOWANCE)
             wait = every
-            if ctx.clock.monotonic() >= next_prune:
-                next_prune = ctx.clock.monotonic() + PRUNE_EVERY
-                await self.prune()
-            if self.reconciler is None:
-                continue
             try:
-                await self.reconciler.sweep()
+                await self.sweep()
             except Exception:
                 log.exception("reconciliation sweep failed; trying again")
+            finally:
+                health.beat("reconcile", wait)
+
+    async def sweep(self) -> bool:
+        """One turn: the pruning (when due) and the reconciler's sweep, under the journal's
+        sweep lock, so that one worker of those sharing a journal sweeps at a time; False
+        when another worker holds the lock (or it cannot be asked for) and this turn is
+        skipped."""
+        ctx = self._ctx
+        try:
+            async with sweep_lock(ctx.journal) as held:
+                if not held:
+                    log.debug("another worker sweeps this journal now; skipping this turn")
+                    return False
+                if ctx.clock.monotonic() >= self._next_prune:
+                    self._next_prune = ctx.clock.monotonic() + PRUNE_EVERY
+                    await self.prune()
+                if self.reconciler is not None:
+                    await self.reconciler.sweep()
+        except JournalError as error:
+            log.warning("no sweep this turn: %s", error)
+            return False
+        return True
 
     async def prune(self) -> int:
         """Delete finished jobs older than ``CAMUNDA_JOURNAL_RETENTION``; how many went."""

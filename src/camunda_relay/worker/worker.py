@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -41,6 +42,7 @@ from camunda_relay.router import Router
 from camunda_relay.settings import MAX_WORKER_ID, Settings
 from camunda_relay.task import Task
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
+from camunda_relay.worker.health import Health
 from camunda_relay.worker.intake import Intake
 from camunda_relay.worker.outcomes import Outcomes
 from camunda_relay.worker.plain import Plain
@@ -159,7 +161,13 @@ class Worker:
 
     def stop(self) -> None:
         """Stop fetching at once: no new fetch starts, every wait ends. Safe to repeat."""
+        self._ctx.health.stopping()
         self._ctx.stop.set()
+
+    @property
+    def health(self) -> Health:
+        """The worker's liveness and readiness, as a probe reads them (any thread)."""
+        return self._ctx.health
 
     @property
     def stopping(self) -> bool:
@@ -250,14 +258,25 @@ class Worker:
         )
         recovery = self._recovery
         loops = [
-            asyncio.ensure_future(loop())
-            for loop in (recovery.keep_lease, recovery.keep_claiming, recovery.keep_sweeping)
+            asyncio.ensure_future(self._watched(name, loop))
+            for name, loop in (
+                ("lease", recovery.keep_lease),
+                ("claim", recovery.keep_claiming),
+                ("reconcile", recovery.keep_sweeping),
+            )
         ]
         try:
-            await self._poller.run()
+            await self._watched("poll", self._poller.run)
         finally:
             self.stop()
             await asyncio.wait(loops)
+
+    async def _watched(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the worker's loops; its end is a liveness failure unless stopping."""
+        try:
+            await loop()
+        finally:
+            self._ctx.health.ended(name)
 
     async def run_once(self, *, long_poll: timedelta = timedelta(0)) -> int:
         """Fetch once, run everything fetched to the end (replies delivered); return the
