@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from camunda_relay import errors
+from camunda_relay.nodes import Node
 from camunda_relay.queries import Queries
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
@@ -118,8 +119,10 @@ class EngineClient(Queries):
         *,
         max_tasks: int,
         long_poll: timedelta,
+        node: Node | None = None,
     ) -> list[Task]:
-        """Lock up to ``max_tasks`` tasks, waiting up to ``long_poll`` for one to appear."""
+        """Lock up to ``max_tasks`` tasks, waiting up to ``long_poll`` for one to appear;
+        ``node``: at that engine node (the worker long-polls each)."""
         if not worker_id:
             raise errors.InvalidInput("the worker id must not be empty")
         if not topics:
@@ -137,7 +140,9 @@ class EngineClient(Queries):
         margin = self._settings.request_timeout.total_seconds()
         timeouts = httpx.Timeout(margin, read=wait.total_seconds() + margin)
         path = "/external-task/fetchAndLock"
-        locked = await self._list("POST", path, json=body, timeouts=timeouts, gated=False)
+        locked = await self._list(
+            "POST", path, json=body, timeouts=timeouts, gated=False, node=node
+        )
         return [_task(raw, worker_id) for raw in locked]
 
     async def complete(

@@ -209,13 +209,19 @@ class Settings:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     log_format: Literal["text", "json"] = "text"
+    url_resolve: Literal["off", "all"] = "off"
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
+        for url in self.urls:
+            shown = masked(url)
+            if not url.startswith(("http://", "https://")):
+                raise SettingsError(f"CAMUNDA_URL must start with http:// or https://: {shown}")
+            _check_url(shown, url)
+        if self.url_resolve == "all" and len(self.urls) > 1:
             raise SettingsError(
-                f"CAMUNDA_URL must start with http:// or https://: {self.shown_url}"
+                "CAMUNDA_URL_RESOLVE=all expands one host name to its addresses: give one URL "
+                "in CAMUNDA_URL, not a list"
             )
-        _check_url(self.shown_url, self.url)
         if self.worker_id is not None and len(self.worker_id) > MAX_WORKER_ID:
             raise SettingsError(
                 f"the worker id (CAMUNDA_WORKER_ID, --worker-id) has {len(self.worker_id)} "
@@ -264,6 +270,12 @@ class Settings:
         return f"Settings({', '.join(fields)})"
 
     @property
+    def urls(self) -> tuple[str, ...]:
+        """The engine nodes' REST URLs: ``url`` is one URL or a comma-separated list of the
+        nodes of one engine cluster (one database)."""
+        return tuple(part.strip().rstrip("/") for part in self.url.split(",") if part.strip())
+
+    @property
     def shown_url(self) -> str:
         """``url`` as it may be printed: a password in it masked."""
         return masked(self.url)
@@ -279,7 +291,7 @@ class Settings:
 
 
 _CONVERTERS: dict[str, Callable[[object], object]] = {
-    "url": lambda v: _text(v).rstrip("/"),
+    "url": lambda v: _text(v).strip().rstrip("/"),
     "user": _optional_text,
     "password": _text,
     "token": _optional_text,
@@ -306,6 +318,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "http_address": lambda v: _text(v).strip() or "127.0.0.1",
     "http_port": lambda v: _optional_port(v),
     "log_format": lambda v: _choice(v, ("text", "json")),
+    "url_resolve": lambda v: _choice(v, ("off", "all")),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 

@@ -22,11 +22,10 @@ import httpx
 
 from camunda_relay import errors
 from camunda_relay._version import __version__
+from camunda_relay.nodes import Node, Nodes
 from camunda_relay.settings import Settings
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "Transport"]
-
-_log = logging.getLogger(__name__)
 
 _log = logging.getLogger(__name__)
 
@@ -107,8 +106,8 @@ class Transport:
         self._settings = settings
         self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+        self.nodes = Nodes(settings.urls, resolve=settings.url_resolve == "all")
         self._http = httpx.AsyncClient(
-            base_url=settings.url,
             auth=_auth(settings),
             verify=_verify(settings),
             timeout=self._timeout,
@@ -151,17 +150,21 @@ class Transport:
         timeouts: httpx.Timeout | None = None,
         anonymous: bool = False,
         gated: bool = True,
+        node: Node | None = None,
     ) -> httpx.Response:
         """Send one request; return a 2xx response or raise the mapped :class:`EngineError`.
 
         At most :data:`MAX_CONCURRENT_REQUESTS` requests are in flight; the others wait here,
         in order. ``gated=False`` (the long poll) bypasses the gate: a poll waiting for tasks
-        must not hold a slot that a completion or a reply needs.
+        must not hold a slot that a completion or a reply needs. ``node``: that engine node
+        only; None: the node that answered last, then the others when it cannot be
+        connected to (:mod:`camunda_relay.nodes`).
         """
+        args = (method, path, json, params, data, files, timeouts, anonymous, node)
         if not gated:
-            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
+            return await self._request(*args)
         async with self._gate:
-            return await self._request(method, path, json, params, data, files, timeouts, anonymous)
+            return await self._request(*args)
 
     async def _request(
         self,
@@ -173,29 +176,43 @@ class Transport:
         files: Mapping[str, tuple[str, bytes, str]] | None,
         timeouts: httpx.Timeout | None,
         anonymous: bool,
+        node: Node | None,
     ) -> httpx.Response:
         label = f"{method} {path}"
-        started = time.monotonic()
-        try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                data=data,
-                files=files,
-                timeout=timeouts or self._timeout,
-                auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as error:
-            _log.debug(
-                "%s failed after %.0f ms: %s", label, _elapsed_ms(started), type(error).__name__
-            )
-            raise errors.from_transport_error(error, label) from error
-        _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
-        if response.is_success:
-            return response
-        raise errors.from_response(response, label)
+        targets = [node] if node is not None else self.nodes.ordered()
+        for index, target in enumerate(targets):
+            started = time.monotonic()
+            try:
+                response = await self._http.request(
+                    method,
+                    target.url + path,
+                    json=json,
+                    params=params,
+                    data=data,
+                    files=files,
+                    timeout=timeouts or self._timeout,
+                    auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
+                    headers={"Host": target.host} if target.host else None,
+                    extensions={"sni_hostname": target.server_name} if target.server_name else None,
+                )
+            except httpx.TransportError as error:
+                _log.debug(
+                    "%s failed after %.0f ms: %s%s",
+                    label,
+                    _elapsed_ms(started),
+                    type(error).__name__,
+                    f" (node {target.label})" if len(self.nodes.current) > 1 else "",
+                )
+                if isinstance(error, httpx.ConnectError) and index + 1 < len(targets):
+                    continue  # not sent: the next node may take it
+                raise errors.from_transport_error(error, label) from error
+            _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
+            if node is None:
+                self.nodes.answered(target)
+            if response.is_success:
+                return response
+            raise errors.from_response(response, label)
+        raise AssertionError("unreachable: no node to send to")
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._send(method, path, **kwargs)

@@ -57,7 +57,7 @@ class Progress:
 
 
 def _engine_base(settings: Settings) -> str:
-    parts = urlsplit(settings.url)
+    parts = urlsplit(settings.urls[0])
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -67,7 +67,7 @@ def _ensure_engine(settings: Settings) -> bool:
     base = _engine_base(settings)
     if bundled_engine.is_ready(base):
         return False
-    parts = urlsplit(settings.url)
+    parts = urlsplit(settings.urls[0])
     if parts.hostname not in {"localhost", "127.0.0.1"}:
         raise EngineUnavailable(f"engine not reachable at {settings.shown_url}")
     jar = bundled_engine.ensure_built(progress=click.echo)
@@ -92,7 +92,7 @@ def worker_settings(settings: Settings) -> Settings:
     ``settings.url`` is the one recorded in ``settings.state_dir``, else ``settings``."""
     info = bundled_engine.read_info(settings.state_dir)
     password = bundled_engine.read_worker_password(settings.state_dir)
-    parts = urlsplit(settings.url)
+    parts = urlsplit(settings.urls[0])
     if (
         info is None
         or info.worker_user is None

@@ -72,6 +72,12 @@ class Health:
         with self._lock:
             self._ended.add(loop)
 
+    def forget(self, loop: str) -> None:
+        """``loop`` is gone on purpose (the poll loop of an engine node that went away)."""
+        with self._lock:
+            self._beats.pop(loop, None)
+            self._ended.discard(loop)
+
     def stopping(self) -> None:
         with self._lock:
             self._stopping = True

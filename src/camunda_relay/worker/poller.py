@@ -18,6 +18,7 @@ from functools import partial
 
 from camunda_relay.client import TopicRequest
 from camunda_relay.errors import AuthenticationFailed, EngineError
+from camunda_relay.nodes import Node
 from camunda_relay.task import Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes
@@ -30,10 +31,16 @@ Spawn = Callable[[Task], None]
 
 
 class Poller:
-    def __init__(self, ctx: Context, outcomes: Outcomes, spawn: Spawn) -> None:
+    """The poll loop of one engine node (``node``; None: the client's nodes, failing over)."""
+
+    def __init__(
+        self, ctx: Context, outcomes: Outcomes, spawn: Spawn, node: Node | None = None
+    ) -> None:
         self._ctx = ctx
         self._outcomes = outcomes
         self._spawn = spawn
+        self._node = node
+        self.name = "poll" if node is None else f"poll {node.label}"
         self._pending: asyncio.Task[list[Task]] | None = None
 
     def _topics(self) -> list[TopicRequest]:
@@ -52,10 +59,14 @@ class Poller:
         ]
 
     def _capacity(self, topics: list[TopicRequest]) -> int:
+        """Tasks to ask for: the free slots less what other nodes' polls asked for, at most
+        an even share of the slots per node (one node's poll leaves room for the others)."""
         slots = self._ctx.slots
+        free = slots.locks.free
         if any(self._ctx.router[t.topic].reply is not None for t in topics):
-            return min(slots.locks.free, slots.replies.free)
-        return slots.locks.free
+            free = min(free, slots.replies.free)
+        share = -(-slots.locks.size // max(slots.pollers, 1))
+        return max(min(free - slots.reserved, share), 0)
 
     async def run(self) -> None:
         ctx = self._ctx
@@ -68,15 +79,15 @@ class Poller:
             generation = ctx.slots.generation
             topics = self._topics()
             if not topics and not ctx.journal_health.ok:
-                health.beat("poll", None)
+                health.beat(self.name, None)
                 await self._until(ctx.journal_health.until_ok)  # only reply topics here
                 continue
             capacity = self._capacity(topics) if topics else 0
             if capacity <= 0:
-                health.beat("poll", None)
+                health.beat(self.name, None)
                 await self._until(partial(ctx.slots.released_since, generation))
                 continue
-            health.beat("poll", poll)
+            health.beat(self.name, poll)
             fetch = self._start(topics, capacity, ctx.settings.long_poll)
             if not await ctx.stop.race(fetch):
                 self._pending = fetch
@@ -88,14 +99,14 @@ class Poller:
                 delay = ctx.poll_backoff.delay(attempt)
                 attempt += 1
                 _log_poll_error(error, delay, attempt)
-                health.beat("poll", delay)
+                health.beat(self.name, delay)
                 await ctx.stop.wait(delay)
                 continue
             except Exception:
                 # A bug must not end the loop silently: report it and go on after a pause.
                 log.exception("unexpected error in the poll loop")
                 delay = ctx.poll_backoff.delay(attempt)
-                health.beat("poll", delay)
+                health.beat(self.name, delay)
                 await ctx.stop.wait(delay)
                 attempt += 1
                 continue
@@ -124,11 +135,17 @@ class Poller:
         self, topics: list[TopicRequest], capacity: int, long_poll: timedelta
     ) -> asyncio.Task[list[Task]]:
         ctx = self._ctx
-        return asyncio.ensure_future(
-            ctx.client.fetch_and_lock(
-                ctx.worker_id, topics, max_tasks=capacity, long_poll=long_poll
-            )
-        )
+        ctx.slots.reserve(capacity)
+
+        async def fetch() -> list[Task]:
+            try:
+                return await ctx.client.fetch_and_lock(
+                    ctx.worker_id, topics, max_tasks=capacity, long_poll=long_poll, node=self._node
+                )
+            finally:
+                ctx.slots.unreserve(capacity)
+
+        return asyncio.ensure_future(fetch())
 
     def _fetched(self, fetch: asyncio.Task[list[Task]]) -> list[Task]:
         tasks = fetch.result()

@@ -76,6 +76,18 @@ class Slots:
         self._released = asyncio.Event()
         self.locks = Pool("max_in_flight", max_in_flight, self._bump)
         self.replies = Pool("max_pending_replies", max_pending_replies, self._bump)
+        # With several engine nodes, one poll loop per node: each fetch in flight reserves
+        # the tasks it asked for, so that together they never lock more than the slots.
+        self.reserved = 0
+        self.pollers = 1
+
+    def reserve(self, count: int) -> None:
+        self.reserved += count
+
+    def unreserve(self, count: int) -> None:
+        """A fetch ended: what it asked for but did not get is free again (wakes waiters)."""
+        self.reserved -= count
+        self._bump()
 
     def _bump(self) -> None:
         self.generation += 1

@@ -35,6 +35,7 @@ from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import ConfigurationError, JournalError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
+from camunda_relay.nodes import RESOLVE_EVERY, Node
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
 from camunda_relay.replies.reconciler import Reconciler
@@ -120,7 +121,9 @@ class Worker:
         self._plain = Plain(ctx, outcomes)
         self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
         self._intake = Intake(ctx, outcomes, self._replies)
+        self._outcomes = outcomes
         self._poller = Poller(ctx, outcomes, self._spawn)
+        self._node_pollers: list[Poller] = []  # one per engine node, with several nodes
         self._recovery = recovery = Recovery(ctx, self._replies, None)
         # Instances waiting for one of our replies that no journal knows (a lost volume, a
         # job deleted by hand) are reported, given an incident, or resumed, as configured.
@@ -185,7 +188,9 @@ class Worker:
             return
         self._closed = True
         seconds = (grace if grace is not None else self.settings.shutdown_grace).total_seconds()
-        settle = asyncio.ensure_future(self._poller.settle(seconds))
+        settle = asyncio.ensure_future(
+            asyncio.gather(*(p.settle(seconds) for p in (self._poller, *self._node_pollers)))
+        )
         cancelled = await self._ctx.runs.stop(seconds)
         if cancelled:
             log.warning("cancelled %d unfinished jobs at shutdown", cancelled)
@@ -266,10 +271,41 @@ class Worker:
             )
         ]
         try:
-            await self._watched("poll", self._poller.run)
+            await self._poll()
         finally:
             self.stop()
             await asyncio.wait(loops)
+
+    async def _poll(self) -> None:
+        """The poll loop; with several engine nodes (a list of URLs, or a name resolved to
+        every address) one per node, started and ended as the nodes come and go."""
+        ctx = self._ctx
+        nodes = self.client.nodes
+        await nodes.refresh()
+        if not nodes.resolving and len(nodes.current) == 1:
+            await self._watched(self._poller.name, self._poller.run)
+            return
+        running: dict[Node, tuple[Poller, asyncio.Future[None]]] = {}
+        try:
+            while True:
+                for node in [node for node in running if node not in nodes.current]:
+                    poller, loop = running.pop(node)
+                    loop.cancel()
+                    await asyncio.wait({loop})
+                    ctx.health.forget(poller.name)
+                for node in nodes.current:
+                    if node not in running:
+                        poller = Poller(ctx, self._outcomes, self._spawn, node)
+                        loop = asyncio.ensure_future(self._watched(poller.name, poller.run))
+                        running[node] = (poller, loop)
+                ctx.slots.pollers = len(running)
+                self._node_pollers = [poller for poller, _ in running.values()]
+                if not await ctx.stop.wait(RESOLVE_EVERY if nodes.resolving else None):
+                    break
+                await nodes.refresh()
+        finally:
+            if running:
+                await asyncio.wait({loop for _, loop in running.values()})
 
     async def _watched(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run one of the worker's loops; its end is a liveness failure unless stopping."""

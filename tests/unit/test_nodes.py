@@ -1,0 +1,161 @@
+"""Several engine nodes: a URL list or one name resolved to every address; each node
+long-polled; other requests fail over to a node that can be connected to."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import httpx
+import pytest
+
+from camunda_relay import EngineClient, Router, Settings, SettingsError, Task, Worker
+from camunda_relay.nodes import Node, Nodes
+from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
+
+
+def test_the_url_may_list_the_nodes() -> None:
+    settings = Settings.load(
+        {"CAMUNDA_URL": " http://a:8080/engine-rest/ , http://b:8080/engine-rest"}
+    )
+    assert settings.urls == ("http://a:8080/engine-rest", "http://b:8080/engine-rest")
+    assert Settings.load({}).urls == ("http://localhost:8080/engine-rest",)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CAMUNDA_URL": "http://a/engine-rest,b:8080"}, "must start with http"),
+        ({"CAMUNDA_URL": "http://a/engine-rest,http://b:99999/x"}, "not a valid URL"),
+        (
+            {
+                "CAMUNDA_URL": "http://a/engine-rest,http://b/engine-rest",
+                "CAMUNDA_URL_RESOLVE": "all",
+            },
+            "give one URL",
+        ),
+        ({"CAMUNDA_URL_RESOLVE": "some"}, "CAMUNDA_URL_RESOLVE.*off, all"),
+    ],
+)
+def test_bad_node_settings_name_the_problem(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.load(env)
+
+
+def test_a_name_resolves_to_a_node_per_address_keeping_the_name_for_host_and_tls() -> None:
+    answers = [["10.0.0.2", "10.0.0.1"], ["10.0.0.1", "10.0.0.2"], ["10.0.0.3"]]
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert (host, port) == ("engine.ns.svc", 8443)
+        return sorted(answers.pop(0))
+
+    nodes = Nodes(["https://engine.ns.svc:8443/engine-rest"], resolve=True, resolver=resolver)
+
+    async def scenario() -> list[bool]:
+        return [await nodes.refresh(), await nodes.refresh(), await nodes.refresh()]
+
+    changed = asyncio.run(scenario())
+    assert changed == [True, False, True]
+    assert nodes.current == (
+        Node(
+            "https://10.0.0.3:8443/engine-rest",
+            host="engine.ns.svc:8443",
+            server_name="engine.ns.svc",
+        ),
+    )
+
+
+def test_a_name_that_does_not_resolve_keeps_the_nodes_known() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        raise OSError("no such host")
+
+    nodes = Nodes(["http://engine/engine-rest"], resolve=True, resolver=resolver)
+    assert asyncio.run(nodes.refresh()) is False
+    assert nodes.current == (Node("http://engine/engine-rest"),)
+
+
+def _routed(
+    fake: FakeEngine, down: set[str], seen: list[tuple[str, str, str]]
+) -> httpx.MockTransport:
+    """Hosts in ``down`` refuse connections; the others are ``fake``."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.url.path, request.headers["host"]))
+        if request.url.host in down:
+            raise httpx.ConnectError("refused", request=request)
+        return await fake.handle(request)
+
+    return httpx.MockTransport(handle)
+
+
+def test_requests_fail_over_to_a_node_that_can_be_connected_to_and_stay_there() -> None:
+    fake = FakeEngine()
+    seen: list[tuple[str, str, str]] = []
+    settings = Settings(url="http://down/engine-rest,http://up/engine-rest", journal=":memory:")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_routed(fake, {"down"}, seen)) as client:
+            await client.check_access()
+            await client.check_access()
+
+    asyncio.run(scenario())
+    assert [host for host, _, _ in seen] == ["down", "up", "up"]
+
+
+def _reply_router() -> Router:
+    router = Router()
+
+    @router.task(TOPIC, reply=MESSAGE)
+    async def handle(task: Task) -> dict[str, object]:
+        return {}
+
+    return router
+
+
+def test_the_worker_long_polls_every_node_and_works_on_when_one_is_down() -> None:
+    fake = FakeEngine()
+    ids = [fake.start(f"bk-{n}") for n in range(3)]
+    seen: list[tuple[str, str, str]] = []
+    settings = Settings(
+        url="http://node-1/engine-rest,http://node-2/engine-rest", journal=":memory:"
+    )
+
+    async def scenario() -> None:
+        client = EngineClient(settings, transport=_routed(fake, {"node-1"}, seen))
+        async with Worker(_reply_router(), settings, client=client) as worker:
+            running = asyncio.ensure_future(worker.run())
+            while any(fake.instances[i].state != "completed" for i in ids):
+                await asyncio.sleep(0.01)
+            while not {"node-1", "node-2"} <= _polled(seen):
+                await asyncio.sleep(0.01)
+            assert worker.health.live().ok
+            worker.stop()
+            await running
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert _polled(seen) == {"node-1", "node-2"}
+    fetches = Counter(host for host, path, _ in seen if path.endswith("/fetchAndLock"))
+    assert fetches["node-2"] >= 1
+
+
+def _polled(seen: list[tuple[str, str, str]]) -> set[str]:
+    return {host for host, path, _ in seen if path.endswith("/fetchAndLock")}
+
+
+def test_a_resolved_node_is_sent_its_name_as_host() -> None:
+    fake = FakeEngine()
+    seen: list[tuple[str, str, str]] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.9"]
+
+    settings = Settings(url="http://engine.svc:8080/engine-rest", url_resolve="all")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_routed(fake, set(), seen)) as client:
+            client.nodes = Nodes(settings.urls, resolve=True, resolver=resolver)
+            await client.nodes.refresh()
+            await client.check_access()
+
+    asyncio.run(scenario())
+    assert seen == [("127.0.0.9", "/engine-rest/process-definition/count", "engine.svc:8080")]
