@@ -70,3 +70,9 @@ bench: INSTANCES = 1000
 bench: DB ?= h2
 bench: $(BENCH_STAMP) engine
 	$(BIN)/python -m bench.run --instances $(INSTANCES) --db $(DB) $(BENCH_ARGS)
+
+# Pickup latency with two bundled engines on one PostgreSQL database: a worker with one URL
+# (node 1) vs every node (docs/benchmarks.md, "An engine cluster"); about 3 minutes.
+.PHONY: bench-cluster
+bench-cluster: $(STAMP) engine
+	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
