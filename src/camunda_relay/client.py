@@ -143,7 +143,12 @@ class EngineClient(Queries):
         locked = await self._list(
             "POST", path, json=body, timeouts=timeouts, gated=False, node=node
         )
-        return [_task(raw, worker_id) for raw in locked]
+        tasks = [_task(raw, worker_id) for raw in locked]
+        if node is not None:  # several nodes: the task's requests go to this one first
+            for task in tasks:
+                self.remember(task.id, node)
+                self.remember(task.process_instance_id, node)
+        return tasks
 
     async def complete(
         self,
@@ -158,7 +163,12 @@ class EngineClient(Queries):
             body["variables"] = encode_all(variables)
         if local_variables:
             body["localVariables"] = encode_all(local_variables)
-        await self._send("POST", f"/external-task/{_segment(task_id)}/complete", json=body)
+        await self._send(
+            "POST",
+            f"/external-task/{_segment(task_id)}/complete",
+            json=body,
+            prefer=self.home(task_id),
+        )
 
     async def handle_failure(
         self,
@@ -181,7 +191,12 @@ class EngineClient(Queries):
         }
         if error_details is not None:
             body["errorDetails"] = error_details
-        await self._send("POST", f"/external-task/{_segment(task_id)}/failure", json=body)
+        await self._send(
+            "POST",
+            f"/external-task/{_segment(task_id)}/failure",
+            json=body,
+            prefer=self.home(task_id),
+        )
 
     async def handle_bpmn_error(
         self,
@@ -198,18 +213,30 @@ class EngineClient(Queries):
             body["errorMessage"] = error_message
         if variables:
             body["variables"] = encode_all(variables)
-        await self._send("POST", f"/external-task/{_segment(task_id)}/bpmnError", json=body)
+        await self._send(
+            "POST",
+            f"/external-task/{_segment(task_id)}/bpmnError",
+            json=body,
+            prefer=self.home(task_id),
+        )
 
     async def extend_lock(self, task_id: str, worker_id: str, duration: timedelta) -> None:
         """Set the lock to expire ``duration`` from now (not an increment)."""
         if _ms(duration) < 1:
             raise errors.InvalidInput("the new lock duration must be positive")
         body = {"workerId": worker_id, "newDuration": _ms(duration)}
-        await self._send("POST", f"/external-task/{_segment(task_id)}/extendLock", json=body)
+        await self._send(
+            "POST",
+            f"/external-task/{_segment(task_id)}/extendLock",
+            json=body,
+            prefer=self.home(task_id),
+        )
 
     async def unlock(self, task_id: str) -> None:
         """Release the lock at once, so that any worker can fetch the task again."""
-        await self._send("POST", f"/external-task/{_segment(task_id)}/unlock")
+        await self._send(
+            "POST", f"/external-task/{_segment(task_id)}/unlock", prefer=self.home(task_id)
+        )
 
     # -- messages and incidents ---------------------------------------------------------------
 
@@ -235,7 +262,7 @@ class EngineClient(Queries):
             body["businessKey"] = validate_business_key(business_key)
         if variables:
             body["processVariables"] = encode_all(variables)
-        await self._send("POST", "/message", json=body)
+        await self._send("POST", "/message", json=body, prefer=self.home(process_instance_id))
 
     async def create_incident(
         self,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from datetime import timedelta
 from types import TracebackType
@@ -35,7 +36,8 @@ _log = logging.getLogger(__name__)
 # reach the pool timeout and retry, and the worker livelocks (measured: 10,000 due replies,
 # 99 delivered in two minutes; with this gate, all 10,000 in 60 s).
 MAX_CONCURRENT_REQUESTS = 32
-_LONG_POLL_CONNECTIONS = 4  # long polls bypass the gate; a worker runs one at a time
+_LONG_POLL_CONNECTIONS = 16  # long polls bypass the gate; a worker runs one per engine node
+MAX_HOMES = 100_000  # task and instance ids whose locking node is remembered
 
 _Params = Mapping[str, str | int]
 
@@ -107,6 +109,7 @@ class Transport:
         self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self.nodes = Nodes(settings.urls, resolve=settings.url_resolve == "all")
+        self._homes: OrderedDict[str, Node] = OrderedDict()
         self._http = httpx.AsyncClient(
             auth=_auth(settings),
             verify=_verify(settings),
@@ -121,6 +124,18 @@ class Transport:
                 max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
             ),
         )
+
+    def remember(self, key: str, node: Node) -> None:
+        """``key`` (a task or process instance id) was locked at ``node``: its requests go
+        there first (the most recent :data:`MAX_HOMES` keys are kept)."""
+        self._homes[key] = node
+        self._homes.move_to_end(key)
+        while len(self._homes) > MAX_HOMES:
+            self._homes.popitem(last=False)
+
+    def home(self, key: str | None) -> Node | None:
+        """The node ``key`` was locked at, if known."""
+        return self._homes.get(key) if key is not None else None
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -151,6 +166,7 @@ class Transport:
         anonymous: bool = False,
         gated: bool = True,
         node: Node | None = None,
+        prefer: Node | None = None,
     ) -> httpx.Response:
         """Send one request; return a 2xx response or raise the mapped :class:`EngineError`.
 
@@ -158,9 +174,9 @@ class Transport:
         in order. ``gated=False`` (the long poll) bypasses the gate: a poll waiting for tasks
         must not hold a slot that a completion or a reply needs. ``node``: that engine node
         only; None: the node that answered last, then the others when it cannot be
-        connected to (:mod:`camunda_relay.nodes`).
+        connected to (:mod:`camunda_relay.nodes`); ``prefer``: that node first, then those.
         """
-        args = (method, path, json, params, data, files, timeouts, anonymous, node)
+        args = (method, path, json, params, data, files, timeouts, anonymous, node, prefer)
         if not gated:
             return await self._request(*args)
         async with self._gate:
@@ -177,9 +193,13 @@ class Transport:
         timeouts: httpx.Timeout | None,
         anonymous: bool,
         node: Node | None,
+        prefer: Node | None,
     ) -> httpx.Response:
         label = f"{method} {path}"
         targets = [node] if node is not None else self.nodes.ordered()
+        if node is None and prefer is not None and prefer in targets:
+            targets.remove(prefer)
+            targets.insert(0, prefer)
         for index, target in enumerate(targets):
             started = time.monotonic()
             try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from camunda_relay import EngineClient, Router, Settings, SettingsError, Task, Worker
+from camunda_relay.client import TopicRequest
 from camunda_relay.nodes import Node, Nodes
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
 
@@ -159,3 +161,33 @@ def test_a_resolved_node_is_sent_its_name_as_host() -> None:
 
     asyncio.run(scenario())
     assert seen == [("127.0.0.9", "/engine-rest/process-definition/count", "engine.svc:8080")]
+
+
+def test_a_tasks_requests_go_to_the_node_that_locked_it_first() -> None:
+    """Node 1 answered last, but the task was locked at node 2: its completion, and the
+    message to its instance, go to node 2."""
+    fake = FakeEngine()
+    instance = fake.start("bk")
+    seen: list[tuple[str, str, str]] = []
+    settings = Settings(url="http://node-1/engine-rest,http://node-2/engine-rest")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_routed(fake, set(), seen)) as client:
+            node_2 = client.nodes.current[1]
+            request = TopicRequest(TOPIC, lock_duration=timedelta(seconds=60))
+            (task,) = await client.fetch_and_lock(
+                "w", [request], max_tasks=1, long_poll=timedelta(0), node=node_2
+            )
+            await client.check_access()  # answered by node 1: the preferred node now
+            await client.complete(task.id, "w")
+            await client.correlate(MESSAGE, process_instance_id=instance)
+            await client.check_access()
+
+    asyncio.run(scenario())
+    assert [(host, path.rsplit("/", 1)[-1]) for host, path, _ in seen] == [
+        ("node-2", "fetchAndLock"),
+        ("node-1", "count"),
+        ("node-2", "complete"),
+        ("node-2", "message"),
+        ("node-2", "count"),  # node 2 answered last
+    ]

@@ -74,7 +74,8 @@ class Poller:
         health = ctx.health
         # Liveness: a beat before every wait, with how long the wait may take (None: until
         # an event, such as a slot coming free, however long the handlers run).
-        poll = (ctx.settings.long_poll + ctx.settings.request_timeout).total_seconds()
+        # A fetch may wait for a connection, connect and read: the request timeout each.
+        poll = (ctx.settings.long_poll + 3 * ctx.settings.request_timeout).total_seconds()
         while not ctx.stop.stopping:
             generation = ctx.slots.generation
             topics = self._topics()
