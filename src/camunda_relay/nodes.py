@@ -5,9 +5,11 @@ one cluster on one database), or one host name expanded to every address it reso
 
 Why every node: an engine's long poll is woken only by tasks created on its own node, so a
 worker polling one node of several finds a task created elsewhere only when its poll ends.
-The worker long-polls each node (:mod:`camunda_relay.worker.poller`); every other request
-goes to the node that answered last and fails over to the next when a node cannot be
-connected to (the request was not sent, so sending it elsewhere is safe).
+The worker long-polls each node (:mod:`camunda_relay.worker.poller`); a task's requests
+(complete, failure, BPMN error, lock calls, its instance's message) go first to the node
+that locked it, every other request to the node that answered last, and each fails over to
+the next node when one cannot be connected to (the request was not sent, so sending it
+elsewhere is safe; the nodes share one database).
 
 A node reached by an address keeps its host name for the ``Host`` header and the TLS server
 name, so virtual hosts and certificates work as with the name.
