@@ -53,10 +53,15 @@ def cluster(
             pool.submit(start_engine, engine_jar, base / node, free_port(), database)
             for node in ("node-1", "node-2")
         ]
-        engines = [future.result() for future in futures]
-    yield engines, postgres_server.dsn(name)
-    for running in engines:
-        bundled_engine.stop(running.info.pid)
+        started = [future for future in futures if future.exception() is None]
+        engines = [future.result() for future in started]
+    try:
+        for future in futures:
+            future.result()  # a node that did not start fails the tests (the others stop)
+        yield engines, postgres_server.dsn(name)
+    finally:
+        for running in engines:
+            bundled_engine.stop(running.info.pid)
 
 
 def test_starting_both_at_once_deploys_once_and_makes_the_worker_identity_once(
