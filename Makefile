@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8080
 INSTANCES ?= 20
 
-.PHONY: run stop status test check lint format engine install clean docs
+.PHONY: run stop status test check lint format engine install clean docs lint-deploy
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,29 @@ docs: $(STAMP)
 # tests/packaging builds the sdist and the wheel, installs the wheel into a fresh virtual
 # environment and runs the README's commands from there (its own engine build: a minute or
 # two); PYTEST_ARGS="-m 'not packaging'" leaves it out.
-test: check docs engine
+test: check lint-deploy docs engine
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The deployment files: the Containerfiles (hadolint) and the Kubernetes manifests (their
+# schemas, offline, unknown fields refused); tests/unit/test_deploy_files.py checks the
+# variables they set against the settings.
+MANIFESTS := $(filter-out %/kustomization.yaml,$(wildcard deploy/kubernetes/*.yaml))
+lint-deploy: $(STAMP)
+	$(BIN)/hadolint --config deploy/containers/hadolint.yaml deploy/containers/*.Containerfile
+	$(BIN)/kubernetes-validate --strict --quiet $(MANIFESTS)
+
+# The images (deploy/containers): docker where its daemon answers, podman otherwise
+# (CONTAINER_ENGINE=... to choose), tagged with the package's version.
+.PHONY: images e2e-containers
+images: $(STAMP)
+	$(BIN)/python -c "from harness.containers import main; raise SystemExit(main(['--build-only']))"
+
+# The seed flow through the images: PostgreSQL, two engine containers, two worker containers,
+# one of each killed mid-run, every instance checked in the history; about 3 minutes with the
+# base image made and the build caches warm. .ci/run runs it after make test.
+# E2E_ARGS="--instances 200 --no-build".
+e2e-containers: $(STAMP)
+	$(BIN)/python -m harness.containers $(E2E_ARGS)
 
 # The fault-injection suite against the real engine (S1-S21); FAULTS_ARGS="--scenario S5 --seed 7".
 .PHONY: faults
