@@ -1,4 +1,5 @@
-"""Fixtures shared by all tiers: the bundled engine (session-wide) and PostgreSQL."""
+"""Fixtures shared by all tiers: the bundled engine (session-wide, from the plugin that
+camunda_relay.testing ships) and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from camunda_relay import bundled_engine
 from tests.support import postgres as pg
-from tests.support.engine import Engine, start_engine
-from tests.support.tools import free_port, java_available, missing, postgres_bin_dir
+from tests.support.engine import Engine
+from tests.support.tools import free_port, missing, postgres_bin_dir
 
 
 @pytest.fixture(autouse=True)
@@ -27,19 +27,19 @@ def _package_logger_restored() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
-@pytest.fixture(scope="session")
-def engine_jar() -> Path:
-    if not java_available():
-        missing("Java", "install a JDK 17+ to run the engine tests")
-    return bundled_engine.ensure_built()
+# The bundled engine comes from camunda_relay.testing's pytest plugin (camunda_engine_jar,
+# camunda_engine), the same fixtures users get; these are the names the suite uses.
 
 
 @pytest.fixture(scope="session")
-def engine(engine_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def engine_jar(camunda_engine_jar: Path) -> Path:
+    return camunda_engine_jar
+
+
+@pytest.fixture(scope="session")
+def engine(camunda_engine: Engine) -> Engine:
     """One engine for the session, H2 in file mode, on a free loopback port."""
-    running = start_engine(engine_jar, tmp_path_factory.mktemp("engine"), free_port())
-    yield running
-    bundled_engine.stop(running.info.pid)
+    return camunda_engine
 
 
 @pytest.fixture

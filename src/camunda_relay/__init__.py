@@ -32,6 +32,7 @@ from camunda_relay.errors import (
     NotFound,
     PermissionDenied,
     RelayError,
+    ReplyTokenError,
     ServerError,
     TaskNotLocked,
     TlsError,
@@ -39,9 +40,10 @@ from camunda_relay.errors import (
 )
 from camunda_relay.journal import MemoryJournal
 from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.tokens import fail_reply, send_reply
 from camunda_relay.router import Reply, Router
 from camunda_relay.settings import Settings, SettingsError
-from camunda_relay.task import BpmnError, RetryLater, Task
+from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
 from camunda_relay.worker import Worker, WorkerStats
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "BpmnError",
     "ConcurrentModification",
     "ConfigurationError",
+    "DeferReply",
     "EngineClient",
     "EngineError",
     "EngineUnavailable",
@@ -65,6 +68,7 @@ __all__ = [
     "PermissionDenied",
     "RelayError",
     "Reply",
+    "ReplyTokenError",
     "RetryLater",
     "Router",
     "ServerError",
@@ -77,4 +81,6 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "__version__",
+    "fail_reply",
+    "send_reply",
 ]

@@ -11,6 +11,7 @@
     │   ├── EngineBuildError        (engine_build.py) no project, no JDK, or Maven failed
     │   └── EngineStartError        (bundled_engine.py) not ready; with the log's tail
     ├── IllegalTransition           a reply job was moved to a state its state cannot reach (a bug)
+    ├── ReplyTokenError             a deferred reply's token is unknown, used or expired
     ├── JournalError                the journal failed (SQLite, PostgreSQL)
     │   ├── JournalUnavailable      the journal database cannot be reached / timed out [retryable]
     │   └── CorruptJob              a stored job cannot be read (damaged, or from a newer version)
@@ -60,6 +61,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RelayError",
+    "ReplyTokenError",
     "ServerError",
     "TaskNotLocked",
     "TlsError",
@@ -102,6 +104,15 @@ class EngineBuildError(BundledEngineError):
 
 class IllegalTransition(RelayError):
     """A reply job was asked to move to a state its current state cannot reach: a bug."""
+
+
+class ReplyTokenError(RelayError):
+    """A deferred reply's token cannot be answered: ``verdict`` is ``unknown``, ``used`` or
+    ``expired`` (or ``invalid`` for an unusable answer). The message never holds the token."""
+
+    def __init__(self, message: str, *, verdict: str = "invalid") -> None:
+        super().__init__(message)
+        self.verdict = verdict
 
 
 class JournalError(RelayError):

@@ -31,6 +31,11 @@ _COUNTERS = (
     ("bpmn_errors", "camunda_relay_bpmn_errors", "BPMN errors thrown"),
     ("replies_delivered", "camunda_relay_replies_delivered", "Reply messages delivered"),
     ("replies_failed", "camunda_relay_replies_failed", "Reply jobs failed (incident raised)"),
+    (
+        "replies_deferred",
+        "camunda_relay_replies_deferred",
+        "Reply jobs whose handler handed out a reply token",
+    ),
     ("dropped", "camunda_relay_jobs_dropped", "Jobs dropped because the lock was lost"),
     (
         "taken_over",

@@ -178,6 +178,10 @@ def _optional_path(value: object) -> Path | None:
     return Path(text) if text else None
 
 
+MIN_REPLY_SECRET = 16
+"""The shortest secret the HTTP reply endpoint accepts (CAMUNDA_REPLY_SECRET)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the library, the worker and the CLI can be configured with."""
@@ -197,6 +201,7 @@ class Settings:
     retries: int = 3
     retry_timeout: timedelta = timedelta(seconds=10)
     reply_deadline: timedelta = timedelta(minutes=10)
+    reply_secret: str | None = field(default=None, repr=False)
     shutdown_grace: timedelta = timedelta(seconds=25)
     journal: str = field(default=".camunda-relay/journal.sqlite3", repr=False)
     journal_lease: timedelta = timedelta(seconds=60)
@@ -231,6 +236,11 @@ class Settings:
             raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
         if self.user and self.password is None:
             raise SettingsError("CAMUNDA_USER is set but CAMUNDA_PASSWORD is not")
+        if self.reply_secret is not None and len(self.reply_secret) < MIN_REPLY_SECRET:
+            raise SettingsError(
+                f"CAMUNDA_REPLY_SECRET must have at least {MIN_REPLY_SECRET} characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
 
     @classmethod
     def load(
@@ -306,6 +316,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "retries": _non_negative_int,
     "retry_timeout": _seconds,
     "reply_deadline": _seconds,
+    "reply_secret": _optional_text,
     "shutdown_grace": _seconds,
     "journal": _text,
     "journal_lease": _bounded(positive=True),

@@ -5,7 +5,9 @@ of variables (or None). Other outcomes are typed exceptions:
 
 - :class:`BpmnError` throws a BPMN error, caught by an error boundary event in the model;
 - :class:`RetryLater` (or any other exception) goes through the retry policy: a failure with
-  decreasing retries, an incident when none are left.
+  decreasing retries, an incident when none are left;
+- :class:`DeferReply` (reply topics only) ends the handler's part without a result: whoever
+  holds ``task.reply_token`` answers later (:mod:`camunda_relay.replies.tokens`).
 
 For a reply topic the return value is the reply message's variables.
 """
@@ -18,7 +20,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BpmnError", "RetryLater", "Task"]
+__all__ = ["BpmnError", "DeferReply", "RetryLater", "Task"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class Task:
     variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
     # Stable across re-runs of the same job (after a crash): the handler's idempotency key.
     job_id: str = ""
+    # A reply topic's handler only: the token that answers this attempt's reply later, once
+    # the handler raises DeferReply. Random, usable once, never stored (only its hash).
+    reply_token: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.variables, MappingProxyType):
@@ -90,3 +95,13 @@ class RetryLater(Exception):
         super().__init__(message)
         self.after = after
         self.retries = retries
+
+
+class DeferReply(Exception):
+    """End a reply topic's handler without a result: the reply is sent once the holder of
+    ``task.reply_token`` answers (:func:`~camunda_relay.replies.tokens.send_reply`, ``camunda-relay
+    reply``, or the worker's HTTP endpoint), or an incident is raised when the reply deadline
+    passes first."""
+
+    def __init__(self, message: str = "the reply is deferred to the token's holder") -> None:
+        super().__init__(message)

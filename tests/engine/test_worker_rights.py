@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -176,6 +177,10 @@ def test_demo_starts_as_the_administrator_and_works_as_the_worker_user(
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"worker  : ran as {WORKER_USER}" in result.stdout
     assert engine.worker_password not in result.stdout + result.stderr
+    # One instance's reply was deferred and answered through the CLI, its token never shown.
+    assert "handed out a reply token" in result.stdout
+    assert "camunda-relay reply: reply (1 variable) accepted" in result.stdout
+    assert re.search(r"^\s+3\s+3\s+0\s+0\s", result.stdout, flags=re.MULTILINE), "3 of 3"
 
 
 def test_a_user_outside_the_worker_group_is_warned_that_it_sees_nothing(

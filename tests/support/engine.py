@@ -5,64 +5,41 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from camunda_relay import Router, Settings, Worker, bundled_engine
+from camunda_relay import Router, Settings, Worker
+from camunda_relay.testing.engine import PASSWORD, USER, WORKER_USER, Engine, start_engine
 from camunda_relay.worker import WorkerStats
 
-USER = "relayadmin"
-PASSWORD = "relay-test-secret"
-# The least-privilege worker user every bundled engine has; its password is the one the
-# engine's state directory keeps (bundled_engine.worker_password).
-WORKER_USER = bundled_engine.WORKER_USER
+__all__ = [
+    "CATCH_EVENT",
+    "MESSAGE",
+    "PASSWORD",
+    "PROCESS_KEY",
+    "TOPIC",
+    "USER",
+    "WORKER_USER",
+    "Engine",
+    "assert_finished_once",
+    "catch_event_passages",
+    "fetch_and_lock",
+    "historic_instance",
+    "run_seed_flow",
+    "start_engine",
+    "start_instance",
+    "wait_for",
+    "waiting_for_message",
+    "work_until_finished",
+]
 
+# The engine itself (started, stopped, its credentials) is the one camunda_relay.testing
+# ships to users.
 PROCESS_KEY = "correlation-message"
 TOPIC = "messageSending"
 MESSAGE = "sample_response"
 CATCH_EVENT = "wait_for_response"
-
-
-@dataclass(frozen=True)
-class Engine:
-    info: bundled_engine.EngineInfo
-    options: bundled_engine.EngineOptions
-
-    @property
-    def rest_url(self) -> str:
-        return self.info.rest_url
-
-    @property
-    def worker_password(self) -> str:
-        return bundled_engine.worker_password(self.options.state_dir)
-
-    @property
-    def worker_auth(self) -> tuple[str, str]:
-        return WORKER_USER, self.worker_password
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        kwargs.setdefault("auth", (USER, PASSWORD))
-        return httpx.Client(base_url=self.rest_url, timeout=30, **kwargs)
-
-    def worker_client(self) -> httpx.Client:
-        """A REST client logged in as the least-privilege worker user."""
-        return self.client(auth=self.worker_auth)
-
-
-def start_engine(
-    jar: Path,
-    state_dir: Path,
-    port: int,
-    postgres: bundled_engine.Postgres | None = None,
-    **options: Any,
-) -> Engine:
-    engine_options = bundled_engine.EngineOptions(
-        port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres, **options
-    )
-    return Engine(info=bundled_engine.start(engine_options, jar=jar), options=engine_options)
 
 
 def wait_for(

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +154,13 @@ def test_our_engine_is_told_by_its_command_line_and_start_time(tmp_path: Path) -
         [sys.executable, "-c", "import time; time.sleep(300)", bundled_engine.JAR_NAME]
     )
     try:
+        # Popen returns once the child is forked, maybe before it runs Python: until then its
+        # command line is this process's (a busy machine showed it).
+        command = Path(f"/proc/{lookalike.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while bundled_engine.JAR_NAME.encode() not in command.read_bytes():
+            assert time.monotonic() < deadline, "the lookalike never ran"
+            time.sleep(0.01)
         started = bundled_engine._start_time(lookalike.pid)
         assert started is not None
         info = bundled_engine.EngineInfo(lookalike.pid, 1, "d", "l", "h2-file", started=started)

@@ -17,8 +17,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
+from camunda_relay.journal.base import Verdict
+from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.journal.postgres import APPLICATION_NAME, PostgresJournal, journal_error
-from camunda_relay.replies.job import JobState
+from camunda_relay.replies.job import Answer, JobState
+from camunda_relay.replies.tokens import new_token
 from tests.support.journals import TOPICS, fresh_database, ids, make_job, unique_table
 from tests.support.postgres import PostgresServer
 from tests.support.tcp_proxy import TcpProxy
@@ -288,6 +291,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
                 "lease": lease,
                 "payload": journal_codec.dumps(job),
             }
+            del row["token_hash"]  # version 1 had no deferred replies
             admin.execute(sql.SQL(_INSERT_1).format(**names), row)
 
     async def scenario() -> None:
@@ -307,7 +311,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
     asyncio.run(scenario())
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         comment = admin.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()
-        assert comment == ("camunda-relay journal, schema version 2",)
+        assert comment == ("camunda-relay journal, schema version 3",)
         columns = admin.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
         ).fetchall()
@@ -322,7 +326,7 @@ def test_a_table_of_a_newer_schema_is_refused(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE TABLE {} (id text)").format(sql.Identifier(table)))
         admin.execute(
-            sql.SQL("COMMENT ON TABLE {} IS 'camunda-relay journal, schema version 3'").format(
+            sql.SQL("COMMENT ON TABLE {} IS 'camunda-relay journal, schema version 4'").format(
                 sql.Identifier(table)
             )
         )
@@ -336,3 +340,55 @@ def test_a_table_of_a_newer_schema_is_refused(pg_dsn: str) -> None:
             await journal.close()
 
     asyncio.run(scenario())
+
+
+def test_a_version_2_table_is_migrated(pg_dsn: str) -> None:
+    table = unique_table()
+
+    async def create() -> None:
+        journal = PostgresJournal(pg_dsn, owner="old", table=table)
+        try:
+            await journal.save(make_job(1, state=JobState.DONE))
+            await journal.release("task-1")
+        finally:
+            await journal.close()
+
+    asyncio.run(create())
+    names = {"table": sql.Identifier(table), "claim": sql.Identifier(f"{table}_claim_idx")}
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:  # back to the version-2 layout
+        for statement in (
+            "DROP INDEX {claim}",
+            "ALTER TABLE {table} DROP COLUMN token_hash",
+            "ALTER TABLE {table} DROP COLUMN answer",
+            "CREATE INDEX {claim} ON {table} (owner, topic, created_at, id)"
+            " WHERE state IN ('acknowledged', 'done', 'failing', 'recorded')",
+            "COMMENT ON TABLE {table} IS 'camunda-relay journal, schema version 2'",
+        ):
+            admin.execute(sql.SQL(statement).format(**names))
+
+    async def scenario() -> None:
+        journal = PostgresJournal(pg_dsn, owner="heir", table=table)
+        try:
+            await journal.renew()
+            assert ids(await journal.claim(topics=TOPICS)) == ["task-1"]
+            _, digest = new_token()
+            deferred = make_job(2, state=JobState.DEFERRED, token_hash=digest, deadline=4e9)
+            assert await journal.save(deferred) is True
+            answer = dumps_answer(Answer(failure="declined"))
+            assert await journal.answer(digest, answer) is Verdict.ACCEPTED
+            await journal.release("task-2")
+            claimed = await journal.claim(topics=TOPICS)
+            assert ids(claimed) == ["task-2"]
+            assert claimed[0].answer == Answer(failure="declined")
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        comment = admin.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()
+        assert comment == ("camunda-relay journal, schema version 3",)
+        definition = admin.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_claim_idx",)
+        ).fetchone()
+        assert definition is not None
+        assert "deferred" in definition[0]

@@ -20,8 +20,11 @@ from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavai
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import sqlite as journal_sqlite
 from camunda_relay.journal import sqlite_schema
+from camunda_relay.journal.base import Verdict
+from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.journal.sqlite import SCHEMA_VERSION, SqliteJournal
-from camunda_relay.replies.job import JobState
+from camunda_relay.replies.job import Answer, JobState
+from camunda_relay.replies.tokens import new_token
 from tests.support.journals import EXPIRED, TOPICS, ids, make_job, rich_job
 
 _RECORD_THEN_DIE = """
@@ -131,7 +134,7 @@ def test_the_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path)
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
         assert {"relay_jobs_state", "relay_jobs_claim"} <= indexes
         columns = {row[1] for row in conn.execute("PRAGMA table_info(relay_owners)")}
@@ -198,6 +201,7 @@ def write_version_1(path: Path, rows: list[tuple[int, JobState, str, float]]) ->
                 "lease_until": lease_until,
                 "payload": journal_codec.dumps(job),
             }
+            del row["token_hash"]  # version 1 had no deferred replies
             names = ", ".join(row)
             values = ", ".join(f":{name}" for name in row)
             conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
@@ -238,7 +242,7 @@ def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
         leases = dict(conn.execute("SELECT owner, lease_until FROM relay_owners"))
         assert leases["alive"] == FAR
         assert "lease_until" not in {
@@ -336,3 +340,59 @@ def test_a_folder_is_refused_for_good(tmp_path: Path) -> None:
             await journal.close()
 
     asyncio.run(scenario())
+
+
+# The layout of schema version 2 (one lease per owner, no deferred replies).
+_VERSION_2 = """
+CREATE TABLE relay_jobs (
+    id TEXT PRIMARY KEY, topic TEXT NOT NULL, process_instance_id TEXT NOT NULL,
+    business_key TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL, error TEXT, deadline REAL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, owner TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX relay_jobs_state ON relay_jobs (state);
+CREATE INDEX relay_jobs_claim ON relay_jobs (owner, topic, created_at, id)
+    WHERE state IN ('acknowledged', 'done', 'failing', 'recorded');
+CREATE TABLE relay_owners (owner TEXT PRIMARY KEY, lease_until REAL NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_version_2_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(_VERSION_2)
+    for number, state in ((1, JobState.DONE), (2, JobState.DELIVERED)):
+        job = make_job(number, state=state)
+        row = {**journal_codec.columns(job), "owner": "", "payload": journal_codec.dumps(job)}
+        del row["token_hash"]
+        names = ", ".join(row)
+        values = ", ".join(f":{name}" for name in row)
+        conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
+    conn.commit()
+    conn.close()
+
+    async def scenario() -> None:
+        journal = SqliteJournal(path, owner="heir")
+        try:
+            await journal.renew()
+            assert await journal.get("task-2") == make_job(2, state=JobState.DELIVERED)
+            assert ids(await journal.claim(topics=TOPICS)) == ["task-1"]
+            _, digest = new_token()
+            deferred = make_job(3, state=JobState.DEFERRED, token_hash=digest, deadline=FAR)
+            assert await journal.save(deferred) is True
+            answer = dumps_answer(Answer(variables={"ok": True}))
+            assert await journal.answer(digest, answer) is Verdict.ACCEPTED
+            await journal.release("task-3")
+            claimed = await journal.claim(topics=TOPICS)
+            assert ids(claimed) == ["task-3"]
+            assert claimed[0].answer == Answer(variables={"ok": True})
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
+        assert {"relay_jobs_claim", "relay_jobs_token"} <= indexes
+    conn.close()

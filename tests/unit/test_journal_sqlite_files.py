@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from camunda_relay.errors import JournalError
+from camunda_relay.errors import ConfigurationError, JournalError
+from camunda_relay.journal import open_journal
 from camunda_relay.journal.sqlite import SqliteJournal
 from camunda_relay.replies.job import JobState
 from tests.support.journals import make_job
@@ -213,3 +214,14 @@ def test_a_folder_it_may_not_write_is_one_line_whoever_runs_it(
         f"SQLite journal {path} cannot be created (Permission denied: {path})"
     )
     assert not raised.value.retryable
+
+
+def test_a_postgres_keyword_dsn_is_refused_not_made_a_sqlite_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    dsn = "host=127.0.0.1 port=5432 user=relay password=hunter2 dbname=jobs"
+    with pytest.raises(ConfigurationError, match="postgresql://") as refused:
+        open_journal(dsn, owner="a")
+    assert "hunter2" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []

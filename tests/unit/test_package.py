@@ -37,7 +37,9 @@ PUBLIC = {
     "NotFound",
     "PermissionDenied",
     "RelayError",
+    "DeferReply",
     "Reply",
+    "ReplyTokenError",
     "RetryLater",
     "Router",
     "ServerError",
@@ -50,6 +52,8 @@ PUBLIC = {
     "Worker",
     "WorkerStats",
     "__version__",
+    "fail_reply",
+    "send_reply",
 }
 
 

@@ -9,9 +9,10 @@ from camunda_relay.cli.demo import demo
 from camunda_relay.cli.engine import engine
 from camunda_relay.cli.pending import pending
 from camunda_relay.cli.process import correlate, deploy, start
+from camunda_relay.cli.reply import reply
 from camunda_relay.cli.worker import worker
 
-for _command in (engine, worker, deploy, start, correlate, demo, pending):
+for _command in (engine, worker, deploy, start, correlate, reply, demo, pending):
     cli.add_command(_command)
 
 __all__ = ["cli", "main"]

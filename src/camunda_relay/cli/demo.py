@@ -5,6 +5,11 @@ starts a batch of seed-process instances with fresh business keys, shows their p
 (started / waiting for the reply / finished / incident), prints a summary, and says where to
 look. Exit code 0 when every instance finished, 1 (naming the others) otherwise.
 
+One instance (the first business key) shows a deferred reply: its handler hands out the
+reply token instead of a result, and the demo answers it through the CLI, as another system
+would (``camunda-relay reply TOKEN --var ...``, in a process of its own). The token itself is
+never printed. Skipped when the journal is ``:memory:`` (no other process can reach it).
+
 The instances are started with the configured user (the administrator, ``demo`` by default);
 the worker logs in as the bundled engine's least-privilege worker user, with the password
 ``engine up`` keeps in the state directory, when the engine at ``CAMUNDA_URL`` is the one
@@ -16,14 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import click
@@ -34,11 +42,16 @@ from camunda_relay.client import EngineClient
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
 from camunda_relay.replies.job import JobState
+from camunda_relay.router import Router
 from camunda_relay.settings import Settings, masked
+from camunda_relay.task import DeferReply, Task
 from camunda_relay.worker import Worker
 
 PROCESS_KEY = "correlation-message"
 _START_CONCURRENCY = 16
+# The demo's worker claims answered deferred replies every second (a third of this lease).
+_DEMO_LEASE = timedelta(seconds=3)
+DEFERRED_VALUE = "answered through the CLI"
 
 
 @dataclass
@@ -104,6 +117,46 @@ def worker_settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, user=info.worker_user, password=password, token=None)
 
 
+def demo_router(work_seconds: float, deferred_key: str | None, tokens: dict[str, str]) -> Router:
+    """The conception's worker; the instance with ``deferred_key`` hands out its reply token
+    (into ``tokens``) instead of a result."""
+    send = make_router(work_seconds)["messageSending"]
+    router = Router()
+
+    @router.task("messageSending", reply=send.reply)
+    async def send_or_defer(task: Task) -> Mapping[str, object] | None:
+        if deferred_key is not None and task.business_key == deferred_key and task.reply_token:
+            tokens[deferred_key] = task.reply_token  # handed to "another system"
+            raise DeferReply
+        result = send.handler(task)
+        return await result if inspect.isawaitable(result) else result
+
+    return router
+
+
+async def _answer_deferred(
+    settings: Settings, key: str, tokens: dict[str, str], limit: float
+) -> None:
+    """Wait for the deferred instance's token, then answer it with ``camunda-relay reply``."""
+    deadline = time.monotonic() + limit
+    while key not in tokens:
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.2)
+    click.echo(
+        f"deferred reply: instance {key} handed out a reply token; answering it from "
+        f"another process: camunda-relay reply <token> --var 'var2={DEFERRED_VALUE}'"
+    )
+    command = [sys.executable, "-m", "camunda_relay.cli", "reply", tokens[key]]
+    command += ["--var", f"var2={DEFERRED_VALUE}"]
+    env = {**os.environ, "CAMUNDA_JOURNAL": settings.journal}
+    done = await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    said = (done.stdout or done.stderr).strip().splitlines()
+    click.echo(f"  camunda-relay reply: {said[-1] if said else f'exit code {done.returncode}'}")
+
+
 async def _start_instances(client: EngineClient, keys: Sequence[str]) -> list[str]:
     gate = asyncio.Semaphore(_START_CONCURRENCY)
 
@@ -126,7 +179,7 @@ async def _progress(
     waiting = sum(
         1
         for job in await worker.journal.unfinished()
-        if job.state in (JobState.ACKNOWLEDGED, JobState.DONE)
+        if job.state in (JobState.ACKNOWLEDGED, JobState.DEFERRED, JobState.DONE)
         and job.task.process_instance_id in ours
     )
     finished = sum(1 for item in history if item.get("state") == "COMPLETED")
@@ -165,8 +218,15 @@ def _summary(
 async def _run_demo(
     settings: Settings, instances: int, work_seconds: float, limit: float, keep_running: bool
 ) -> int:
-    worker = Worker(make_router(work_seconds), worker_settings(settings))
+    run_id = uuid.uuid4().hex[:6]
+    keys = [f"demo-{run_id}-{number:04d}" for number in range(1, instances + 1)]
+    deferred_key = keys[0] if settings.journal != ":memory:" else None
+    tokens: dict[str, str] = {}
+    own = worker_settings(settings)
+    own = dataclasses.replace(own, journal_lease=min(own.journal_lease, _DEMO_LEASE))
+    worker = Worker(demo_router(work_seconds, deferred_key, tokens), own)
     starter = EngineClient(settings)
+    answering: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
@@ -178,14 +238,18 @@ async def _run_demo(
         if definition is None:
             raise ConfigurationError(f"process {PROCESS_KEY!r} is not deployed on this engine")
         runner = asyncio.ensure_future(worker.run())
-        run_id = uuid.uuid4().hex[:6]
-        keys = [f"demo-{run_id}-{number:04d}" for number in range(1, instances + 1)]
         click.echo(
             f"starting {instances} instances of {PROCESS_KEY} (business keys demo-{run_id}-*)"
         )
         began = time.monotonic()
+        if deferred_key is not None:
+            answering = asyncio.ensure_future(
+                _answer_deferred(settings, deferred_key, tokens, limit)
+            )
         instance_ids = await _start_instances(starter, keys)
         progress, history = await _watch(worker, instance_ids, began, limit)
+        if answering is not None:
+            await answering
         wall = time.monotonic() - began
         _summary(instances, progress, history, wall)
         unfinished = [
@@ -202,6 +266,8 @@ async def _run_demo(
             return 1
         return 0
     finally:
+        if answering is not None and not answering.done():
+            answering.cancel()
         worker.stop()
         if runner is not None:
             with contextlib.suppress(asyncio.CancelledError):

@@ -42,7 +42,7 @@ from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, find_orphans
 from camunda_relay.settings import Settings, masked
 
-__all__ = ["pending"]
+__all__ = ["journal_option", "pending", "target_journal", "with_journal"]
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ def _open(target: str) -> Journal:
     return open_journal(target, owner=_owner(), lease=timedelta(0))
 
 
-def _with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
+def with_journal(target: str, action: Callable[[Journal], Awaitable[T]]) -> T:
     async def main() -> T:
         journal = _open(target)
         try:
@@ -222,7 +222,7 @@ def _print_orphans(orphans: list[Orphan]) -> None:
 # -- the commands ------------------------------------------------------------------------------
 
 
-_journal_option = click.option(
+journal_option = click.option(
     "--journal",
     "journal_target",
     metavar="PATH_OR_URL",
@@ -231,7 +231,7 @@ _journal_option = click.option(
 )
 
 
-def _target(ctx: click.Context, given: str | None) -> str:
+def target_journal(ctx: click.Context, given: str | None) -> str:
     if given:
         return given
     parent = ctx.parent.params.get("journal_target") if ctx.parent is not None else None
@@ -241,7 +241,7 @@ def _target(ctx: click.Context, given: str | None) -> str:
 
 
 @click.group(invoke_without_command=True)
-@_journal_option
+@journal_option
 @click.option(
     "--state",
     type=click.Choice(_STATES, case_sensitive=False),
@@ -300,7 +300,7 @@ def pending(
     settings: Settings = ctx.obj
     target = journal_target or settings.journal
     if orphans:
-        checked, found = _with_journal(
+        checked, found = with_journal(
             target,
             lambda journal: _orphans(settings, journal, messages, timedelta(seconds=min_age)),
         )
@@ -315,7 +315,7 @@ def pending(
             _print_orphans(found)
         return
     wanted = JobState(state.lower()) if state else None
-    jobs, counts = _with_journal(target, lambda journal: _list(journal, wanted, show_all))
+    jobs, counts = with_journal(target, lambda journal: _list(journal, wanted, show_all))
     now = time.time()
     if as_json:
         click.echo(json.dumps([_job_record(job, now, show_errors) for job in jobs], indent=2))
@@ -381,7 +381,7 @@ _NEXT = {
 
 @pending.command()
 @click.argument("job_id", metavar="ID")
-@_journal_option
+@journal_option
 @click.option(
     "--deadline",
     type=click.FloatRange(min=1),
@@ -395,7 +395,7 @@ def retry(
 ) -> None:
     """Put a failed or dropped job back to be resumed by a worker."""
     settings: Settings = ctx.obj
-    target = _target(ctx, journal_target)
+    target = target_journal(ctx, journal_target)
     window = timedelta(seconds=deadline) if deadline else settings.reply_deadline
 
     async def action(journal: Journal) -> tuple[Job, Job]:
@@ -406,7 +406,7 @@ def retry(
         await journal.save(retried)  # the journal's lease is zero: free to claim at once
         return job, retried
 
-    before, after = _with_journal(target, action)
+    before, after = with_journal(target, action)
     click.echo(f"job {after.id}: {before.state.value} -> {after.state.value}")
     click.echo(
         f"a worker on this journal resumes it ({_NEXT[after.state]}) at its next housekeeping "
@@ -416,17 +416,17 @@ def retry(
 
 @pending.command()
 @click.argument("job_id", metavar="ID")
-@_journal_option
+@journal_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def cancel(ctx: click.Context, job_id: str, journal_target: str | None, yes: bool) -> None:
     """Delete a job from the journal (its instance then waits until someone acts)."""
-    target = _target(ctx, journal_target)
+    target = target_journal(ctx, journal_target)
 
     async def find(journal: Journal) -> Job | None:
         return await journal.get(job_id)
 
-    job = _with_journal(target, find)
+    job = with_journal(target, find)
     if job is None:
         raise click.ClickException(f"no job {job_id} in {_shown(target)}")
     if not yes:
@@ -445,6 +445,6 @@ def cancel(ctx: click.Context, job_id: str, journal_target: str | None, yes: boo
     async def delete(journal: Journal) -> bool:
         return await journal.delete(job_id)
 
-    if not _with_journal(target, delete):
+    if not with_journal(target, delete):
         raise click.ClickException(f"no job {job_id} in {_shown(target)}")
     click.echo(f"job {job_id} deleted")

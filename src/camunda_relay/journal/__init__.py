@@ -4,6 +4,7 @@ the SQLite file (the default) and a PostgreSQL table shared by several worker po
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, Journal, check_own
 from camunda_relay.journal.memory import MemoryJournal
 
 __all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "MemoryJournal", "check_owner", "open_journal"]
+
+# libpq's keyword form (host=... dbname=...): not a file name anybody means.
+_KEYWORD_DSN = re.compile(r"^\s*(host|hostaddr|port|dbname|user|password|service)\s*=", re.I)
 
 
 def open_journal(
@@ -47,6 +51,11 @@ def open_journal(
         )
     if not url_or_path.strip():
         raise ConfigurationError("the journal path is empty")
+    if _KEYWORD_DSN.match(url_or_path):
+        raise ConfigurationError(
+            "the journal is given in PostgreSQL's keyword form (host=... dbname=...): give it "
+            "as a URL, postgresql://user:password@host:port/dbname"
+        )
     from camunda_relay.journal.sqlite import SqliteJournal
 
     return SqliteJournal(Path(url_or_path), owner=owner, lease=lease, clock=clock)

@@ -14,19 +14,30 @@ claimed by any worker that serves their topics; an owner with no lease at all co
 whose lease ran out. A clean shutdown releases the lease, so peers take the jobs over at
 once. A worker that was paused past its lease (a stopped container, a long GC, a lost
 database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
-worker leaves the job to the heir. A finished job is held by nobody.
+worker leaves the job to the heir. A finished job is held by nobody, and so is a
+``deferred`` one once its runner has parked it: a claim takes a deferred job only when its
+token was answered (:meth:`Journal.answer`) or its deadline passed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import timedelta
+from enum import StrEnum
 from typing import Protocol
 
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.replies.job import Job, JobState
 
-__all__ = ["DEFAULT_LEASE", "NOBODY", "Journal", "check_owner", "oldest_first"]
+__all__ = [
+    "DEFAULT_LEASE",
+    "NOBODY",
+    "Journal",
+    "Verdict",
+    "check_owner",
+    "judge_answer",
+    "oldest_first",
+]
 
 DEFAULT_LEASE = timedelta(seconds=60)
 NOBODY = ""
@@ -99,6 +110,13 @@ class Journal(Protocol):
         shutdown: others may claim all its jobs at once)."""
         ...
 
+    async def answer(self, token_hash: str, answer: str) -> Verdict:
+        """Keep ``answer`` (:func:`~camunda_relay.journal.codec.dumps_answer`) for the job
+        whose current reply token hashes to ``token_hash``, at most once, whoever holds the
+        job: :attr:`Verdict.ACCEPTED`, or why not (:func:`judge_answer`). Touches nothing
+        else of the job; its next :meth:`save` with another token hash clears it."""
+        ...
+
     async def counts(self) -> dict[JobState, int]:
         """How many jobs are in each state (every state is a key)."""
         ...
@@ -116,6 +134,33 @@ class Journal(Protocol):
     async def close(self) -> None:
         """Release the connection; safe to call more than once."""
         ...
+
+
+class Verdict(StrEnum):
+    """What became of an answer to a reply token."""
+
+    ACCEPTED = "accepted"
+    UNKNOWN = "unknown"  # no job has that token now (never issued, superseded, pruned)
+    USED = "used"  # the token was answered before
+    EXPIRED = "expired"  # the deadline passed, or the job went on without the answer
+
+
+_ANSWERABLE = frozenset({JobState.ACKNOWLEDGED, JobState.DEFERRED})
+
+
+def judge_answer(
+    state: JobState | None, answered: bool, deadline: float | None, now: float
+) -> Verdict:
+    """Whether the job found for a token (``state`` None: none) takes an answer now: while
+    its attempt runs (the token's holder may answer before the handler returned) or while it
+    waits deferred, before its deadline; the one rule every journal applies."""
+    if state is None:
+        return Verdict.UNKNOWN
+    if answered:
+        return Verdict.USED
+    if state is JobState.DEFERRED and deadline is not None and deadline <= now:
+        return Verdict.EXPIRED
+    return Verdict.ACCEPTED if state in _ANSWERABLE else Verdict.EXPIRED
 
 
 def check_owner(owner: str) -> str:

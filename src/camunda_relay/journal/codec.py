@@ -16,6 +16,11 @@ be encoded raises :class:`~camunda_relay.errors.VariableError`, naming the varia
 
 :func:`columns` gives the fields a journal keeps in columns of their own (to list and
 count jobs without reading payloads). Payloads are data: never log them.
+
+An :class:`~camunda_relay.replies.job.Answer` (what a reply token's holder sent) is kept in
+a column of its own, beside the payload (:func:`dumps_answer`): ``{"variables": {...}}`` in
+the same typed form, or ``{"failure": "reason"}``. The reply token itself is never stored,
+only its hash.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 from camunda_relay import variables
 from camunda_relay.errors import CorruptJob
-from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.job import Answer, Job, JobState
 from camunda_relay.task import Task
 
 __all__ = [
@@ -36,14 +41,19 @@ __all__ = [
     "CorruptJob",  # re-exported: the error lives in camunda_relay.errors
     "columns",
     "dumps",
+    "dumps_answer",
     "from_payload",
     "loads",
+    "loads_answer",
     "to_payload",
 ]
 
 PAYLOAD_VERSION = 1
 
-_TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
+# The reply token lives in memory only (the handler's attempt); the journal keeps its hash.
+_TASK_FIELDS = tuple(
+    field.name for field in dataclasses.fields(Task) if field.name != "reply_token"
+)
 _TASK_DATETIMES = frozenset({"lock_expiration"})
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -96,6 +106,7 @@ def to_payload(job: Job) -> dict[str, object]:
         "updated_at": job.updated_at,
         "task": _task_payload(job.task),
         "result": _encode_values(job.result) if job.result is not None else None,
+        "token_hash": job.token_hash,
     }
 
 
@@ -118,7 +129,34 @@ def columns(job: Job) -> dict[str, object]:
         "deadline": job.deadline,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
+        "token_hash": job.token_hash,
     }
+
+
+def dumps_answer(answer: Answer) -> str:
+    """An answer as the JSON text its column keeps."""
+    data: dict[str, object] = (
+        {"failure": answer.failure}
+        if answer.failure is not None
+        else {"variables": _encode_values(answer.variables or {})}
+    )
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def loads_answer(text: str | bytes | Mapping[str, Any] | None) -> Answer | None:
+    """The answer :func:`dumps_answer` wrote (None for none); :class:`CorruptJob` when it
+    cannot be read."""
+    if text is None:
+        return None
+    try:
+        data = json.loads(text) if isinstance(text, str | bytes) else text
+        if not isinstance(data, Mapping):
+            raise TypeError("the answer is not a JSON object")
+        if data.get("failure") is not None:
+            return Answer(failure=str(data["failure"]))
+        return Answer(variables=_decode_values(data.get("variables", {})))
+    except (ValueError, TypeError, KeyError, RecursionError):
+        raise CorruptJob("a stored reply answer cannot be read") from None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -152,8 +190,9 @@ def _task(data: object) -> Task:
     return Task(**fields)
 
 
-def from_payload(data: object) -> Job:
-    """The job that :func:`to_payload` wrote; :class:`CorruptJob` when it cannot be read."""
+def from_payload(data: object, answer: Answer | None = None) -> Job:
+    """The job that :func:`to_payload` wrote (with the ``answer`` read beside it);
+    :class:`CorruptJob` when it cannot be read."""
     job_id = "?"
     try:
         if not isinstance(data, Mapping):
@@ -181,6 +220,8 @@ def from_payload(data: object) -> Job:
             deadline=float(data["deadline"]) if data["deadline"] is not None else None,
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
+            token_hash=data.get("token_hash"),  # absent in payloads of earlier versions
+            answer=answer,
         )
     except CorruptJob:
         raise
@@ -189,10 +230,11 @@ def from_payload(data: object) -> Job:
         raise CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})") from None
 
 
-def loads(text: str | bytes) -> Job:
-    """The job that :func:`dumps` wrote; :class:`CorruptJob` when it cannot be read."""
+def loads(text: str | bytes, answer: str | bytes | None = None) -> Job:
+    """The job that :func:`dumps` wrote (and the answer :func:`dumps_answer` wrote beside
+    it); :class:`CorruptJob` when it cannot be read."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise CorruptJob("a stored job payload is not valid JSON") from None
-    return from_payload(data)
+    return from_payload(data, loads_answer(answer))

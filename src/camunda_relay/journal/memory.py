@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 from camunda_relay.clock import SYSTEM, Clock
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
+from camunda_relay.journal.base import (
+    DEFAULT_LEASE,
+    NOBODY,
+    Verdict,
+    check_owner,
+    judge_answer,
+    oldest_first,
+)
+from camunda_relay.journal.codec import loads_answer
 from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["MemoryJournal"]
@@ -17,6 +26,21 @@ __all__ = ["MemoryJournal"]
 class _Entry:
     job: Job
     owner: str
+    answer: str | None = None
+
+    @property
+    def read(self) -> Job:
+        """The job as a journal returns it: with its answer."""
+        if self.answer is None:
+            return self.job
+        return dataclasses.replace(self.job, answer=loads_answer(self.answer))
+
+    def claimable(self, now: float) -> bool:
+        """A deferred job only once answered or past its deadline."""
+        job = self.job
+        if job.state is not JobState.DEFERRED:
+            return True
+        return self.answer is not None or (job.deadline is not None and job.deadline <= now)
 
 
 class MemoryJournal:
@@ -78,22 +102,24 @@ class MemoryJournal:
         if entry is None:
             self._entries[job.id] = _Entry(job, owner)
         else:
+            if entry.job.token_hash != job.token_hash:
+                entry.answer = None  # a new attempt, a new token
             entry.job, entry.owner = job, owner
         return True
 
     async def get(self, job_id: str) -> Job | None:
         entry = self._entries.get(job_id)
-        return entry.job if entry is not None else None
+        return entry.read if entry is not None else None
 
     async def unfinished(self) -> list[Job]:
-        return [entry.job for entry in self._unfinished()]
+        return [entry.read for entry in self._unfinished()]
 
     def _unfinished(self) -> list[_Entry]:
         entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
         return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
-        found = [e.job for e in self._entries.values() if states is None or e.job.state in states]
+        found = [e.read for e in self._entries.values() if states is None or e.job.state in states]
         return oldest_first(found)
 
     async def claim(
@@ -101,16 +127,17 @@ class MemoryJournal:
     ) -> list[Job]:
         wanted = set(topics)
         taken: list[Job] = []
+        now = self.clock.wall()
         for entry in self._unfinished():
             if len(taken) >= limit:
                 break
-            if entry.job.task.topic not in wanted:
+            if entry.job.task.topic not in wanted or not entry.claimable(now):
                 continue
             if entry.owner == self.owner and not own:
                 continue
             if self._free(entry.owner):
                 entry.owner = self.owner
-                taken.append(entry.job)
+                taken.append(entry.read)
         self._forget_idle_owners()
         return taken
 
@@ -134,6 +161,19 @@ class MemoryJournal:
         if entry is not None and entry.owner == self.owner:
             entry.owner = NOBODY
 
+    async def answer(self, token_hash: str, answer: str) -> Verdict:
+        entry = next(
+            (e for e in self._entries.values() if e.job.token_hash == token_hash and token_hash),
+            None,
+        )
+        if entry is None:
+            return Verdict.UNKNOWN
+        job = entry.job
+        verdict = judge_answer(job.state, entry.answer is not None, job.deadline, self.clock.wall())
+        if verdict is Verdict.ACCEPTED:
+            entry.answer = answer
+        return verdict
+
     async def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)
         for entry in self._entries.values():
@@ -155,7 +195,7 @@ class MemoryJournal:
 
     async def all(self) -> list[Job]:
         """Every job (in the order recorded); :meth:`jobs` sorts and filters."""
-        return [entry.job for entry in self._entries.values()]
+        return [entry.read for entry in self._entries.values()]
 
     def lease_until(self, owner: str) -> float:
         """When ``owner``'s lease runs out, epoch seconds (0 when it has none): for tests."""

@@ -47,7 +47,14 @@ from psycopg.rows import TupleRow
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import postgres_schema as schema
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
+from camunda_relay.journal.base import (
+    DEFAULT_LEASE,
+    NOBODY,
+    Verdict,
+    check_owner,
+    judge_answer,
+    oldest_first,
+)
 from camunda_relay.journal.postgres_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
 
@@ -71,6 +78,11 @@ def journal_error(error: psycopg.Error, doing: str) -> JournalError:
     cls = JournalUnavailable if unavailable else JournalError
     state = f", SQLSTATE {error.sqlstate}" if error.sqlstate else ""
     return cls(f"PostgreSQL journal: {doing} failed ({type(error).__name__}{state})")
+
+
+def _job(row: TupleRow) -> Job:
+    """A job from its ``payload, answer`` row (psycopg reads ``json`` columns as data)."""
+    return journal_codec.from_payload(row[0], journal_codec.loads_answer(row[1]))
 
 
 class PostgresJournal:
@@ -121,14 +133,18 @@ class PostgresJournal:
             "state_index": sql.Identifier(f"{table}_state_idx"),
             "claim_index": sql.Identifier(f"{table}_claim_idx"),
             "lease_index": sql.Identifier(f"{table}_lease_until_idx"),
+            "token_index": sql.Identifier(f"{table}_token_idx"),
             "unfinished": sql.SQL(schema.UNFINISHED_CONDITION),
+            "claimable": sql.SQL(schema.CLAIMABLE_CONDITION),
         }
 
         def composed(statements: tuple[str, ...]) -> list[sql.Composed]:
             return [sql.SQL(statement).format(**names) for statement in statements]
 
         self._create = composed(schema.CREATE)
-        self._migrate = composed(schema.MIGRATE_FROM_1)
+        self._migrate = {
+            version: composed(statements) for version, statements in schema.MIGRATIONS.items()
+        }
         self._sql = {name: sql.SQL(text).format(**names) for name, text in schema.QUERIES.items()}
         self._conn: Connection | None = None
         self._generation = 0  # moves on when a call is abandoned with its connection
@@ -174,7 +190,7 @@ class PostgresJournal:
             )
         if version == SCHEMA_VERSION:
             return
-        for statement in self._create if version == 0 else self._migrate:
+        for statement in self._create if version == 0 else self._migrate[version]:
             await conn.execute(statement)
         if version:
             log.info("journal table %s migrated from schema version %d", self.table, version)
@@ -290,11 +306,11 @@ class PostgresJournal:
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._execute("get", {"id": job_id})
-        return journal_codec.from_payload(rows[0][0]) if rows else None
+        return _job(rows[0]) if rows else None
 
     async def unfinished(self) -> list[Job]:
         rows = await self._execute("unfinished", {})
-        return [journal_codec.from_payload(payload) for (payload,) in rows]
+        return [_job(row) for row in rows]
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         if states is None:
@@ -302,7 +318,7 @@ class PostgresJournal:
         else:
             wanted = sorted({JobState(state).value for state in states})
             rows = await self._execute("jobs_in", {"states": wanted})
-        return [journal_codec.from_payload(payload) for (payload,) in rows]
+        return [_job(row) for row in rows]
 
     async def claim(
         self, *, topics: Collection[str], limit: int = 100, own: bool = False
@@ -319,7 +335,7 @@ class PostgresJournal:
             return rows
 
         rows = await self._run("claim", claim)
-        jobs = oldest_first([journal_codec.from_payload(payload) for (payload,) in rows])
+        jobs = oldest_first([_job(row) for row in rows])
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
         return jobs
@@ -332,6 +348,27 @@ class PostgresJournal:
             await self._rowcount("release_lease", self._mine())
         else:
             await self._rowcount("release_job", self._mine(id=job_id))
+
+    async def answer(self, token_hash: str, answer: str) -> Verdict:
+        parameters = {"hash": token_hash, "answer": answer}
+
+        async def keep(conn: Connection) -> Verdict:
+            async with conn.transaction():
+                cursor = await conn.execute(self._sql["answer_find"], parameters)
+                row = await cursor.fetchone()
+                if row is None:
+                    return Verdict.UNKNOWN
+                now = await (
+                    await conn.execute("SELECT extract(epoch FROM now())::float8")
+                ).fetchone()
+                assert now is not None
+                state, answered, deadline = row
+                verdict = judge_answer(JobState(state), bool(answered), deadline, float(now[0]))
+                if verdict is Verdict.ACCEPTED:
+                    await conn.execute(self._sql["answer_set"], parameters)
+            return verdict
+
+        return await self._run("answer", keep)
 
     async def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)

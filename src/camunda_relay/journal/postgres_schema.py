@@ -1,14 +1,17 @@
-"""The PostgreSQL journal's schema (version 2), its migration from version 1, and the
-statements :mod:`camunda_relay.journal.postgres` runs.
+"""The PostgreSQL journal's schema (version 3), its migrations from versions 1 and 2, and
+the statements :mod:`camunda_relay.journal.postgres` runs.
 
 The same layout as the SQLite journal (:mod:`camunda_relay.journal.sqlite_schema` explains
 it): a jobs table (``relay_jobs`` unless configured) with each job's ``owner``, and an owners
 table (``<table>_owners``) with one lease per owner, in the database's clock (``now()``).
 The schema version is kept in the jobs table's comment (PostgreSQL's ``user_version``); a
-table without one is version 1, which kept a ``lease_until`` on every job row.
+table without one is version 1, which kept a ``lease_until`` on every job row. Version 2
+had no deferred replies (the ``token_hash`` and ``answer`` columns; the claim index, whose
+unfinished states now include ``deferred``, is rebuilt).
 
 The texts use ``{table}``, ``{owners}``, ``{state_index}``, ``{claim_index}``,
-``{lease_index}`` and ``{unfinished}``, filled in with :func:`psycopg.sql.SQL.format`.
+``{lease_index}``, ``{token_index}``, ``{unfinished}`` and ``{claimable}``, filled in with
+:func:`psycopg.sql.SQL.format`.
 """
 
 # The statements are put together from constants only (the state lists of replies.job and
@@ -19,19 +22,25 @@ from __future__ import annotations
 
 import re
 
-from camunda_relay.replies.job import FINISHED, UNFINISHED, sql_states
+from camunda_relay.replies.job import FINISHED, UNFINISHED, JobState, sql_states
 
 __all__ = [
+    "CLAIMABLE_CONDITION",
     "CREATE",
     "MIGRATE_FROM_1",
+    "MIGRATIONS",
     "QUERIES",
     "SCHEMA_VERSION",
     "UNFINISHED_CONDITION",
     "schema_version",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UNFINISHED_CONDITION = f"state IN ({sql_states(UNFINISHED)})"
+# A deferred job waits for its answer or its deadline; nobody claims it before.
+CLAIMABLE_CONDITION = (
+    f"(state <> '{JobState.DEFERRED.value}' OR answer IS NOT NULL OR deadline <= now())"
+)
 
 _COMMENT = f"COMMENT ON TABLE {{table}} IS 'camunda-relay journal, schema version {SCHEMA_VERSION}'"
 _COMMENT_VERSION = re.compile(r"camunda-relay journal, schema version (\d+)")
@@ -41,6 +50,15 @@ _OWNERS = """CREATE TABLE {owners} (
 )"""
 _CLAIM_INDEX = (
     "CREATE INDEX {claim_index} ON {table} (owner, topic, created_at, id) WHERE {unfinished}"
+)
+
+_HASH_INDEX = (
+    "CREATE UNIQUE INDEX {token_index} ON {table} (token_hash) WHERE token_hash IS NOT NULL"
+)
+_ADD_ANSWERS = (
+    "ALTER TABLE {table} ADD COLUMN token_hash text",
+    "ALTER TABLE {table} ADD COLUMN answer json",
+    _HASH_INDEX,
 )
 
 CREATE = (
@@ -57,10 +75,13 @@ CREATE = (
     created_at          timestamptz NOT NULL,
     updated_at          timestamptz NOT NULL,
     owner               text NOT NULL,
-    payload             json NOT NULL
+    payload             json NOT NULL,
+    token_hash          text,
+    answer              json
 )""",
     "CREATE INDEX {state_index} ON {table} (state)",
     _CLAIM_INDEX,
+    _HASH_INDEX,
     _OWNERS,
     _COMMENT,
 )
@@ -73,8 +94,14 @@ SELECT owner, max(lease_until) FROM {table} WHERE {unfinished} AND owner <> '' G
     "DROP INDEX IF EXISTS {lease_index}",
     "ALTER TABLE {table} DROP COLUMN lease_until",
     _CLAIM_INDEX,
+    *_ADD_ANSWERS,
     _COMMENT,
 )
+
+MIGRATE_FROM_2 = ("DROP INDEX IF EXISTS {claim_index}", _CLAIM_INDEX, *_ADD_ANSWERS, _COMMENT)
+
+MIGRATIONS = {1: MIGRATE_FROM_1, 2: MIGRATE_FROM_2}
+"""The statements that bring a table of each older version to :data:`SCHEMA_VERSION`."""
 
 
 def schema_version(exists: bool, comment: str | None) -> int:
@@ -90,10 +117,11 @@ def schema_version(exists: bool, comment: str | None) -> int:
 
 _INSERT = """
 INSERT INTO {table} (id, topic, process_instance_id, business_key, state, attempts,
-    deliveries, error, deadline, created_at, updated_at, owner, payload)
+    deliveries, error, deadline, created_at, updated_at, owner, payload, token_hash)
 VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
     %(attempts)s, %(deliveries)s, %(error)s, to_timestamp(%(deadline)s),
-    to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json)
+    to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json,
+    %(token_hash)s)
 """
 QUERIES = {
     "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
@@ -105,15 +133,19 @@ QUERIES = {
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
     deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload
+    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload,
+    token_hash = excluded.token_hash,
+    answer = CASE WHEN {table}.token_hash IS NOT DISTINCT FROM excluded.token_hash
+        THEN {table}.answer END
 WHERE {table}.owner IN (%(me)s, '') OR NOT EXISTS (
     SELECT 1 FROM {owners} AS lease
     WHERE lease.owner = {table}.owner AND lease.lease_until > now()
 )""",
-    "get": "SELECT payload FROM {table} WHERE id = %(id)s",
-    "unfinished": "SELECT payload FROM {table} WHERE {unfinished} ORDER BY created_at, id",
-    "jobs": "SELECT payload FROM {table} ORDER BY created_at, id",
-    "jobs_in": "SELECT payload FROM {table} WHERE state = ANY(%(states)s) ORDER BY created_at, id",
+    "get": "SELECT payload, answer FROM {table} WHERE id = %(id)s",
+    "unfinished": "SELECT payload, answer FROM {table} WHERE {unfinished} ORDER BY created_at, id",
+    "jobs": "SELECT payload, answer FROM {table} ORDER BY created_at, id",
+    "jobs_in": """SELECT payload, answer FROM {table} WHERE state = ANY(%(states)s)
+ORDER BY created_at, id""",
     # The distinct owners of unfinished jobs, one index probe each (a "loose index scan");
     # those whose jobs are free; for each of them and each topic, its oldest jobs straight
     # from the claim index (in its order, so LIMIT stops the scan: the planner takes this
@@ -143,6 +175,7 @@ locked AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT id, created_at FROM {table}
         WHERE owner = free.owner AND topic = wanted.topic AND {unfinished}
+            AND {claimable}
         ORDER BY created_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -151,7 +184,12 @@ locked AS MATERIALIZED (
 picked AS (SELECT id FROM locked ORDER BY created_at, id LIMIT %(limit)s)
 UPDATE {table} AS job SET owner = %(me)s
 FROM picked WHERE job.id = picked.id
-RETURNING job.payload""",
+RETURNING job.payload, job.answer""",
+    # The job a reply token's hash names (locked), and keeping its answer (once).
+    "answer_find": """SELECT state, answer IS NOT NULL, extract(epoch FROM deadline)::float8
+FROM {table} WHERE token_hash = %(hash)s FOR UPDATE""",
+    "answer_set": """UPDATE {table} SET answer = %(answer)s::json
+WHERE token_hash = %(hash)s AND answer IS NULL""",
     # Leases that ran out of owners holding no unfinished job: the table stays as small as
     # the fleet, however many worker ids have come and gone.
     "prune_owners": """DELETE FROM {owners} AS lease

@@ -49,7 +49,14 @@ from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavai
 from camunda_relay.files import private_file
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import sqlite_schema as schema
-from camunda_relay.journal.base import DEFAULT_LEASE, NOBODY, check_owner, oldest_first
+from camunda_relay.journal.base import (
+    DEFAULT_LEASE,
+    NOBODY,
+    Verdict,
+    check_owner,
+    judge_answer,
+    oldest_first,
+)
 from camunda_relay.journal.sqlite_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
 
@@ -154,7 +161,7 @@ def _upgrade(conn: sqlite3.Connection, path: Path, *, made_here: bool) -> None:
             "reconciler looks for instances waiting for a reply at once",
             path,
         )
-    script = schema.CREATE if version == 0 else schema.MIGRATE_FROM_1
+    script = schema.CREATE if version == 0 else schema.MIGRATIONS[version]
     for statement in schema.statements(script):
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -198,8 +205,8 @@ def _commit_group(
     return outcomes
 
 
-def _loads(rows: list[tuple[str]]) -> list[Job]:
-    return [journal_codec.loads(payload) for (payload,) in rows]
+def _loads(rows: list[tuple[str, str | None]]) -> list[Job]:
+    return [journal_codec.loads(payload, answer) for (payload, answer) in rows]
 
 
 class SqliteJournal:
@@ -313,12 +320,13 @@ class SqliteJournal:
         return await self._write(self._store(schema.SAVE, job))
 
     async def get(self, job_id: str) -> Job | None:
-        def get(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT payload FROM relay_jobs WHERE id = ?", (job_id,)).fetchone()
-            return row[0] if row is not None else None
+        def get(conn: sqlite3.Connection) -> tuple[str, str | None] | None:
+            query = "SELECT payload, answer FROM relay_jobs WHERE id = ?"
+            row: tuple[str, str | None] | None = conn.execute(query, (job_id,)).fetchone()
+            return row
 
-        payload = await self._call(get)
-        return journal_codec.loads(payload) if payload is not None else None
+        row = await self._call(get)
+        return journal_codec.loads(*row) if row is not None else None
 
     async def unfinished(self) -> list[Job]:
         rows = await self._call(lambda conn: conn.execute(schema.UNFINISHED_PAYLOADS).fetchall())
@@ -326,7 +334,7 @@ class SqliteJournal:
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         wanted = sorted({JobState(state).value for state in states}) if states is not None else []
-        query = "SELECT payload FROM relay_jobs"
+        query = "SELECT payload, answer FROM relay_jobs"
         if states is not None:
             query += f" WHERE state IN ({', '.join('?' * len(wanted))})" if wanted else " WHERE 0"
         query += " ORDER BY created_at, id"
@@ -341,9 +349,11 @@ class SqliteJournal:
             return []
         parameters = {"me": self.owner, "own": own, "topics": json.dumps(wanted), "limit": limit}
 
-        def claim(conn: sqlite3.Connection) -> list[tuple[str]]:
+        def claim(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
             times = self._times()
-            rows: list[tuple[str]] = conn.execute(schema.CLAIM, {**parameters, **times}).fetchall()
+            rows: list[tuple[str, str | None]] = conn.execute(
+                schema.CLAIM, {**parameters, **times}
+            ).fetchall()
             conn.execute(schema.PRUNE_OWNERS, {**parameters, **times})
             return rows
 
@@ -366,6 +376,19 @@ class SqliteJournal:
                 conn.execute(schema.RELEASE_JOB, {"me": self.owner, "id": job_id})
 
         await self._write(release)
+
+    async def answer(self, token_hash: str, answer: str) -> Verdict:
+        def keep(conn: sqlite3.Connection) -> Verdict:
+            row = conn.execute(schema.ANSWER_FIND, {"hash": token_hash}).fetchone()
+            if row is None:
+                return Verdict.UNKNOWN
+            state, answered, deadline = row
+            verdict = judge_answer(JobState(state), bool(answered), deadline, self.clock.wall())
+            if verdict is Verdict.ACCEPTED:
+                conn.execute(schema.ANSWER_SET, {"hash": token_hash, "answer": answer})
+            return verdict
+
+        return await self._write(keep)
 
     async def counts(self) -> dict[JobState, int]:
         rows = await self._call(

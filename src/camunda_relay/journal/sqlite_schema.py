@@ -1,5 +1,5 @@
-"""The SQLite journal's schema (``PRAGMA user_version`` 2), its migration from version 1,
-and the statements :mod:`camunda_relay.journal.sqlite` runs.
+"""The SQLite journal's schema (``PRAGMA user_version`` 3), its migrations from versions 1
+and 2, and the statements :mod:`camunda_relay.journal.sqlite` runs.
 
 Two tables. ``relay_jobs``: one row per job, the fields needed to list, count and claim jobs
 in columns, the whole job in ``payload`` (JSON text from :mod:`camunda_relay.journal.codec`),
@@ -15,9 +15,16 @@ when asked), and then reads only their jobs of the wanted topics from the same i
 cost grows with the number of owners and with the jobs it may take, never with the jobs live
 owners hold. ``INDEXED BY`` makes SQLite use that index or fail, never quietly scan.
 
+Deferred replies: ``token_hash`` (the SHA-256 of the job's current reply token, unique) and
+``answer`` (what the token's holder sent; written by :data:`ANSWER_SET` only, cleared by
+:data:`SAVE` when the token changes). A claim takes a ``deferred`` job only once it is
+answered or past its deadline.
+
 Version 1, the first layout, kept a ``lease_until`` on every job row. :data:`MIGRATE_FROM_1`
 gives each owner of unfinished jobs the latest lease any of its jobs had, hands finished
-jobs to nobody, and drops the column.
+jobs to nobody, and drops the column. Version 2 had no deferred replies:
+:data:`MIGRATE_FROM_2` adds the two columns and rebuilds the claim index (whose unfinished
+states now include ``deferred``); a version-1 file gets both.
 """
 
 # The statements are put together from constants only (the state lists of replies.job and
@@ -26,12 +33,15 @@ jobs to nobody, and drops the column.
 
 from __future__ import annotations
 
-from camunda_relay.replies.job import FINISHED, UNFINISHED, sql_states
+from camunda_relay.replies.job import FINISHED, UNFINISHED, JobState, sql_states
 
 __all__ = [
+    "ANSWER_FIND",
+    "ANSWER_SET",
     "CLAIM",
     "CREATE",
     "MIGRATE_FROM_1",
+    "MIGRATE_FROM_2",
     "PRUNE_FINISHED",
     "PRUNE_OWNERS",
     "RECORD",
@@ -44,9 +54,11 @@ __all__ = [
     "statements",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _UNFINISHED = f"state IN ({sql_states(UNFINISHED)})"
+# A deferred job waits for its answer or its deadline; nobody claims it before.
+_CLAIMABLE = f"(state <> '{JobState.DEFERRED.value}' OR answer IS NOT NULL OR deadline <= :now)"
 
 _OWNERS = """
 CREATE TABLE relay_owners (
@@ -56,6 +68,10 @@ CREATE TABLE relay_owners (
 """
 _CLAIM_INDEX = f"""
 CREATE INDEX relay_jobs_claim ON relay_jobs (owner, topic, created_at, id) WHERE {_UNFINISHED}
+"""
+
+_HASH_INDEX = """
+CREATE UNIQUE INDEX relay_jobs_token ON relay_jobs (token_hash) WHERE token_hash IS NOT NULL
 """
 
 CREATE = f"""
@@ -72,10 +88,13 @@ CREATE TABLE relay_jobs (
     created_at          REAL NOT NULL,
     updated_at          REAL NOT NULL,
     owner               TEXT NOT NULL,
-    payload             TEXT NOT NULL
+    payload             TEXT NOT NULL,
+    token_hash          TEXT,
+    answer              TEXT
 );
 CREATE INDEX relay_jobs_state ON relay_jobs (state);
 {_CLAIM_INDEX};
+{_HASH_INDEX};
 {_OWNERS}
 """
 
@@ -90,6 +109,21 @@ ALTER TABLE relay_jobs DROP COLUMN lease_until;
 {_CLAIM_INDEX}
 """
 
+_ADD_ANSWERS = f"""
+ALTER TABLE relay_jobs ADD COLUMN token_hash TEXT;
+ALTER TABLE relay_jobs ADD COLUMN answer TEXT;
+{_HASH_INDEX}
+"""
+
+MIGRATE_FROM_2 = f"""
+DROP INDEX IF EXISTS relay_jobs_claim;
+{_CLAIM_INDEX};
+{_ADD_ANSWERS}
+"""
+
+MIGRATIONS = {1: MIGRATE_FROM_1 + ";" + _ADD_ANSWERS, 2: MIGRATE_FROM_2}
+"""The script that brings a file of each older version to :data:`SCHEMA_VERSION`."""
+
 
 def statements(script: str) -> list[str]:
     """The statements of a script above (none of them has a ``;`` inside)."""
@@ -101,9 +135,9 @@ def statements(script: str) -> list[str]:
 
 _INSERT = """
 INSERT INTO relay_jobs (id, topic, process_instance_id, business_key, state, attempts,
-    deliveries, error, deadline, created_at, updated_at, owner, payload)
+    deliveries, error, deadline, created_at, updated_at, owner, payload, token_hash)
 VALUES (:id, :topic, :process_instance_id, :business_key, :state, :attempts,
-    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :payload)
+    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :payload, :token_hash)
 """
 RECORD = _INSERT + "ON CONFLICT (id) DO NOTHING"
 
@@ -116,7 +150,9 @@ SAVE = (
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
     deadline = excluded.deadline, created_at = excluded.created_at,
-    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload
+    updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload,
+    token_hash = excluded.token_hash,
+    answer = CASE WHEN relay_jobs.token_hash IS excluded.token_hash THEN relay_jobs.answer END
 WHERE relay_jobs.owner IN (:me, '') OR NOT EXISTS (
     SELECT 1 FROM relay_owners AS lease
     WHERE lease.owner = relay_jobs.owner AND lease.lease_until > :now
@@ -155,10 +191,10 @@ UPDATE relay_jobs SET owner = :me
 WHERE id IN (
     SELECT id FROM relay_jobs INDEXED BY relay_jobs_claim
     WHERE {_UNFINISHED} AND owner IN (SELECT owner FROM free)
-        AND topic IN (SELECT value FROM json_each(:topics))
+        AND topic IN (SELECT value FROM json_each(:topics)) AND {_CLAIMABLE}
     ORDER BY created_at, id LIMIT :limit
 )
-RETURNING payload
+RETURNING payload, answer
 """
 
 # Leases that ran out of owners that hold no unfinished job: the table stays as small as the
@@ -176,4 +212,10 @@ PRUNE_FINISHED = (
     f"DELETE FROM relay_jobs WHERE state IN ({sql_states(FINISHED)}) AND updated_at < :before"
 )
 
-UNFINISHED_PAYLOADS = f"SELECT payload FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"
+UNFINISHED_PAYLOADS = (
+    f"SELECT payload, answer FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"
+)
+
+# The job a reply token's hash names, and keeping its answer (once).
+ANSWER_FIND = "SELECT state, answer IS NOT NULL, deadline FROM relay_jobs WHERE token_hash = :hash"
+ANSWER_SET = "UPDATE relay_jobs SET answer = :answer WHERE token_hash = :hash AND answer IS NULL"

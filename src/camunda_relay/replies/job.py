@@ -3,9 +3,12 @@
 ::
 
     recorded ──complete──▶ acknowledged ──work──▶ done ──correlate──▶ delivered
+        │                        │    │             ▲  │
+        │                        │    └─ defer ─▶ deferred ── answered with a result
         │                        │                  │
-        └─ not completed:        └─ fails for good  └─ cannot be delivered
-           dropped                     │                  │
+        └─ not completed:        └─ fails for good  └─ answered with a failure, or the
+           dropped                     │               deadline passed; done: cannot be
+                                       │               delivered
                                        └────▶ failing ◀───┘
                                                  │ incident created (or nobody left to carry it)
                                                  ▼
@@ -16,6 +19,11 @@ completed. Every change of state goes through :meth:`Job.advance`, which consult
 :data:`TRANSITIONS` and raises :class:`~camunda_relay.errors.IllegalTransition` for a move
 the table does not allow. The state sets that other modules (the journals' SQL, the
 reconciler, ``camunda-relay pending``) need are defined here and nowhere else.
+
+``deferred``: the handler ended its part and handed out the attempt's reply token
+(:mod:`camunda_relay.replies.tokens`); the job waits, held by nobody, until the token's
+holder answers (``answer``, written by :meth:`~camunda_relay.journal.base.Journal.answer`
+only) or its ``deadline`` passes; a worker serving its topic then claims it.
 
 ``failing``: the job has failed for good and its incident is not in the engine yet (the
 engine was unreachable): it is retried until it lands, and the job is not finished until
@@ -42,6 +50,7 @@ __all__ = [
     "FINISHED",
     "TRANSITIONS",
     "UNFINISHED",
+    "Answer",
     "Job",
     "JobState",
     "sql_states",
@@ -52,7 +61,8 @@ class JobState(StrEnum):
     """Where a reply job stands; its value is what the journal stores and ``pending`` shows.
 
     ``recorded`` (written, its task not completed yet), ``acknowledged`` (the task is
-    completed, the work runs), ``done`` (the work is done, the message not delivered yet),
+    completed, the work runs), ``deferred`` (the work handed out a reply token and waits for
+    its answer), ``done`` (the work is done, the message not delivered yet),
     ``failing`` (failed for good, the incident not in the engine yet), and the finished
     states ``delivered``, ``failed`` (an incident carries it) and ``dropped`` (the task was
     never completed).
@@ -60,6 +70,7 @@ class JobState(StrEnum):
 
     RECORDED = "recorded"
     ACKNOWLEDGED = "acknowledged"
+    DEFERRED = "deferred"
     DONE = "done"
     FAILING = "failing"
     DELIVERED = "delivered"
@@ -76,8 +87,10 @@ _S = JobState
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     # completed (acknowledged), not completed (dropped), or saved again as it is
     _S.RECORDED: frozenset({_S.RECORDED, _S.ACKNOWLEDGED, _S.DROPPED}),
-    # the next attempt, the work's end, or failed for good
-    _S.ACKNOWLEDGED: frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.FAILING}),
+    # the next attempt, the work's end, the work deferred, or failed for good
+    _S.ACKNOWLEDGED: frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.DEFERRED, _S.FAILING}),
+    # answered (done), answered with a failure or past the deadline; pending retry
+    _S.DEFERRED: frozenset({_S.DEFERRED, _S.DONE, _S.FAILING, _S.ACKNOWLEDGED}),
     # delivered, cannot be delivered, or saved again (a deadline moved); pending retry
     _S.DONE: frozenset({_S.DONE, _S.DELIVERED, _S.FAILING, _S.ACKNOWLEDGED}),
     # the incident landed (or nobody is left to carry it); pending retry
@@ -96,12 +109,21 @@ FINISHED = frozenset({_S.DELIVERED, _S.FAILED, _S.DROPPED})
 UNFINISHED = frozenset(JobState) - FINISHED
 """States a worker must carry on from (after a restart, or taking over a dead peer's job)."""
 
-COMPLETED_BEFORE = frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.FAILING, _S.DELIVERED})
+COMPLETED_BEFORE = frozenset({_S.ACKNOWLEDGED, _S.DEFERRED, _S.DONE, _S.FAILING, _S.DELIVERED})
 """States of a job whose task a worker completed: a task offered again in one of them was
 lost by the engine, and is completed again without re-running the work."""
 
 ANSWERED = frozenset({_S.DELIVERED, _S.FAILED})
 """States in which the instance has had its answer: the message, or an incident."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the holder of a reply token sent: the reply's variables, or a failure (its
+    ``reason`` becomes the incident's message)."""
+
+    variables: Mapping[str, Any] | None = field(default=None, repr=False)
+    failure: str | None = field(default=None, repr=False)
 
 
 def sql_states(states: frozenset[JobState]) -> str:
@@ -118,7 +140,13 @@ class Job:
     (``CAMUNDA_LOG_ERROR_DETAILS``).
 
     ``deadline`` (epoch seconds) bounds how long the instance may *not* be waiting for the
-    message once the work is done; it is moved on while the engine cannot answer.
+    message once the work is done; it is moved on while the engine cannot answer. For a
+    ``deferred`` job it bounds the wait for the token's answer.
+
+    ``token_hash`` is the SHA-256 of the current attempt's reply token (the token itself is
+    never stored; ``reply_token`` holds it in memory for the attempt's handler only).
+    ``answer`` is what the token's holder sent, read from the journal, never written by
+    :meth:`~camunda_relay.journal.base.Journal.save`.
     """
 
     task: Task
@@ -133,6 +161,9 @@ class Job:
     deadline: float | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    token_hash: str | None = None
+    answer: Answer | None = field(default=None, compare=False)
+    reply_token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:

@@ -44,6 +44,7 @@ class WorkerStats:
     bpmn_errors: int = 0
     replies_delivered: int = 0
     replies_failed: int = 0
+    replies_deferred: int = 0  # handlers that handed out a reply token instead of a result
     dropped: int = 0
     taken_over: int = 0  # jobs another worker holds now (this one lost its lease)
     last_poll_ok: float | None = None  # the clock's monotonic time of the last good fetch

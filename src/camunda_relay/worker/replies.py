@@ -12,14 +12,17 @@ journal as it was last saved and resumes at the next start (or at a peer).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from datetime import timedelta
 
 from camunda_relay.errors import EngineError, JournalError
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
 from camunda_relay.replies.job import Job, JobState
+from camunda_relay.replies.tokens import new_token
 from camunda_relay.router import Registration
-from camunda_relay.task import BpmnError, RetryLater, Task
+from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes, describe, for_log
 from camunda_relay.worker.plain import call_handler
@@ -36,6 +39,18 @@ class TakenOver(Exception):
 
 class Stopped(Exception):
     """The worker stops while a step waits: the job stays as last saved."""
+
+
+class Parked(Exception):
+    """The job waits for its reply token's answer, in the journal: the runner ends."""
+
+
+def _attempt(job: Job, attempts: int) -> Job:
+    """``job`` acknowledged with ``attempts`` and a fresh reply token for that attempt."""
+    token, digest = new_token()
+    return job.advance(
+        JobState.ACKNOWLEDGED, attempts=attempts, token_hash=digest, reply_token=token
+    )
 
 
 class Replies:
@@ -63,7 +78,7 @@ class Replies:
         if completed_here:
             await self._ctx.failpoints.hit("after_complete_before_work")
         # One write for "acknowledged" and "first attempt started".
-        job = await self.keep(job.advance(JobState.ACKNOWLEDGED, attempts=1))
+        job = await self.keep(_attempt(job, 1))
         self._ctx.stats.completed += 1
         log.debug("task completed; work runs in the background", extra=job.task.log_context())
         return job
@@ -81,7 +96,7 @@ class Replies:
                     "now; leaving the job to it",
                     extra=job.task.log_context(),
                 )
-            except Stopped:
+            except (Stopped, Parked):
                 pass
             except Exception:
                 log.exception(
@@ -102,6 +117,8 @@ class Replies:
                 job = await self._decide(job)
             elif job.state is JobState.ACKNOWLEDGED:
                 job = await self._work(job, registration, counted=counted)
+            elif job.state is JobState.DEFERRED:
+                job = await self._answered(job, registration)
             elif job.state is JobState.DONE:
                 job = await self._deliver(job)
             elif job.state is JobState.FAILING:
@@ -136,14 +153,18 @@ class Replies:
         policy = registration.retries if registration.retries is not None else ctx.settings.retries
         pause = registration.retry_timeout or ctx.settings.retry_timeout
         while True:
-            if not counted:  # every attempt is on record before it starts
-                job = await self.keep(job.advance(JobState.ACKNOWLEDGED, attempts=job.attempts + 1))
+            # Every attempt is on record, with its token's hash, before it starts.
+            if not counted or job.reply_token is None:
+                job = await self.keep(_attempt(job, job.attempts + (0 if counted else 1)))
             counted = False
             try:
                 await ctx.failpoints.hit("mid_work")
-                result = await call_handler(ctx, registration, job.task)
+                task = dataclasses.replace(job.task, reply_token=job.reply_token)
+                result = await call_handler(ctx, registration, task)
             except asyncio.CancelledError:
                 raise
+            except DeferReply:
+                return await self._defer(job, registration)
             except BpmnError as error:
                 return await self._failing(
                     job,
@@ -171,17 +192,64 @@ class Replies:
                 )
                 await self._wait(wait.total_seconds())
                 continue
-            reply = registration.reply
-            allowed = (reply.deadline if reply else None) or ctx.settings.reply_deadline
             now = ctx.clock.wall()
             return await self.keep(
                 job.advance(
                     JobState.DONE,
                     at=now,
                     result=dict(result),
-                    deadline=now + allowed.total_seconds(),
+                    deadline=now + self._allowed(registration).total_seconds(),
                 )
             )
+
+    def _allowed(self, registration: Registration) -> timedelta:
+        reply = registration.reply
+        return (reply.deadline if reply else None) or self._ctx.settings.reply_deadline
+
+    # -- deferred replies ----------------------------------------------------------------
+
+    async def _defer(self, job: Job, registration: Registration) -> Job:
+        """The handler deferred the reply: save it so with its deadline, then go on at once
+        when its token was answered meanwhile, else park it."""
+        now = self._ctx.clock.wall()
+        deadline = now + self._allowed(registration).total_seconds()
+        job = await self.keep(
+            job.advance(JobState.DEFERRED, at=now, deadline=deadline, reply_token=None)
+        )
+        self._ctx.stats.replies_deferred += 1
+        log.info(
+            "reply %r deferred to its token's holder", job.message, extra=job.task.log_context()
+        )
+        return await self._answered(await self._fresh(job), registration)
+
+    async def _fresh(self, job: Job) -> Job:
+        """``job`` as the journal has it now (with an answer that came meanwhile)."""
+        try:
+            stored = await self._ctx.journal.get(job.id)
+        except JournalError:
+            return job  # parked as it is: a claim finds an answer later
+        return stored if stored is not None and stored.state is job.state else job
+
+    async def _answered(self, job: Job, registration: Registration) -> Job:
+        """A deferred job: the answer's outcome, an incident past the deadline, else parked."""
+        now = self._ctx.clock.wall()
+        answer = job.answer
+        if answer is not None and answer.failure is not None:
+            return await self._failing(
+                job, "the deferred reply was answered with a failure", detail=answer.failure
+            )
+        if answer is not None:
+            deadline = now + self._allowed(registration).total_seconds()
+            log.info("deferred reply %r answered", job.message, extra=job.task.log_context())
+            return await self.keep(
+                job.advance(
+                    JobState.DONE, at=now, result=dict(answer.variables or {}), deadline=deadline
+                )
+            )
+        if job.deadline is not None and job.deadline <= now:
+            return await self._failing(job, "the deferred reply got no answer within its deadline")
+        await self.release(job.id, job.task)  # held by nobody, claimed once answered or late
+        raise Parked
 
     async def _deliver(self, job: Job) -> Job:
         ctx = self._ctx

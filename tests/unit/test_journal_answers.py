@@ -1,0 +1,140 @@
+"""The journal's part of deferred replies, one contract for memory, SQLite and PostgreSQL:
+an answer is kept once for the job a token's hash names, a deferred job is claimed only once
+answered or past its deadline, and a new attempt's token clears an old answer."""
+
+from __future__ import annotations
+
+from camunda_relay.journal.base import Verdict
+from camunda_relay.journal.codec import dumps_answer
+from camunda_relay.replies.job import Answer, Job, JobState
+from camunda_relay.replies.tokens import hash_token, new_token
+from tests.support.journals import EVERY_KIND_OF_VARIABLE, EXPIRED, TOPICS, Store, ids, make_job
+from tests.unit.test_journal_contract import pg_dsn, store
+
+__all__ = ["pg_dsn", "store"]
+
+FUTURE = 4_000_000_000.0  # a deadline decades away
+PAST = 1_000_000_000.0  # one that passed long ago
+REPLY = dumps_answer(Answer(variables={"var1": 1, "var2": "answered"}))
+
+
+def _deferred(number: int, digest: str, deadline: float = FUTURE) -> Job:
+    return make_job(
+        number, state=JobState.DEFERRED, attempts=1, token_hash=digest, deadline=deadline
+    )
+
+
+def test_a_deferred_job_is_claimed_only_once_answered(store: Store) -> None:
+    async def scenario() -> None:
+        token, digest = new_token()
+        parked = store.journal("worker", lease=EXPIRED)
+        await parked.save(_deferred(1, digest))
+        await parked.release("task-1")
+        heir = store.journal("heir")
+        await heir.renew()
+        assert await heir.claim(topics=TOPICS) == [], "waiting for its answer"
+        assert await store.journal("web").answer(hash_token(token), REPLY) is Verdict.ACCEPTED
+        claimed = await heir.claim(topics=TOPICS)
+        assert ids(claimed) == ["task-1"]
+        assert claimed[0].answer == Answer(variables={"var1": 1, "var2": "answered"})
+        stored = await heir.get("task-1")
+        assert stored is not None
+        assert stored.answer is not None
+        assert stored.answer.variables == {"var1": 1, "var2": "answered"}
+
+    store.run(scenario)
+
+
+def test_a_token_answers_once(store: Store) -> None:
+    async def scenario() -> None:
+        token, digest = new_token()
+        worker = store.journal("worker")
+        await worker.save(_deferred(1, digest))
+        web = store.journal("web")
+        assert await web.answer(digest, REPLY) is Verdict.ACCEPTED
+        failure = dumps_answer(Answer(failure="declined"))
+        assert await web.answer(digest, failure) is Verdict.USED
+        assert await web.answer(hash_token(token + "x"), REPLY) is Verdict.UNKNOWN
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer == Answer(variables={"var1": 1, "var2": "answered"})
+
+    store.run(scenario)
+
+
+def test_a_token_past_its_deadline_is_expired_and_its_job_claimable(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker", lease=EXPIRED)
+        await worker.save(_deferred(1, digest, deadline=PAST))
+        assert await store.journal("web").answer(digest, REPLY) is Verdict.EXPIRED
+        heir = store.journal("heir")
+        await heir.renew()
+        claimed = await heir.claim(topics=TOPICS)
+        assert ids(claimed) == ["task-1"]
+        assert claimed[0].answer is None
+
+    store.run(scenario)
+
+
+def test_an_answer_while_the_work_runs_outlives_the_deferral(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        running = make_job(1, state=JobState.ACKNOWLEDGED, attempts=1, token_hash=digest)
+        await worker.save(running)
+        failure = dumps_answer(Answer(failure="card declined"))
+        assert await store.journal("web").answer(digest, failure) is Verdict.ACCEPTED
+        await worker.save(_deferred(1, digest))  # the handler deferred after the answer came
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer == Answer(failure="card declined")
+
+    store.run(scenario)
+
+
+def test_a_new_attempt_clears_the_old_answer(store: Store) -> None:
+    async def scenario() -> None:
+        old_token, old = new_token()
+        worker = store.journal("worker")
+        await worker.save(_deferred(1, old))
+        assert await store.journal("web").answer(old, REPLY) is Verdict.ACCEPTED
+        _, new = new_token()
+        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2, token_hash=new))
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer is None
+        assert job.token_hash == new
+        assert await store.journal("web").answer(hash_token(old_token), REPLY) is Verdict.UNKNOWN
+        assert await store.journal("web").answer(new, REPLY) is Verdict.ACCEPTED
+
+    store.run(scenario)
+
+
+def test_jobs_that_went_on_do_not_take_answers(store: Store) -> None:
+    async def scenario() -> None:
+        worker = store.journal("worker")
+        digests = {}
+        for number, state in enumerate((JobState.DONE, JobState.FAILED, JobState.DELIVERED), 1):
+            _, digests[state] = new_token()
+            await worker.save(make_job(number, state=state, token_hash=digests[state]))
+        web = store.journal("web")
+        for digest in digests.values():
+            assert await web.answer(digest, REPLY) is Verdict.EXPIRED
+
+    store.run(scenario)
+
+
+def test_an_answer_keeps_every_kind_of_variable(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.save(_deferred(1, digest))
+        rich = dumps_answer(Answer(variables=EVERY_KIND_OF_VARIABLE))
+        assert await store.journal("web").answer(digest, rich) is Verdict.ACCEPTED
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer is not None
+        assert job.answer.variables == EVERY_KIND_OF_VARIABLE
+
+    store.run(scenario)
