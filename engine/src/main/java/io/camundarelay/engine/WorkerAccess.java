@@ -57,8 +57,6 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
     ProcessDefinitionPermissions.READ_HISTORY,
   };
 
-  private static final int ATTEMPTS = 5;
-
   private static final Logger LOG = LoggerFactory.getLogger(WorkerAccess.class);
 
   private final String workerUser;
@@ -71,38 +69,8 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
     this.workerPassword = workerPassword;
   }
 
-  /**
-   * Made again when it fails: engines of one cluster starting at once on one database may both
-   * find the group, grant or user missing and insert it, and the second insert fails on the
-   * unique key. The next attempt finds the row the other node made (each step is idempotent).
-   */
   @Override
   public void postProcessEngineBuild(ProcessEngine engine) {
-    for (int attempt = 1; ; attempt++) {
-      try {
-        ensure(engine);
-        return;
-      } catch (RuntimeException error) {
-        if (attempt >= ATTEMPTS) {
-          throw error;
-        }
-        LOG.info(
-            "worker group '{}': attempt {} failed ({}), maybe another engine of the cluster made"
-                + " it at the same moment; trying again",
-            GROUP,
-            attempt,
-            error.getClass().getSimpleName());
-        try {
-          Thread.sleep(250L * attempt);
-        } catch (InterruptedException interrupted) {
-          Thread.currentThread().interrupt();
-          throw error;
-        }
-      }
-    }
-  }
-
-  private void ensure(ProcessEngine engine) {
     IdentityService identity = engine.getIdentityService();
     AuthorizationService authorizations = engine.getAuthorizationService();
     if (identity.createGroupQuery().groupId(GROUP).count() == 0) {
