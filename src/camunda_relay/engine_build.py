@@ -205,6 +205,9 @@ def ensure_built(
         )
         if where != project:
             _stage(project, where)
+        # Maven compiles what changed and never removes a class whose source is gone: a
+        # class of a removed plugin would still be in the jar (and still run).
+        shutil.rmtree(where / "target" / "classes", ignore_errors=True)
         log = log or where / "target" / "build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         code = _maven_package(where, log, _MavenSteps(say, began))

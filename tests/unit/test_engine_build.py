@@ -130,6 +130,18 @@ def test_other_packaged_sources_of_the_same_version_are_built_again(packaged: Pa
     assert (cache / "runs.log").read_text() == "built\nbuilt\n"
 
 
+def test_classes_of_removed_sources_do_not_stay_in_the_build(packaged: Path) -> None:
+    engine_build.ensure_built(packaged)
+    cache = engine_build.build_dir(packaged)
+    stale = cache / "target" / "classes" / "io" / "Removed.class"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("a class whose source was deleted")
+    source = packaged / "src" / "main" / "App.java"
+    source.write_text("class App { int changed; }")
+    engine_build.ensure_built(packaged)
+    assert not stale.exists()
+
+
 def test_a_failed_build_shows_mavens_errors_without_its_advice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
