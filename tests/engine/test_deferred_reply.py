@@ -4,13 +4,11 @@ comes from Python, the CLI or HTTP, as a failure, too late, twice, or while no w
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -26,13 +24,14 @@ from camunda_relay import (
     fail_reply,
     send_reply,
 )
+from camunda_relay.cli.worker import worker_routes
 from camunda_relay.journal import Journal, open_journal
-from camunda_relay.replies.http import RouteHandler, reply_routes
+from camunda_relay.serve import serve_worker
 from tests.engine.test_worker import eventually, finished, run, settings_for, with_worker
 from tests.support import postgres as pg
 from tests.support.engine import PROCESS_KEY, Engine, assert_finished_once
 from tests.support.postgres import PostgresServer
-from tests.support.tools import run_cli
+from tests.support.tools import free_port, run_cli
 
 JOURNALS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 SECRET = "s3cret-for-the-reply-endpoint"
@@ -158,61 +157,27 @@ def test_a_deferred_reply_is_delivered_from_the_cli(
     assert reply_value(rest, instance_id) == "from-cli"
 
 
-class _Adapter(BaseHTTPRequestHandler):
-    """The smallest server for route handlers: what the worker's HTTP server does with them."""
-
-    routes: ClassVar[dict[str, RouteHandler]] = {}
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        route = next((h for p, h in self.routes.items() if self.path.startswith(p)), None)
-        status, kind, answer = (
-            route(self.command, self.path, headers, body) if route else (404, "text/plain", b"")
-        )
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[dict[str, RouteHandler]], str]]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(routes: dict[str, RouteHandler]) -> str:
-        handler = type("Handler", (_Adapter,), {"routes": routes})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_deferred_reply_is_delivered_over_http_behind_the_secret(
-    engine: Engine, rest: httpx.Client, tmp_path: Path, serve: Callable[..., str]
+    engine: Engine, rest: httpx.Client, tmp_path: Path
 ) -> None:
     target = str(tmp_path / "journal.sqlite3")
     tokens: dict[str, str] = {}
-    settings = worker_settings(engine, target, reply_secret=SECRET)
-    assert reply_routes(worker_settings(engine, target)) == {}, "off without a secret"
-    base = serve(reply_routes(settings))
+    settings = worker_settings(engine, target, reply_secret=SECRET, http_port=free_port())
+    assert worker_routes(worker_settings(engine, target)) == {}, "off without a secret"
 
     async def scenario(worker: Worker) -> str:
+        # The worker's own HTTP server, with the routes `camunda-relay worker` gives it.
+        assert settings.http_port is not None
+        server = serve_worker(
+            worker, "127.0.0.1", settings.http_port, routes=worker_routes(settings)
+        )
+        base = f"http://127.0.0.1:{settings.http_port}"
+        try:
+            return await answer_over_http(worker, base)
+        finally:
+            server.close()
+
+    async def answer_over_http(worker: Worker, base: str) -> str:
         instance_id = await start_and_get_token(worker, tokens)
         body = {"token": tokens[instance_id], "variables": {"var2": "from http"}}
         async with httpx.AsyncClient(base_url=base) as web:

@@ -339,3 +339,17 @@ def test_json_answers_are_valid_json(worker: Worker) -> None:
     finally:
         server.close()
     assert json.loads(raw) == {"ok": True, "problems": []}
+
+
+def test_the_worker_command_serves_the_reply_route_only_with_a_secret(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from camunda_relay.cli.worker import worker_routes
+    from camunda_relay.settings import Settings
+
+    assert worker_routes(Settings(http_port=9464)) == {}
+    assert set(worker_routes(Settings(http_port=9464, reply_secret="s" * 16))) == {"/reply"}
+    with caplog.at_level("WARNING", logger="camunda_relay"):
+        assert set(worker_routes(Settings(reply_secret="s" * 16))) == {"/reply"}
+    assert "CAMUNDA_HTTP_PORT is not" in caplog.text
+    assert "s" * 16 not in caplog.text

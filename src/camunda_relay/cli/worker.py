@@ -182,4 +182,18 @@ def worker(
     if worker_id is not None:
         settings = dataclasses.replace(settings, worker_id=worker_id)
     configure(log_level, settings.log_format)
-    asyncio.run(serve(router, settings))
+    asyncio.run(serve(router, settings, worker_routes(settings)))
+
+
+def worker_routes(settings: Settings) -> Routes:
+    """The routes the worker's HTTP server serves beside its metrics and probes:
+    ``POST /reply`` (deferred replies) when ``CAMUNDA_REPLY_SECRET`` is set."""
+    from camunda_relay.replies.http import reply_routes
+
+    routes = reply_routes(settings)
+    if routes and settings.http_port is None:
+        log.warning(
+            "CAMUNDA_REPLY_SECRET is set but CAMUNDA_HTTP_PORT is not: POST /reply is not "
+            "served (set CAMUNDA_HTTP_PORT to serve it)"
+        )
+    return routes

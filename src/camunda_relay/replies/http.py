@@ -27,15 +27,14 @@ from datetime import timedelta
 from camunda_relay.errors import JournalError, JournalUnavailable, RelayError, ReplyTokenError
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.tokens import fail_reply, send_reply
+from camunda_relay.serve import MAX_BODY, RouteHandler
 from camunda_relay.settings import Settings
 
-__all__ = ["MAX_BODY", "PATH", "RouteHandler", "reply_routes"]
+__all__ = ["PATH", "reply_routes"]
 
 log = logging.getLogger(__name__)
 
-RouteHandler = Callable[[str, str, Mapping[str, str], bytes], tuple[int, str, bytes]]
 PATH = "/reply"
-MAX_BODY = 1024 * 1024  # bytes; a reply's variables, not a file upload
 _JSON = "application/json"
 _STATUS = {"unknown": 404, "used": 409, "expired": 410}
 
