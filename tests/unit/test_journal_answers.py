@@ -4,6 +4,8 @@ answered or past its deadline, and a new attempt's token clears an old answer.""
 
 from __future__ import annotations
 
+import pytest
+
 from camunda_relay.journal.base import Verdict
 from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.replies.job import Answer, Job, JobState
@@ -138,3 +140,13 @@ def test_an_answer_keeps_every_kind_of_variable(store: Store) -> None:
         assert job.answer.variables == EVERY_KIND_OF_VARIABLE
 
     store.run(scenario)
+
+
+def test_a_token_never_starts_like_a_command_line_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camunda_relay.replies import tokens
+
+    drawn = iter(["-" + "a" * 42, "-" + "b" * 42, "c" * 43])
+    monkeypatch.setattr(tokens.secrets, "token_urlsafe", lambda _n: next(drawn))
+    token, digest = tokens.new_token()
+    assert token == "c" * 43
+    assert digest == hash_token(token)

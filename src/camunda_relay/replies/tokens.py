@@ -18,9 +18,9 @@ from, too early retried, already delivered confirmed, once). Past the deadline t
 expired and the waiting execution gets an incident.
 
 A token is 32 random bytes (``secrets``), URL-safe text, derived from nothing: it reveals
-nothing about the instance. The journal keeps only its SHA-256. Each attempt of the work
-gets a new token (a re-run after a crash too); the last one handed out is the one that
-answers.
+nothing about the instance; it never starts with ``-`` (a command line would take it for an
+option). The journal keeps only its SHA-256. Each attempt of the work gets a new token (a
+re-run after a crash too); the last one handed out is the one that answers.
 """
 
 from __future__ import annotations
@@ -52,8 +52,13 @@ _REFUSED = {
 
 
 def new_token() -> tuple[str, str]:
-    """A fresh token and its hash (the hash is what the journal keeps)."""
+    """A fresh token and its hash (the hash is what the journal keeps).
+
+    Never one that starts with ``-``: ``camunda-relay reply TOKEN`` would take it for an
+    option (about one token in 64 did)."""
     token = secrets.token_urlsafe(_TOKEN_BYTES)
+    while token.startswith("-"):
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
     return token, hash_token(token)
 
 
