@@ -13,7 +13,7 @@ import pytest
 
 from camunda_relay import bundled_engine
 from tests.support import postgres as pg
-from tests.support.engine import Engine, start_engine
+from tests.support.engine import FLAVOUR, Engine, start_engine
 from tests.support.tools import free_port, java_available, missing, postgres_bin_dir
 
 
@@ -27,11 +27,27 @@ def _package_logger_restored() -> Iterator[None]:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
+def pytest_report_header() -> str:
+    return f"engine: {FLAVOUR.title} (CAMUNDA_RELAY_TEST_ENGINE)"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``json`` need Json variables: skipped on an engine built without them (the
+    bundled Operaton engine: its Spin JSON data format is not served); a test of its own checks
+    what the worker says there."""
+    if FLAVOUR.json_variables:
+        return
+    skip = pytest.mark.skip(reason=f"{FLAVOUR.title} is built without Json variables")
+    for item in items:
+        if item.get_closest_marker("json") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def engine_jar() -> Path:
     if not java_available():
         missing("Java", "install a JDK 17+ to run the engine tests")
-    return bundled_engine.ensure_built()
+    return bundled_engine.ensure_built(flavour=FLAVOUR)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour
 from camunda_relay.files import write_private
 
 __all__ = [
@@ -101,7 +102,8 @@ class EngineOptions:
     """How to run one engine process.
 
     ``worker_password`` None: the one kept in the state directory (made on first use).
-    ``properties`` are extra Spring properties, passed as ``--name=value``.
+    ``properties`` are extra Spring properties, passed as ``--name=value``. ``flavour`` is the
+    engine to build and run (Camunda 7.24.0 by default, or Operaton).
     """
 
     port: int = 8080
@@ -116,10 +118,18 @@ class EngineOptions:
     worker_user: str = WORKER_USER
     worker_password: str | None = field(default=None, repr=False)
     properties: Mapping[str, str] = field(default_factory=dict)
+    flavour: EngineFlavour = DEFAULT_FLAVOUR
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str], *, port: int, state_dir: Path, user: str, password: str
+        cls,
+        environ: Mapping[str, str],
+        *,
+        port: int,
+        state_dir: Path,
+        user: str,
+        password: str,
+        flavour: EngineFlavour = DEFAULT_FLAVOUR,
     ) -> EngineOptions:
         """Options for ``engine up`` and ``demo``: the bind address and TLS from the
         engine's own variables (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``), the rest given."""
@@ -130,6 +140,7 @@ class EngineOptions:
             password=password,
             bind_address=environ.get("CAMUNDA_BIND_ADDRESS", "127.0.0.1"),
             tls=Tls.from_environment(environ),
+            flavour=flavour,
         )
 
     @property
@@ -166,6 +177,12 @@ class EngineInfo:
     scheme: str = "http"
     host: str = "127.0.0.1"
     worker_user: str | None = None
+    engine: str = DEFAULT_FLAVOUR.name  # the flavour: camunda or operaton
+    engine_version: str = DEFAULT_FLAVOUR.version
+
+    @property
+    def flavour(self) -> EngineFlavour:
+        return EngineFlavour(self.engine, self.engine_version)
 
     @property
     def base_url(self) -> str:
@@ -177,11 +194,11 @@ class EngineInfo:
 
     @property
     def cockpit_url(self) -> str:
-        return f"{self.base_url}/camunda/app/cockpit/default/"
+        return f"{self.base_url}{self.flavour.webapp_path}/cockpit/default/"
 
     @property
     def tasklist_url(self) -> str:
-        return f"{self.base_url}/camunda/app/tasklist/default/"
+        return f"{self.base_url}{self.flavour.webapp_path}/tasklist/default/"
 
 
 def worker_password(state_dir: Path) -> str:

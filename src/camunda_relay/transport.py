@@ -23,6 +23,7 @@ import httpx
 from camunda_relay import errors
 from camunda_relay._version import __version__
 from camunda_relay.settings import Settings
+from camunda_relay.variables import encode_all
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "Transport"]
 
@@ -105,6 +106,9 @@ class Transport:
         self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._settings = settings
+        # Whether the engine stores Json variables: None until told (EngineClient.stores_json,
+        # or an answer refusing one); False makes a Json value fail before it is sent.
+        self.json_variables: bool | None = None
         self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._http = httpx.AsyncClient(
@@ -136,6 +140,10 @@ class Transport:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _encode(self, values: Mapping[str, object]) -> dict[str, dict[str, object]]:
+        """Variables for a request body; Json refused here when the engine stores none."""
+        return encode_all(values, json_variables=self.json_variables is not False)
 
     # -- the one place that talks to the engine ------------------------------------------------
 
@@ -195,7 +203,10 @@ class Transport:
         _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
         if response.is_success:
             return response
-        raise errors.from_response(response, label)
+        refused = errors.from_response(response, label)
+        if isinstance(refused, errors.JsonUnsupported):
+            self.json_variables = False
+        raise refused
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._send(method, path, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,12 @@ from typing import Any
 import httpx
 
 from camunda_relay import Router, Settings, Worker, bundled_engine
+from camunda_relay.engine_flavours import EngineFlavour
 from camunda_relay.worker import WorkerStats
+
+# The engine the engine tests build and run: CAMUNDA_RELAY_TEST_ENGINE=operaton or
+# camunda:7.22.0 (make compat runs each), Camunda 7.24.0 when unset.
+FLAVOUR = EngineFlavour.parse(os.environ.get("CAMUNDA_RELAY_TEST_ENGINE") or "camunda")
 
 USER = "relayadmin"
 PASSWORD = "relay-test-secret"
@@ -59,6 +65,7 @@ def start_engine(
     postgres: bundled_engine.Postgres | None = None,
     **options: Any,
 ) -> Engine:
+    options.setdefault("flavour", FLAVOUR)
     engine_options = bundled_engine.EngineOptions(
         port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres, **options
     )
