@@ -34,10 +34,11 @@ from camunda_relay.engine_flavours import FLAVOURS, EngineFlavour
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "compat"
 
-# Seed flow, worker, reply, reconciler (pending, lost journal), CLI, rights, auth; then the
+# Seed flow, Json support, worker, reply, reconciler (pending, lost journal), CLI, rights, auth; then the
 # fault-injection smoke subset.
 ENGINE_TESTS = (
     "tests/engine/test_seed_flow.py",
+    "tests/engine/test_json_support.py",
     "tests/engine/test_worker.py",
     "tests/engine/test_client.py",
     "tests/engine/test_pending.py",
@@ -48,9 +49,10 @@ ENGINE_TESTS = (
     "tests/engine/test_auth.py",
     "tests/faults/test_smoke.py",
 )
-# --smoke (.ci/run's Operaton run): the seed flow, the worker, replies, the CLI.
+# --smoke (.ci/run's Operaton run): the seed flow, Json support, the worker, replies, the CLI.
 SMOKE_TESTS = (
     "tests/engine/test_seed_flow.py",
+    "tests/engine/test_json_support.py",
     "tests/engine/test_worker.py",
     "tests/engine/test_client.py",
     "tests/engine/test_cli_engine.py",
@@ -58,7 +60,10 @@ SMOKE_TESTS = (
 UNIT_TESTS = ("tests/unit", "tests/faults/test_faultproxy.py", "tests/faults/test_tcpproxy.py")
 UNIT_MARKS = "not engine and not browser and not packaging"
 PYTHONS = ("3.11", "3.12", "3.13")
-_SUMMARY = re.compile(r"^=+ (.*\d+ (?:passed|failed|error|errors|skipped).*) in [\d.]+s", re.M)
+# pytest's closing line: "94 passed in 812.42s (0:13:32)", "=== 1 failed, 3 passed in 2.1s ===".
+_SUMMARY = re.compile(
+    r"^=* ?(\d+ (?:passed|failed|errors?|skipped|deselected)[^\n]*?) in [\d.]+s", re.M
+)
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|deselected|xfailed|xpassed)")
 
 
@@ -251,6 +256,25 @@ def table(engines: Sequence[Row], pythons: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _rescan() -> tuple[list[Row], list[Row], float]:
+    """The rows of the last run, their counts read again from the logs."""
+    last = json.loads((OUT / "results.json").read_text())
+    rows: dict[str, list[Row]] = {}
+    for kind in ("engines", "pythons"):
+        rows[kind] = []
+        for saved in last[kind]:
+            row = Row(**saved)
+            if row.log and Path(row.log).exists():
+                output = Path(row.log).read_text(errors="replace")
+                row.counts = _counts(output)
+                row.note = _skip_reasons(output) or row.note
+                row.ok = bool(row.counts) and not (
+                    row.counts.get("failed") or row.counts.get("error")
+                )
+            rows[kind].append(row)
+    return rows["engines"], rows["pythons"], float(last["wall_seconds"])
+
+
 def _engines(text: str) -> list[EngineFlavour]:
     if text == "all":
         return [EngineFlavour(name, v) for name, releases in FLAVOURS.items() for v in releases]
@@ -270,18 +294,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma-separated (3.11,3.12); none for no Python",
     )
     parser.add_argument(
+        "--rescan",
+        action="store_true",
+        help="no run: the table again from build/compat/results.json and the logs",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="only the seed flow, worker, reply and CLI tests"
     )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
-    tests = SMOKE_TESTS if args.smoke else ENGINE_TESTS
-    engines = [run_engine(flavour, tests) for flavour in _engines(args.engines)]
-    versions = (
-        [] if args.pythons == "none" else [v.strip() for v in args.pythons.split(",") if v.strip()]
-    )
-    pythons = [run_python(version) for version in versions]
-    wall = time.monotonic() - began
+    if args.rescan:
+        engines, pythons, wall = _rescan()
+    else:
+        began = time.monotonic()
+        tests = SMOKE_TESTS if args.smoke else ENGINE_TESTS
+        engines = [run_engine(flavour, tests) for flavour in _engines(args.engines)]
+        wanted = "" if args.pythons == "none" else args.pythons
+        pythons = [run_python(v.strip()) for v in wanted.split(",") if v.strip()]
+        wall = time.monotonic() - began
     shown = table(engines, pythons)
     (OUT / "results.md").write_text(shown + "\n")
     (OUT / "results.json").write_text(

@@ -81,7 +81,7 @@ def _ensure_engine(settings: Settings, flavour: EngineFlavour = DEFAULT_FLAVOUR)
         raise EngineUnavailable(f"engine not reachable at {settings.shown_url}")
     jar = bundled_engine.ensure_built(progress=click.echo, flavour=flavour)
     port = parts.port or 8080
-    click.echo(f"starting {flavour.title} on port {port}...")
+    click.echo(f"starting the engine ({flavour.title}) on port {port}...")
     info = bundled_engine.start(
         bundled_engine.EngineOptions.from_environment(
             os.environ,

@@ -94,7 +94,7 @@ def up(settings: Settings, port: int, state_dir: Path | None, flavour: EngineFla
         return
     bundled_engine.check_port_free(port)  # before a build and a boot that would fail late
     jar = bundled_engine.ensure_built(progress=click.echo, flavour=flavour)
-    click.echo(f"starting {flavour.title} on port {port}...")
+    click.echo(f"starting the engine ({flavour.title}) on port {port}...")
     options = bundled_engine.EngineOptions.from_environment(
         os.environ,
         port=port,
