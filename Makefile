@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8080
 INSTANCES ?= 20
+# The bundled engine: camunda (Camunda 7.24.0) or operaton (Operaton 1.0.3, derived from the same
+# engine/ sources); make run ENGINE=operaton.
+ENGINE ?= camunda
 
-.PHONY: run stop status test check lint format engine install clean docs lint-deploy
+.PHONY: run stop status test check lint format engine install clean docs lint-deploy compat
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +22,12 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP)
 
 engine: $(STAMP)
-	$(BIN)/python -c "from camunda_relay.bundled_engine import ensure_built; print(ensure_built(progress=print))"
+	$(BIN)/python -c "from camunda_relay.bundled_engine import EngineFlavour, ensure_built; \
+	print(ensure_built(progress=print, flavour=EngineFlavour.parse('$(ENGINE)')))"
 
 run: engine
-	CAMUNDA_URL=http://localhost:$(PORT)/engine-rest $(BIN)/camunda-relay demo --instances $(INSTANCES)
+	CAMUNDA_URL=http://localhost:$(PORT)/engine-rest $(BIN)/camunda-relay demo --engine $(ENGINE) \
+	    --instances $(INSTANCES)
 
 stop: $(STAMP)
 	$(BIN)/camunda-relay engine down
@@ -70,6 +75,13 @@ images: $(STAMP)
 # E2E_ARGS="--instances 200 --no-build".
 e2e-containers: $(STAMP)
 	$(BIN)/python -m harness.containers $(E2E_ARGS)
+
+# Compatibility (tests/compat.py): the engine-backed tests on Camunda 7.24.0, 7.23.0, 7.22.0,
+# 7.21.0 and Operaton 1.0.3, the unit and fake-engine tests on Python 3.11, 3.12 and 3.13 (from
+# the PATH or pyenv), then one table (also in build/compat/results.md). About 45 minutes.
+# COMPAT_ARGS="--engines operaton --pythons none --smoke" is .ci/run's Operaton run.
+compat: $(STAMP)
+	$(BIN)/python -m tests.compat $(COMPAT_ARGS)
 
 # The fault-injection suite against the real engine (S1-S21); FAULTS_ARGS="--scenario S5 --seed 7".
 .PHONY: faults

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support import postgres as pg
-from tests.support.engine import Engine
+from tests.support.engine import FLAVOUR, Engine
 from tests.support.tools import free_port, missing, postgres_bin_dir
 
 
@@ -25,6 +25,22 @@ def _package_logger_restored() -> Iterator[None]:
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def pytest_report_header() -> str:
+    return f"engine: {FLAVOUR.title} (CAMUNDA_RELAY_TEST_ENGINE)"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``json`` need Json variables: skipped on an engine built without them (the
+    bundled Operaton engine: its Spin JSON data format is not served); a test of its own checks
+    what the worker says there."""
+    if FLAVOUR.json_variables:
+        return
+    skip = pytest.mark.skip(reason=f"{FLAVOUR.title} is built without Json variables")
+    for item in items:
+        if item.get_closest_marker("json") is not None:
+            item.add_marker(skip)
 
 
 # The bundled engine comes from camunda_relay.testing's pytest plugin (camunda_engine_jar,

@@ -1,5 +1,8 @@
 """Build, start, probe and stop the bundled Camunda 7 engine (the ``engine/`` application).
 
+The engine is Camunda 7.24.0 unless ``EngineOptions.flavour`` names another
+(:mod:`camunda_relay.engine_flavours`: Operaton, derived from the same sources).
+
 Used by the CLI (``camunda-relay engine up|down|status``) and by the test suite, so that both
 start the engine the same way:
 
@@ -54,6 +57,7 @@ from camunda_relay.engine_build import (
     jar_path,
     needs_build,
 )
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour
 from camunda_relay.engine_options import (
     DEFAULT_PASSWORD,
     DEFAULT_USER,
@@ -70,12 +74,14 @@ from camunda_relay.errors import BundledEngineError, EngineBuildError
 from camunda_relay.files import PRIVATE_UMASK, private_dir, private_file, write_private
 
 __all__ = [
+    "DEFAULT_FLAVOUR",
     "DEFAULT_PASSWORD",
     "DEFAULT_USER",
     "WORKER_PASSWORD_FILE",
     "WORKER_USER",
     "BundledEngineError",
     "EngineBuildError",
+    "EngineFlavour",
     "EngineInfo",
     "EngineOptions",
     "EngineStartError",
@@ -190,7 +196,7 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
     reason when it refused its settings, else the log's tail) or the engine is not ready
     within ``options.ready_timeout`` seconds; the process is stopped then.
     """
-    jar = jar or ensure_built()
+    jar = jar or ensure_built(flavour=options.flavour)
     if is_ready(options.base_url, timeout=1.0):
         raise EngineStartError(f"port {options.port} already serves an engine; stop it first")
     check_port_free(options.port, options.bind_address)
@@ -227,6 +233,8 @@ def start(options: EngineOptions, *, jar: Path | None = None) -> EngineInfo:
         scheme=options.scheme,
         host=options.host,
         worker_user=options.worker_user,
+        engine=options.flavour.name,
+        engine_version=options.flavour.version,
     )
     deadline = time.monotonic() + options.ready_timeout
     while not is_ready(options.base_url, timeout=1.0):

@@ -14,6 +14,7 @@ each request; never a body, a variable value or a credential.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,7 @@ from camunda_relay.queries import Queries
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
 from camunda_relay.transport import MAX_CONCURRENT_REQUESTS, _ms, _query, _segment
-from camunda_relay.variables import decode_all, encode_all, parse_date, validate_business_key
+from camunda_relay.variables import decode_all, parse_date, validate_business_key
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "MAX_LONG_POLL", "EngineClient", "TopicRequest"]
 
@@ -110,6 +111,29 @@ class EngineClient(Queries):
         count = counted.get("count")
         return count if isinstance(count, int) else 0
 
+    async def stores_json(self) -> bool | None:
+        """Whether the engine stores ``Json`` variables; None when it cannot be told now.
+
+        The probe changes nothing: a message of a random name, carrying one Json variable, that
+        no execution waits for. An engine without the Json type (no Spin plugin, as the bundled
+        Operaton engine) refuses the variable; one with it answers that nobody waits. An engine
+        whose Spin plugin lacks the JSON data format passes the probe and refuses a Json value
+        only when it stores one (that answer then sets :attr:`json_variables` too)."""
+        body = {
+            "messageName": f"camunda-relay-json-probe-{uuid.uuid4().hex}",
+            "processVariables": {"probe": {"value": "{}", "type": "Json", "valueInfo": {}}},
+        }
+        try:
+            await self._send("POST", "/message", json=body)
+        except errors.JsonUnsupported:
+            return False
+        except errors.NoMatchingExecution:
+            self.json_variables = self.json_variables is not False
+            return self.json_variables
+        except errors.EngineError:
+            return None
+        return None  # a probe that matched someone's message: nothing can be told
+
     # -- external tasks ---------------------------------------------------------------------
 
     async def fetch_and_lock(
@@ -160,9 +184,9 @@ class EngineClient(Queries):
         """Complete a locked task, setting process (and local) variables."""
         body: dict[str, object] = {"workerId": worker_id}
         if variables:
-            body["variables"] = encode_all(variables)
+            body["variables"] = self._encode(variables)
         if local_variables:
-            body["localVariables"] = encode_all(local_variables)
+            body["localVariables"] = self._encode(local_variables)
         await self._send(
             "POST",
             f"/external-task/{_segment(task_id)}/complete",
@@ -212,7 +236,7 @@ class EngineClient(Queries):
         if error_message is not None:
             body["errorMessage"] = error_message
         if variables:
-            body["variables"] = encode_all(variables)
+            body["variables"] = self._encode(variables)
         await self._send(
             "POST",
             f"/external-task/{_segment(task_id)}/bpmnError",
@@ -261,7 +285,7 @@ class EngineClient(Queries):
         if business_key is not None:
             body["businessKey"] = validate_business_key(business_key)
         if variables:
-            body["processVariables"] = encode_all(variables)
+            body["processVariables"] = self._encode(variables)
         await self._send("POST", "/message", json=body, prefer=self.home(process_instance_id))
 
     async def create_incident(

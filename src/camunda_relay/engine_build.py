@@ -8,6 +8,13 @@
 - :func:`ensure_built`: checks for a JDK (:func:`find_jdk`), runs ``mvnw package`` and turns
   its output into a few lines of progress.
 
+Each function takes the engine's flavour (:class:`~camunda_relay.engine_flavours.EngineFlavour`:
+Camunda 7.24.0 by default, Operaton, or an older Camunda release). The default is built as
+above; another flavour is derived from the same project
+(:func:`camunda_relay.engine_flavours.derive`) into a folder of its own,
+``engine/target/flavours/<name>-<version>/`` in a clone and ``engine-<version>-<name>-<release>``
+in the cache, and built there, once.
+
 :mod:`camunda_relay.bundled_engine` re-exports these; the CLI and the tests call them there.
 """
 
@@ -25,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from camunda_relay._version import __version__
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour, derive
 from camunda_relay.errors import EngineBuildError
 
 __all__ = [
@@ -47,6 +55,7 @@ _CLONE_ENGINE = Path(__file__).resolve().parents[2] / "engine"
 PACKAGED_ENGINE = Path(__file__).resolve().parent / "_engine"
 _WRAPPER_FILES = ("pom.xml", "mvnw", "mvnw.cmd")
 _STAMP_FILE = "built-from.sha256"
+_DERIVED_SUFFIXES = frozenset({".xml", ".java", ".yaml", ".yml", ".properties"})
 _JAVA_RELEASE = 17
 _HOW_TO_GET_A_JDK = (
     "install one (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless; macOS: brew install "
@@ -65,10 +74,13 @@ def engine_project_dir() -> Path:
     return PACKAGED_ENGINE
 
 
-def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+def cache_dir(
+    environ: Mapping[str, str] = os.environ, flavour: EngineFlavour = DEFAULT_FLAVOUR
+) -> Path:
     """Where the installed package builds its engine: ``engine-<version>`` inside
     ``CAMUNDA_ENGINE_CACHE``, else inside ``$XDG_CACHE_HOME/camunda-relay``, else inside
-    ``~/.cache/camunda-relay``."""
+    ``~/.cache/camunda-relay``; another flavour than the default in
+    ``engine-<version>-<flavour>-<release>`` beside it."""
     configured = environ.get("CAMUNDA_ENGINE_CACHE")
     if configured:
         root = Path(configured).expanduser()
@@ -77,21 +89,27 @@ def cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
         # The XDG spec ignores a relative XDG_CACHE_HOME.
         home = Path(environ["HOME"]) if environ.get("HOME") else Path.home()
         root = (Path(xdg) if Path(xdg).is_absolute() else home / ".cache") / "camunda-relay"
-    return root / f"engine-{__version__}"
+    if flavour.is_default:
+        return root / f"engine-{__version__}"
+    return root / f"engine-{__version__}-{flavour.key}"
 
 
-def build_dir(project: Path | None = None) -> Path:
+def build_dir(project: Path | None = None, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> Path:
     """Where ``project`` is built: in place for a clone's ``engine/`` or ``CAMUNDA_ENGINE_DIR``;
     the copy installed with the package (which may be read-only, and which every environment
-    with this version shares) is built in :func:`cache_dir`."""
+    with this version shares) is built in :func:`cache_dir`. Another flavour than the default
+    is derived into ``target/flavours/<name>-<release>/`` of the project in place, or into its
+    own folder of the cache."""
     project = project or engine_project_dir()
     if project.resolve() == PACKAGED_ENGINE.resolve():
-        return cache_dir()
-    return project
+        return cache_dir(flavour=flavour)
+    if flavour.is_default:
+        return project
+    return project / "target" / "flavours" / flavour.key
 
 
-def jar_path(project: Path | None = None) -> Path:
-    return build_dir(project) / "target" / JAR_NAME
+def jar_path(project: Path | None = None, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> Path:
+    return build_dir(project, flavour) / "target" / JAR_NAME
 
 
 def _sources(project: Path) -> Iterator[Path]:
@@ -103,27 +121,28 @@ def _sources(project: Path) -> Iterator[Path]:
         yield from sorted(path for path in (project / folder).rglob("*") if path.is_file())
 
 
-def _digest(project: Path) -> str:
-    digest = hashlib.sha256()
+def _digest(project: Path, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> str:
+    digest = hashlib.sha256(flavour.key.encode() + b"\0")
     for path in _sources(project):
         digest.update(path.relative_to(project).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
-def needs_build(project: Path | None = None) -> bool:
+def needs_build(project: Path | None = None, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> bool:
     """True when the jar is missing or not built from the project's current files.
 
-    In place, that is a jar older than any file of the build; in the cache, a jar built from
-    other files than the installed ones (the digest of what was built is kept beside it)."""
+    In place, that is a jar older than any file of the build; in the cache or a flavour's own
+    folder, a jar built from other files than the project's (the digest of what was built,
+    flavour included, is kept beside it)."""
     project = project or engine_project_dir()
-    jar = jar_path(project)
+    jar = jar_path(project, flavour)
     if not jar.exists():
         return True
-    where = build_dir(project)
+    where = build_dir(project, flavour)
     if where != project:
         stamp = where / "target" / _STAMP_FILE
-        return not stamp.exists() or stamp.read_text().strip() != _digest(project)
+        return not stamp.exists() or stamp.read_text().strip() != _digest(project, flavour)
     built = jar.stat().st_mtime
     return any(source.stat().st_mtime > built for source in _sources(project))
 
@@ -178,8 +197,9 @@ def ensure_built(
     *,
     log: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    flavour: EngineFlavour = DEFAULT_FLAVOUR,
 ) -> Path:
-    """Build the engine jar with the Maven wrapper if needed; return the jar's path.
+    """Build the engine jar of ``flavour`` with the Maven wrapper if needed; return its path.
 
     A clone's project is built in place (``engine/target/``); the copy installed with the
     package is copied into :func:`cache_dir` and built there, once per version. A build
@@ -190,33 +210,34 @@ def ensure_built(
     project = project or engine_project_dir()
     if not (project / "pom.xml").exists():
         raise EngineBuildError(f"no engine project at {project} (set CAMUNDA_ENGINE_DIR)")
-    if not needs_build(project):
-        return jar_path(project)
+    if not needs_build(project, flavour):
+        return jar_path(project, flavour)
     find_jdk()
-    where = build_dir(project)
+    where = build_dir(project, flavour)
     say = progress or (lambda _line: None)
+    which = "" if flavour.is_default else f" ({flavour.title})"
     began = time.monotonic()
     with _build_lock(where / "target"):
-        if not needs_build(project):
-            return jar_path(project)
+        if not needs_build(project, flavour):
+            return jar_path(project, flavour)
         say(
-            f"building the engine in {where} (once per version: a minute or two, "
+            f"building the engine{which} in {where} (once per version: a minute or two, "
             "several when Maven first downloads its dependencies)"
         )
         if where != project:
-            _stage(project, where)
+            _stage(project, where, flavour)
         # Maven compiles what changed and never removes a class whose source is gone: a
         # class of a removed plugin would still be in the jar (and still run).
         shutil.rmtree(where / "target" / "classes", ignore_errors=True)
         log = log or where / "target" / "build.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         code = _maven_package(where, log, _MavenSteps(say, began))
-        jar = jar_path(project)
+        jar = jar_path(project, flavour)
         if code != 0 or not jar.exists():
-            raise EngineBuildError(f"engine build failed (log: {log})\n{_build_errors(log)}")
+            raise EngineBuildError(f"engine build{which} failed (log: {log})\n{_build_errors(log)}")
         jar.touch()  # the jar may keep an older timestamp than a source file edited mid-build
         if where != project:
-            (where / "target" / _STAMP_FILE).write_text(_digest(project) + "\n")
+            (where / "target" / _STAMP_FILE).write_text(_digest(project, flavour) + "\n")
     say(f"engine built in {time.monotonic() - began:.0f} s: {jar}")
     return jar
 
@@ -232,14 +253,27 @@ def _build_lock(folder: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _stage(project: Path, where: Path) -> None:
-    """Copy the project's build files into ``where`` (``target/`` stays, for Maven's reuse)."""
+def _stage(project: Path, where: Path, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> None:
+    """Copy the project's build files into ``where`` (``target/`` stays, for Maven's reuse),
+    derived for ``flavour`` (:func:`camunda_relay.engine_flavours.derive`)."""
     for folder in (".mvn", "src"):
         shutil.rmtree(where / folder, ignore_errors=True)
     for source in _sources(project):
-        copy = where / source.relative_to(project)
+        relative = source.relative_to(project)
+        copy = where / relative
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, copy)
+        derived = None
+        if not flavour.is_default and source.suffix in _DERIVED_SUFFIXES:
+            try:
+                derived = derive(relative.as_posix(), source.read_text(), flavour)
+            except ValueError as error:
+                raise EngineBuildError(
+                    f"cannot derive the {flavour.title} engine: {error}"
+                ) from None
+        if derived is None:
+            shutil.copyfile(source, copy)
+        else:
+            copy.write_text(derived)
     (where / "mvnw").chmod(0o755)
 
 

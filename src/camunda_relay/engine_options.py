@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour
 from camunda_relay.files import write_private
 
 __all__ = [
@@ -111,7 +112,8 @@ class EngineOptions:
     """How to run one engine process.
 
     ``worker_password`` None: the one kept in the state directory (made on first use).
-    ``properties`` are extra Spring properties, passed as ``--name=value``.
+    ``properties`` are extra Spring properties, passed as ``--name=value``. ``flavour`` is the
+    engine to build and run (Camunda 7.24.0 by default, or Operaton).
     ``management_port`` (``CAMUNDA_MANAGEMENT_PORT``): serve the actuator's health probes
     (``/actuator/health/liveness``, ``/actuator/health/readiness``) and Prometheus metrics
     (``/actuator/prometheus``) on this port, on ``management_address``
@@ -132,10 +134,18 @@ class EngineOptions:
     properties: Mapping[str, str] = field(default_factory=dict)
     management_port: int | None = None
     management_address: str = "127.0.0.1"
+    flavour: EngineFlavour = DEFAULT_FLAVOUR
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str], *, port: int, state_dir: Path, user: str, password: str
+        cls,
+        environ: Mapping[str, str],
+        *,
+        port: int,
+        state_dir: Path,
+        user: str,
+        password: str,
+        flavour: EngineFlavour = DEFAULT_FLAVOUR,
     ) -> EngineOptions:
         """Options for ``engine up`` and ``demo``: the bind address and TLS from the
         engine's own variables (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``), the rest given."""
@@ -148,6 +158,7 @@ class EngineOptions:
             tls=Tls.from_environment(environ),
             management_port=_port(environ, "CAMUNDA_MANAGEMENT_PORT"),
             management_address=environ.get("CAMUNDA_MANAGEMENT_ADDRESS", "127.0.0.1"),
+            flavour=flavour,
         )
 
     @property
@@ -191,6 +202,12 @@ class EngineInfo:
     scheme: str = "http"
     host: str = "127.0.0.1"
     worker_user: str | None = None
+    engine: str = DEFAULT_FLAVOUR.name  # the flavour: camunda or operaton
+    engine_version: str = DEFAULT_FLAVOUR.version
+
+    @property
+    def flavour(self) -> EngineFlavour:
+        return EngineFlavour(self.engine, self.engine_version)
 
     @property
     def base_url(self) -> str:
@@ -202,11 +219,11 @@ class EngineInfo:
 
     @property
     def cockpit_url(self) -> str:
-        return f"{self.base_url}/camunda/app/cockpit/default/"
+        return f"{self.base_url}{self.flavour.webapp_path}/cockpit/default/"
 
     @property
     def tasklist_url(self) -> str:
-        return f"{self.base_url}/camunda/app/tasklist/default/"
+        return f"{self.base_url}{self.flavour.webapp_path}/tasklist/default/"
 
 
 def worker_password(state_dir: Path) -> str:

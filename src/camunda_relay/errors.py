@@ -24,6 +24,7 @@
         │   └── PermissionDenied    403: logged in, but the user lacks a permission
         ├── NotFound                404: no such task, instance, definition ...
         └── BadRequest              400: the engine refused the request
+            ├── JsonUnsupported     the engine stores no Json variables (no Spin JSON format)
             ├── TaskNotLocked       complete/failure/extendLock by a worker that lost the lock
             ├── NoMatchingExecution a message found nobody waiting (yet, or any more)
             └── AmbiguousCorrelation a message matched several executions
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidInput",
     "JournalError",
     "JournalUnavailable",
+    "JsonUnsupported",
     "NoMatchingExecution",
     "NotFound",
     "PermissionDenied",
@@ -195,6 +197,20 @@ class BadRequest(EngineError):
     """400: the engine refused the request as it stands."""
 
 
+class JsonUnsupported(BadRequest):
+    """The engine cannot store ``Json`` variables: it has no Spin JSON data format (the
+    bundled Operaton engine has none). A 400 "Unsupported value type 'Json'" or a 500
+    "Cannot find serializer for value ... of type 'json'"; never retryable."""
+
+
+# What a dict, a list or a long str needs on the engine, for the messages that refuse them.
+JSON_UNSUPPORTED = (
+    "the engine stores no Json variables (it has no Spin JSON data format, like the bundled "
+    "Operaton engine): dicts, lists and strs over 4,000 characters cannot be sent to it; send "
+    "numbers, strs, bools, dates or bytes, or add Spin's JSON data format to the engine"
+)
+
+
 class TaskNotLocked(BadRequest):
     """The external task is not locked by this worker (the lock expired and was taken)."""
 
@@ -209,6 +225,10 @@ class AmbiguousCorrelation(BadRequest):
 
 _NO_MATCH = re.compile(r"No process definition or execution matches", re.IGNORECASE)
 _AMBIGUOUS = re.compile(r"Cannot correlate a? ?message .*to a single execution", re.IGNORECASE)
+# The engine has no Json type (no Spin plugin) or no serializer for it (Spin without a format).
+_NO_JSON = re.compile(
+    r"Unsupported value type 'json'|Cannot find serializer for value .* of type 'json'", re.I
+)
 _NOT_LOCKED = re.compile(r"(is locked by worker|is not locked|cannot be .* not locked)", re.I)
 _UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 # The engine answers a wrong password and a user held back by its login throttling with the
@@ -237,6 +257,14 @@ def from_response(response: httpx.Response, request: str) -> EngineError:
             code = body["code"]
     status = response.status_code
     cls: type[EngineError]
+    if status in (400, 500) and _NO_JSON.search(message):
+        return JsonUnsupported(
+            f"{JSON_UNSUPPORTED} (the engine answered: {message})",
+            status=status,
+            error_type=error_type,
+            code=code,
+            request=request,
+        )
     if status == 401:
         cls = AuthenticationFailed
         message = f"authentication failed: {LOGIN_REFUSED}"

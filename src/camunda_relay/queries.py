@@ -9,7 +9,7 @@ from typing import Any
 
 from camunda_relay import errors
 from camunda_relay.transport import Transport, _flag, _query, _segment
-from camunda_relay.variables import decode_all, encode_all, validate_business_key
+from camunda_relay.variables import decode_all, validate_business_key
 
 __all__ = ["Queries"]
 
@@ -147,7 +147,7 @@ class Queries(Transport):
         if business_key is not None:
             body["businessKey"] = validate_business_key(business_key)
         if variables:
-            body["variables"] = encode_all(variables)
+            body["variables"] = self._encode(variables)
         path = f"/process-definition/key/{_segment(key)}/start"
         return await self._object("POST", path, json=body)
 

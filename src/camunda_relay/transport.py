@@ -25,6 +25,7 @@ from camunda_relay import errors
 from camunda_relay._version import __version__
 from camunda_relay.nodes import Node, Nodes
 from camunda_relay.settings import Settings
+from camunda_relay.variables import encode_all
 
 __all__ = ["MAX_CONCURRENT_REQUESTS", "Transport"]
 
@@ -106,6 +107,9 @@ class Transport:
         self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._settings = settings
+        # Whether the engine stores Json variables: None until told (EngineClient.stores_json,
+        # or an answer refusing one); False makes a Json value fail before it is sent.
+        self.json_variables: bool | None = None
         self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self.nodes = Nodes(settings.urls, resolve=settings.url_resolve == "all")
@@ -150,6 +154,10 @@ class Transport:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _encode(self, values: Mapping[str, object]) -> dict[str, dict[str, object]]:
+        """Variables for a request body; Json refused here when the engine stores none."""
+        return encode_all(values, json_variables=self.json_variables is not False)
 
     # -- the one place that talks to the engine ------------------------------------------------
 
@@ -231,7 +239,10 @@ class Transport:
                 self.nodes.answered(target)
             if response.is_success:
                 return response
-            raise errors.from_response(response, label)
+            refused = errors.from_response(response, label)
+            if isinstance(refused, errors.JsonUnsupported):
+                self.json_variables = False
+            raise refused
         raise AssertionError("unreachable: no node to send to")
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from camunda_relay.errors import InvalidInput, VariableError
+from camunda_relay.errors import JSON_UNSUPPORTED, InvalidInput, VariableError
 
 __all__ = [
     "Unreadable",
@@ -148,9 +148,20 @@ def _encode_int(name: str, value: int) -> dict[str, object]:
     raise VariableError(name, "an int beyond 64 bits cannot be sent (send it as a str)")
 
 
-def encode(name: str, value: object) -> dict[str, object]:
-    """One variable as the REST API wants it: ``{"value": ..., "type": ..., "valueInfo": {}}``."""
-    name = _check_name(name)
+def encode(name: str, value: object, *, json_variables: bool = True) -> dict[str, object]:
+    """One variable as the REST API wants it: ``{"value": ..., "type": ..., "valueInfo": {}}``.
+
+    ``json_variables=False`` (an engine without Spin's JSON data format): a value that would
+    be Json raises :class:`VariableError` saying so."""
+    typed = _encode(_check_name(name), value)
+    if not json_variables and typed["type"] == "Json":
+        raise VariableError(
+            name, f"a {type(value).__name__} is sent as Json, but {JSON_UNSUPPORTED}"
+        )
+    return typed
+
+
+def _encode(name: str, value: object) -> dict[str, object]:
     if value is None:
         return _typed(None, "Null")
     if isinstance(value, bool):
@@ -181,13 +192,18 @@ def encode(name: str, value: object) -> dict[str, object]:
     )
 
 
-def encode_all(values: Mapping[str, object]) -> dict[str, dict[str, object]]:
-    """Encode every variable of a mapping; the first bad one raises :class:`VariableError`."""
+def encode_all(
+    values: Mapping[str, object], *, json_variables: bool = True
+) -> dict[str, dict[str, object]]:
+    """Encode every variable of a mapping; the first bad one raises :class:`VariableError`
+    (as does any Json value when ``json_variables`` is False: see :func:`encode`)."""
     if not isinstance(values, Mapping):
         raise InvalidInput(
             f"variables must be a mapping of names to values, not a {type(values).__name__}"
         )
-    return {name: encode(name, value) for name, value in values.items()}
+    return {
+        name: encode(name, value, json_variables=json_variables) for name, value in values.items()
+    }
 
 
 class _Malformed(Exception):

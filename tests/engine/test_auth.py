@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from camunda_relay import AuthenticationFailed, EngineClient, Settings
-from tests.support.engine import PASSWORD, USER, Engine
+from tests.support.engine import FLAVOUR, PASSWORD, USER, Engine
+
+APPS = f"/{FLAVOUR.name}"  # the webapps' root: /camunda, /operaton
 
 # A failed login throttles that user for a few seconds (Camunda's login delay), so wrong
 # passwords are tried on a user of their own, never on the one the other tests use.
@@ -64,11 +66,11 @@ def test_default_demo_user_is_not_created_when_credentials_are_set(engine: Engin
 
 
 def _login(client: httpx.Client, user: str, password: str) -> httpx.Response:
-    client.get("/camunda/app/welcome/default/")
-    token = client.cookies.get("XSRF-TOKEN", path="/camunda")
+    client.get(f"{APPS}/app/welcome/default/")
+    token = client.cookies.get("XSRF-TOKEN", path=APPS)
     assert token, "the webapp did not hand out an XSRF token"
     return client.post(
-        "/camunda/api/admin/auth/user/default/login/cockpit",
+        f"{APPS}/api/admin/auth/user/default/login/cockpit",
         data={"username": user, "password": password},
         headers={"X-XSRF-TOKEN": token},
     )
@@ -76,14 +78,14 @@ def _login(client: httpx.Client, user: str, password: str) -> httpx.Response:
 
 def test_webapps_require_a_login(engine: Engine, decoy_user: str) -> None:
     with httpx.Client(base_url=engine.info.base_url, timeout=30) as anonymous:
-        api = "/camunda/api/engine/engine/default/process-definition"
+        api = f"{APPS}/api/engine/engine/default/process-definition"
         assert anonymous.get(api).status_code == 401
         assert _login(anonymous, decoy_user, "wrong-password").status_code == 401
     with httpx.Client(base_url=engine.info.base_url, timeout=30) as person:
         login = _login(person, USER, PASSWORD)
         assert login.status_code == 200
         assert "cockpit" in login.json()["authorizedApps"]
-        token = person.cookies.get("XSRF-TOKEN", path="/camunda")
+        token = person.cookies.get("XSRF-TOKEN", path=APPS)
         assert person.get(api, headers={"X-XSRF-TOKEN": token or ""}).status_code == 200
 
 

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.engine import FLAVOUR
 from tests.support.tools import free_port
+
+# engine up builds and runs the flavour under test (CAMUNDA_RELAY_TEST_ENGINE).
+ENGINE = f"{FLAVOUR.name}:{FLAVOUR.version}"
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -26,12 +30,14 @@ def test_engine_up_status_down(engine_jar: Path, tmp_path: Path) -> None:
     port = str(free_port())
     state = str(tmp_path / "state")
     secret = {"CAMUNDA_USER": "cliuser", "CAMUNDA_PASSWORD": "canary-cli-secret"}
-    up = _cli("engine", "up", "--port", port, "--state-dir", state, env=secret)
+    up = _cli("engine", "up", "--port", port, "--state-dir", state, "--engine", ENGINE, env=secret)
     try:
         assert up.returncode == 0, up.stderr
         assert f"http://127.0.0.1:{port}/engine-rest" in up.stdout
-        assert "/camunda/app/cockpit/default/" in up.stdout
-        assert "/camunda/app/tasklist/default/" in up.stdout
+        assert f"{FLAVOUR.webapp_path}/cockpit/default/" in up.stdout
+        assert f"{FLAVOUR.webapp_path}/tasklist/default/" in up.stdout
+        assert f"engine   : {FLAVOUR.title}" in up.stdout
+        assert ("no Json variables" in up.stdout) is not FLAVOUR.json_variables
         assert "cliuser" in up.stdout
         assert "canary-cli-secret" not in up.stdout + up.stderr
         _assert_owner_only(Path(state))
@@ -76,7 +82,17 @@ def test_engine_up_refuses_the_default_password_off_loopback_in_one_line(
     state = tmp_path / "state"
     env = {"CAMUNDA_BIND_ADDRESS": "0.0.0.0", "CAMUNDA_REST_BASIC_AUTH": "false"}  # noqa: S104
     env = {**env, "CAMUNDA_USER": "", "CAMUNDA_PASSWORD": ""}
-    up = _cli("engine", "up", "--port", str(free_port()), "--state-dir", str(state), env=env)
+    up = _cli(
+        "engine",
+        "up",
+        "--port",
+        str(free_port()),
+        "--state-dir",
+        str(state),
+        "--engine",
+        ENGINE,
+        env=env,
+    )
     assert up.returncode == 1
     assert up.stderr.strip().splitlines() == [
         "Error: the engine refused to start: the engine would listen on 0.0.0.0, not only on "
@@ -91,7 +107,17 @@ def test_engine_up_refuses_the_default_password_off_loopback_in_one_line(
 def test_bad_tls_settings_are_refused_in_one_line(engine_jar: Path, tmp_path: Path) -> None:
     (tmp_path / "server.pem").write_text("not a certificate\n")
     env = {"CAMUNDA_TLS_CERTIFICATE": str(tmp_path / "server.pem"), "CAMUNDA_TLS_KEY": ""}
-    up = _cli("engine", "up", "--port", str(free_port()), "--state-dir", str(tmp_path), env=env)
+    up = _cli(
+        "engine",
+        "up",
+        "--port",
+        str(free_port()),
+        "--state-dir",
+        str(tmp_path),
+        "--engine",
+        ENGINE,
+        env=env,
+    )
     assert up.returncode == 1
     assert up.stderr.strip().splitlines() == [
         "Error: the engine refused to start: CAMUNDA_TLS_CERTIFICATE and CAMUNDA_TLS_KEY go "

@@ -221,6 +221,7 @@ def test_deploy_of_an_invalid_model_names_the_engines_objection(
 # --- start ----------------------------------------------------------------------------------
 
 
+@pytest.mark.json
 def test_start_sends_typed_variables(
     rest: httpx.Client, env: dict[str, str], process_key: str
 ) -> None:

@@ -21,7 +21,7 @@ from camunda_relay.client import EngineClient, TopicRequest
 from camunda_relay.settings import Settings
 from camunda_relay.task import Task
 from camunda_relay.variables import decode_all
-from tests.support.engine import PASSWORD, USER, Engine
+from tests.support.engine import FLAVOUR, PASSWORD, USER, Engine
 
 T = TypeVar("T")
 
@@ -192,10 +192,14 @@ CAMUNDA_TYPES = {
 def test_start_fetch_complete_with_every_type(
     settings: Settings, model: str, rest: httpx.Client
 ) -> None:
+    """Every type; on an engine without Json (Operaton here) every type but Json."""
     business_key = new_key()
+    kept = {n for n, kind in CAMUNDA_TYPES.items() if FLAVOUR.json_variables or kind != "Json"}
+    sent = {name: value for name, value in SENT.items() if name in kept}
+    received = {name: value for name, value in RECEIVED.items() if name in kept}
 
     async def body(client: EngineClient) -> str:
-        instance_id = await start(client, business_key, **SENT)
+        instance_id = await start(client, business_key, **sent)
         task = (await fetch(client, [instance_id]))[instance_id]
         assert task.topic == TOPIC
         assert task.worker_id == WORKER
@@ -205,11 +209,11 @@ def test_start_fetch_complete_with_every_type(
         assert task.retries is None
         assert task.lock_expiration is not None
         assert task.lock_expiration > datetime.now(UTC)
-        assert dict(task.variables) == RECEIVED
+        assert dict(task.variables) == received
         await client.complete(
             task.id,
             WORKER,
-            {f"out_{name}": value for name, value in SENT.items()},
+            {f"out_{name}": value for name, value in sent.items()},
             local_variables={"scratch": 1},
         )
         assert len(await waiting(client, instance_id)) == 1
@@ -221,9 +225,11 @@ def test_start_fetch_complete_with_every_type(
     )
     assert response.status_code == 200, response.text
     stored = response.json()
-    assert {name: stored[f"out_{name}"]["type"] for name in SENT} == CAMUNDA_TYPES
+    assert {name: stored[f"out_{name}"]["type"] for name in sent} == {
+        n: CAMUNDA_TYPES[n] for n in sent
+    }
     decoded = decode_all(stored)
-    assert {name: decoded[f"out_{name}"] for name in SENT} == RECEIVED
+    assert {name: decoded[f"out_{name}"] for name in sent} == received
     assert "scratch" not in stored  # local to the task's scope, gone with it
 
 
@@ -237,6 +243,7 @@ def test_fetch_only_the_named_variables(settings: Settings, model: str) -> None:
     scenario(settings, body)
 
 
+@pytest.mark.json
 def test_correlate_to_an_instance_with_variables_finishes_it(
     settings: Settings, model: str, rest: httpx.Client
 ) -> None:

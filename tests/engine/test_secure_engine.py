@@ -17,6 +17,7 @@ import pytest
 from camunda_relay import Settings, bundled_engine
 from camunda_relay.examples.conception import make_router
 from tests.support.engine import (
+    FLAVOUR,
     PASSWORD,
     USER,
     WORKER_USER,
@@ -30,7 +31,7 @@ from tests.support.engine import (
 from tests.support.tls import Certificates, make_certificates
 from tests.support.tools import free_port, run_cli
 
-LOGIN_DELAY_MAX = "camunda.bpm.generic-properties.properties.login-delay-max-time"
+LOGIN_DELAY_MAX = f"{FLAVOUR.property_prefix}.generic-properties.properties.login-delay-max-time"
 
 
 @pytest.fixture(scope="module")

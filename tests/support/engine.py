@@ -10,11 +10,19 @@ from typing import Any
 import httpx
 
 from camunda_relay import Router, Settings, Worker
-from camunda_relay.testing.engine import PASSWORD, USER, WORKER_USER, Engine, start_engine
+from camunda_relay.testing.engine import (
+    FLAVOUR,
+    PASSWORD,
+    USER,
+    WORKER_USER,
+    Engine,
+    start_engine,
+)
 from camunda_relay.worker import WorkerStats
 
 __all__ = [
     "CATCH_EVENT",
+    "FLAVOUR",
     "MESSAGE",
     "PASSWORD",
     "PROCESS_KEY",

@@ -32,6 +32,7 @@ PUBLIC = {
     "JobState",
     "JournalError",
     "JournalUnavailable",
+    "JsonUnsupported",
     "MemoryJournal",
     "NoMatchingExecution",
     "NotFound",

@@ -489,3 +489,43 @@ def test_a_taken_over_job_whose_completion_history_cannot_tell_is_asked_again() 
     assert run(scenario()) == (1, 0)
     assert len(runs) == 1
     assert fake.instances[instance_id].state == "completed"
+
+
+def test_an_engine_without_json_is_named_at_start_and_a_dict_result_fails_saying_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeEngine(json_variables=False)
+    fake.start("no-json")
+    router = Router()
+
+    @router.task(TOPIC, retries=0)
+    def handle(task: Task) -> dict[str, object]:
+        return {"order": {"id": 7}, "count": 3}
+
+    with caplog.at_level("WARNING", logger="camunda_relay"):
+        worker = run(run_once(fake, router))
+    assert fake.json_probes == 1
+    assert worker.client.json_variables is False
+    (warning,) = [r for r in caplog.records if "Json" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert "stores no Json variables" in warning.getMessage()
+    assert "\n" not in warning.getMessage()
+    (failure,) = fake.failures
+    assert failure["errorMessage"].startswith("VariableError: variable 'order': a dict is sent")
+    assert "stores no Json variables" in failure["errorMessage"]
+    assert "Spin JSON data format" in failure["errorMessage"]
+    assert fake.incidents[-1]["incidentType"] == "failedExternalTask"
+    assert not [c for c in fake.calls if c.endswith("/complete")], "nothing sent that would 400"
+
+
+def test_an_engine_with_json_is_probed_once_and_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeEngine()
+    instance_id = fake.start("json")
+    with caplog.at_level("WARNING", logger="camunda_relay"):
+        worker = run(run_once(fake, reply_router()))
+    assert fake.json_probes == 1
+    assert worker.client.json_variables is True
+    assert not [r for r in caplog.records if "Json" in r.getMessage()]
+    assert fake.instances[instance_id].state == "completed"

@@ -38,7 +38,9 @@ import click
 
 from camunda_relay import bundled_engine
 from camunda_relay.cli._logging import configure
+from camunda_relay.cli.engine import engine_option
 from camunda_relay.client import EngineClient
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour
 from camunda_relay.errors import ConfigurationError, EngineUnavailable
 from camunda_relay.examples.conception import make_router
 from camunda_relay.replies.job import JobState
@@ -74,18 +76,25 @@ def _engine_base(settings: Settings) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _ensure_engine(settings: Settings) -> bool:
-    """Start the bundled engine when the configured local URL does not answer. True if
-    this call started it."""
+def _ensure_engine(settings: Settings, flavour: EngineFlavour = DEFAULT_FLAVOUR) -> bool:
+    """Start the bundled engine (``flavour``) when the configured local URL does not answer.
+    True if this call started it."""
     base = _engine_base(settings)
     if bundled_engine.is_ready(base):
+        info = bundled_engine.read_info(settings.state_dir)
+        if info is not None and info.flavour != flavour and bundled_engine.is_our_engine(info):
+            click.echo(
+                f"the engine running here is {info.flavour.title}, not {flavour.title}: "
+                "using it (camunda-relay engine down stops it)",
+                err=True,
+            )
         return False
     parts = urlsplit(settings.urls[0])
     if parts.hostname not in {"localhost", "127.0.0.1"}:
         raise EngineUnavailable(f"engine not reachable at {settings.shown_url}")
-    jar = bundled_engine.ensure_built(progress=click.echo)
+    jar = bundled_engine.ensure_built(progress=click.echo, flavour=flavour)
     port = parts.port or 8080
-    click.echo(f"starting the engine on port {port}...")
+    click.echo(f"starting the engine ({flavour.title}) on port {port}...")
     info = bundled_engine.start(
         bundled_engine.EngineOptions.from_environment(
             os.environ,
@@ -93,6 +102,7 @@ def _ensure_engine(settings: Settings) -> bool:
             state_dir=settings.state_dir,
             user=settings.user or bundled_engine.DEFAULT_USER,
             password=settings.password or bundled_engine.DEFAULT_PASSWORD,
+            flavour=flavour,
         ),
         jar=jar,
     )
@@ -306,8 +316,10 @@ async def _watch(
 
 def _where_to_look(settings: Settings) -> None:
     base = masked(_engine_base(settings))
-    click.echo(f"  Cockpit : {base}/camunda/app/cockpit/default/")
-    click.echo(f"  Tasklist: {base}/camunda/app/tasklist/default/")
+    info = bundled_engine.read_info(settings.state_dir)
+    webapps = (info.flavour if info is not None else DEFAULT_FLAVOUR).webapp_path
+    click.echo(f"  Cockpit : {base}{webapps}/cockpit/default/")
+    click.echo(f"  Tasklist: {base}{webapps}/tasklist/default/")
     if settings.user in (None, bundled_engine.DEFAULT_USER) and settings.password in (
         None,
         bundled_engine.DEFAULT_PASSWORD,
@@ -340,9 +352,15 @@ def _where_to_look(settings: Settings) -> None:
     is_flag=True,
     help="Keep the worker running afterwards, for processes started in Tasklist.",
 )
+@engine_option
 @click.pass_obj
 def demo(
-    settings: Settings, instances: int, work_seconds: float, timeout: float, keep_running: bool
+    settings: Settings,
+    instances: int,
+    work_seconds: float,
+    timeout: float,
+    keep_running: bool,
+    flavour: EngineFlavour,
 ) -> None:
     """Run the conception end to end: engine, worker, a batch of processes, a summary."""
     configure("WARNING", settings.log_format)
@@ -350,6 +368,6 @@ def demo(
         settings = dataclasses.replace(
             settings, user=bundled_engine.DEFAULT_USER, password=bundled_engine.DEFAULT_PASSWORD
         )
-    _ensure_engine(settings)
+    _ensure_engine(settings, flavour)
     code = asyncio.run(_run_demo(settings, instances, work_seconds, timeout, keep_running))
     raise SystemExit(code)

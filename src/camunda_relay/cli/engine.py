@@ -8,7 +8,32 @@ from pathlib import Path
 import click
 
 from camunda_relay import bundled_engine
+from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour, choices
 from camunda_relay.settings import Settings
+
+
+def _flavour(_ctx: click.Context, _param: click.Parameter, value: str | None) -> EngineFlavour:
+    if value is None:
+        return DEFAULT_FLAVOUR
+    try:
+        return EngineFlavour.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+engine_option = click.option(
+    "--engine",
+    "flavour",
+    metavar="ENGINE",
+    callback=_flavour,
+    default=None,
+    help=(
+        f"The engine to build and run: camunda (Camunda {DEFAULT_FLAVOUR.version}, the "
+        "default) or operaton (Operaton, from the same sources: webapps under /operaton/app/, "
+        "no Json variables); older Camunda releases as camunda:VERSION. "
+        f"Choices: {choices()}."
+    ),
+)
 
 
 @click.group()
@@ -51,24 +76,32 @@ _state_option = click.option(
 @engine.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @_state_option
+@engine_option
 @click.pass_obj
-def up(settings: Settings, port: int, state_dir: Path | None) -> None:
+def up(settings: Settings, port: int, state_dir: Path | None, flavour: EngineFlavour) -> None:
     """Build the engine if needed, start it in the background, return when it is ready."""
     state = _state_dir(settings, state_dir)
     running = _running(state)
     if running is not None:
         click.echo(f"engine already running (pid {running.pid})")
+        if running.flavour != flavour:
+            click.echo(
+                f"  it is {running.flavour.title}, not {flavour.title}: stop it first with "
+                "camunda-relay engine down",
+                err=True,
+            )
         _describe(running, settings)
         return
     bundled_engine.check_port_free(port)  # before a build and a boot that would fail late
-    jar = bundled_engine.ensure_built(progress=click.echo)
-    click.echo(f"starting the engine on port {port}...")
+    jar = bundled_engine.ensure_built(progress=click.echo, flavour=flavour)
+    click.echo(f"starting the engine ({flavour.title}) on port {port}...")
     options = bundled_engine.EngineOptions.from_environment(
         os.environ,
         port=port,
         state_dir=state,
         user=settings.user or bundled_engine.DEFAULT_USER,
         password=settings.password or bundled_engine.DEFAULT_PASSWORD,
+        flavour=flavour,
     )
     info = bundled_engine.start(options, jar=jar)
     click.echo(f"engine ready (pid {info.pid})")
@@ -82,6 +115,7 @@ def _describe(info: bundled_engine.EngineInfo, settings: Settings) -> None:
         login_note = f"{bundled_engine.DEFAULT_PASSWORD} (local default; set CAMUNDA_PASSWORD)"
     else:
         login_note = "(from CAMUNDA_PASSWORD)"
+    click.echo(f"  engine   : {info.flavour.title}")
     click.echo(f"  REST API : {info.rest_url}")
     click.echo(f"  Cockpit  : {info.cockpit_url}")
     click.echo(f"  Tasklist : {info.tasklist_url}")
@@ -91,6 +125,11 @@ def _describe(info: bundled_engine.EngineInfo, settings: Settings) -> None:
         click.echo(f"  worker   : {info.worker_user} / password in {password_file}")
     click.echo(f"  database : {info.database} in {info.data_dir}")
     click.echo(f"  log      : {info.log_file}")
+    if not info.flavour.json_variables:
+        click.echo(
+            f"  note     : {info.flavour.title} has no Spin JSON data format here: no Json "
+            "variables (dict, list, str over 4,000 characters)"
+        )
 
 
 @engine.command()

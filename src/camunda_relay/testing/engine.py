@@ -4,6 +4,7 @@ state directory and known credentials, stopped when done (the pytest plugin's
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,14 @@ from typing import Any
 import httpx
 
 from camunda_relay import bundled_engine
+from camunda_relay.engine_flavours import EngineFlavour
 from camunda_relay.settings import Settings
 
-__all__ = ["PASSWORD", "USER", "WORKER_USER", "Engine", "free_port", "start_engine"]
+__all__ = ["FLAVOUR", "PASSWORD", "USER", "WORKER_USER", "Engine", "free_port", "start_engine"]
+
+# The engine the fixtures build and run: CAMUNDA_RELAY_TEST_ENGINE=operaton or camunda:7.22.0
+# (make compat runs each); Camunda 7.24.0 when unset.
+FLAVOUR = EngineFlavour.parse(os.environ.get("CAMUNDA_RELAY_TEST_ENGINE") or "camunda")
 
 USER = "relayadmin"
 PASSWORD = "relay-test-secret"  # noqa: S105 - a throwaway engine's administrator, on loopback
@@ -76,6 +82,7 @@ def start_engine(
 ) -> Engine:
     """Start the engine ``jar`` (:func:`~camunda_relay.bundled_engine.ensure_built`) on
     ``port`` with its state in ``state_dir``; returns once it is ready."""
+    options.setdefault("flavour", FLAVOUR)
     engine_options = bundled_engine.EngineOptions(
         port=port, state_dir=state_dir, user=USER, password=PASSWORD, postgres=postgres, **options
     )

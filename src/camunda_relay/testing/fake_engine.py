@@ -116,6 +116,7 @@ class FakeEngine:
         max_long_poll: float = 0.02,
         network_yields: int = 0,
         history_level: str = "full",
+        json_variables: bool = True,
     ) -> None:
         """``max_long_poll`` caps a fetch's wait (seconds) for tasks to appear;
         ``network_yields`` lets the event loop run that many times before the engine acts
@@ -124,6 +125,8 @@ class FakeEngine:
         self.max_long_poll = max_long_poll
         self.network_yields = network_yields
         self.history_level = history_level
+        self.json_variables = json_variables  # False: an engine without Spin's JSON format
+        self.json_probes = 0  # the worker's start-up probes (EngineClient.stores_json)
         self._ticks = itertools.count(1)
         self.faults_hit: list[tuple[str, str]] = []  # (route, kind) of each fault applied
         self.tasks: dict[str, FakeTask] = {}
@@ -229,6 +232,9 @@ class FakeEngine:
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/engine-rest")
+        if (request.method, path) == ("POST", "/message") and b"-json-probe-" in request.content:
+            self.json_probes += 1  # outside calls and faults: it changes nothing
+            return self._no_json() if not self.json_variables else _no_match()
         route = _route(request.method, path)
         await self._network()
         self.calls.append(route)
@@ -248,6 +254,9 @@ class FakeEngine:
         if fault is not None and fault.kind == "lose":
             raise httpx.ReadError("connection reset after the engine committed", request=request)
         return response
+
+    def _no_json(self) -> httpx.Response:
+        return _error(400, "Cannot deliver message: Unsupported value type 'Json'")
 
     async def _network(self) -> None:
         for _ in range(self.network_yields):
@@ -357,6 +366,9 @@ class FakeEngine:
                 "BadUserRequestException",
             )
         instance = self.instances[task.instance_id]
+        sent = {**body.get("variables", {}), **body.get("localVariables", {})}
+        if not self.json_variables and any(v.get("type") == "Json" for v in sent.values()):
+            return _error(400, "Cannot complete external task: Unsupported value type 'Json'")
         if action == "complete":
             task.done, task.completed_by = True, body.get("workerId")
             instance.variables.update(body.get("variables") or {})

@@ -1,6 +1,9 @@
 """The pytest plugin (entry point ``pytest11``, loaded when camunda-relay is installed):
 fixtures that start the bundled engine for integration tests.
 
+The engine is Camunda 7.24.0, or the one ``CAMUNDA_RELAY_TEST_ENGINE`` names (``operaton``,
+``camunda:7.22.0``).
+
 - ``camunda_engine_jar`` (session): the engine built once (a Maven build the first time,
   then from the cache); skipped without a JDK 17+, failed instead under ``CI=true``.
 - ``camunda_engine`` (session): one engine for the session on a free loopback port, H2 in a
@@ -19,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from camunda_relay import bundled_engine
-from camunda_relay.testing.engine import Engine, free_port, start_engine
+from camunda_relay.testing.engine import FLAVOUR, Engine, free_port, start_engine
 
 __all__ = ["camunda_engine", "camunda_engine_jar"]
 
@@ -37,7 +40,7 @@ def camunda_engine_jar() -> Path:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: {message}", pytrace=False)
         pytest.skip(message)
-    return bundled_engine.ensure_built()
+    return bundled_engine.ensure_built(flavour=FLAVOUR)
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,7 @@ class Intake:
             )
         await ctx.failpoints.hit("after_record")
         try:
-            completion = _complete_variables(registration, task)
+            completion = _complete_variables(registration, task, ctx.client.json_variables)
             completed = await self._outcomes.complete(task, completion)
         except Exception as error:  # noqa: BLE001 - a bad completion is reported, never lost
             await self._outcomes.report(self._outcomes.failure(task, registration, error), task)
@@ -126,7 +126,8 @@ class Intake:
             extra=task.log_context(),
         )
         try:
-            completed = await self._outcomes.complete(task, _complete_variables(registration, task))
+            produced = _complete_variables(registration, task, self._ctx.client.json_variables)
+            completed = await self._outcomes.complete(task, produced)
         except Exception:  # noqa: BLE001 - reported when the job itself was completed
             completed = False
         lock.release()
@@ -136,11 +137,13 @@ class Intake:
                 self._jobs.start(again, registration, self._ctx.slots.replies.take(), counted=False)
 
 
-def _complete_variables(registration: Registration, task: Task) -> Mapping[str, object] | None:
+def _complete_variables(
+    registration: Registration, task: Task, json_variables: bool | None = None
+) -> Mapping[str, object] | None:
     reply = registration.reply
     if reply is None or reply.complete_variables is None:
         return None
     values = reply.complete_variables
     produced = values(task) if callable(values) else values
-    variables.encode_all(produced)
+    variables.encode_all(produced, json_variables=json_variables is not False)
     return produced

@@ -38,7 +38,8 @@ async def call_handler(
             f"handler {registration.name} returned a {type(result).__name__}; "
             "expected a mapping of variables or None"
         )
-    variables.encode_all(result)  # a value that cannot be sent fails here, naming it
+    # A value that cannot be sent fails here, naming it (Json too, on an engine without it).
+    variables.encode_all(result, json_variables=ctx.client.json_variables is not False)
     return result
 
 

@@ -215,7 +215,25 @@ class Worker:
             return  # stopped while waiting for it
         await self._recovery.renew()
         await self._recovery.check_history()
+        await self._check_json()
         await self._recovery.resume(own=True)
+
+    async def _check_json(self) -> None:
+        """Say once, at start, that the engine stores no Json variables (no Spin JSON data
+        format, as the bundled Operaton engine): a result that needs one then fails its task,
+        naming the cause, before anything is sent."""
+        try:
+            stores = await self.client.stores_json()
+        except Exception as error:  # noqa: BLE001 - a probe only; the worker starts anyway
+            log.debug("Json support not checked (%s)", type(error).__name__)
+            return
+        if stores is False:
+            log.warning(
+                "the engine at %s stores no Json variables (no Spin JSON data format, as the "
+                "bundled Operaton engine): a result or reply variable that is a dict, a list or "
+                "a str over 4,000 characters fails its task, saying so",
+                self.settings.shown_url,
+            )
 
     async def _open_journal(self) -> bool:
         """The first journal call; False when the worker was stopped meanwhile.
