@@ -34,12 +34,14 @@ from camunda_relay.engine_flavours import FLAVOURS, EngineFlavour
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "compat"
 
-# Seed flow, Json support, worker, reply, reconciler (pending, lost journal), CLI, rights,
-# auth; then the fault-injection smoke subset.
+# Seed flow, Json support, worker, reply (deferred too), reconciler (pending, lost journal),
+# CLI, rights, auth, the management port; then the fault-injection smoke subset.
 ENGINE_TESTS = (
     "tests/engine/test_seed_flow.py",
     "tests/engine/test_json_support.py",
     "tests/engine/test_worker.py",
+    "tests/engine/test_deferred_reply.py",
+    "tests/engine/test_management.py",
     "tests/engine/test_client.py",
     "tests/engine/test_pending.py",
     "tests/engine/test_lost_journal.py",

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from camunda_relay.errors import ConfigurationError
 from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, EngineFlavour
+from camunda_relay.errors import ConfigurationError
 from camunda_relay.files import write_private
 
 __all__ = [
