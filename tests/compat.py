@@ -17,6 +17,7 @@ A Python is looked for as ``pythonX.Y`` on the PATH, then in pyenv's versions
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -158,21 +159,40 @@ def run_engine(flavour: EngineFlavour, tests: Sequence[str]) -> Row:
 
 
 def find_python(version: str) -> Path | None:
+    """``pythonX.Y`` on the PATH when it runs (a pyenv shim of a version not selected does
+    not), else the newest ``X.Y.*`` in pyenv's versions."""
+    candidates: list[Path] = []
     found = shutil.which(f"python{version}")
     if found:
-        return Path(found)
+        candidates.append(Path(found))
     roots = [Path(os.environ["PYENV_ROOT"])] if os.environ.get("PYENV_ROOT") else []
     roots.append(Path.home() / ".pyenv")
     for root in roots:
-        candidates = sorted(
-            (root / "versions").glob(f"{version}.*"),
-            key=lambda p: [int(x) if x.isdigit() else -1 for x in p.name.split(".")],
-        )
-        for candidate in reversed(candidates):
-            python = candidate / "bin" / "python"
-            if python.exists() and re.fullmatch(rf"{re.escape(version)}\.\d+", candidate.name):
-                return python
+        releases = [
+            p
+            for p in (root / "versions").glob(f"{version}.*")
+            if re.fullmatch(rf"{re.escape(version)}\.\d+", p.name)
+        ]
+        releases.sort(key=lambda p: int(p.name.rsplit(".", 1)[1]), reverse=True)
+        candidates += [p / "bin" / "python" for p in releases]
+    for python in candidates:
+        if python.exists() and _runs(python, version):
+            return python
     return None
+
+
+def _runs(python: Path, version: str) -> bool:
+    try:
+        result = subprocess.run(
+            [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == version
 
 
 def _venv(python: Path, version: str) -> Path:
@@ -187,9 +207,12 @@ def _venv(python: Path, version: str) -> Path:
     print(f"== Python {version}: making {venv}", flush=True)
     subprocess.run([str(python), "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-r", str(ROOT / "requirements.lock")], check=True)
-    subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
+    with (OUT / f"py{version}-install.log").open("w") as log:
+        for step in (["--upgrade", "pip"], ["-r", str(ROOT / "requirements.lock")]):
+            subprocess.run([*pip, *step], check=True, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(
+            [*pip, "--no-deps", "-e", str(ROOT)], check=True, stdout=log, stderr=subprocess.STDOUT
+        )
     stamp.write_text(wanted)
     return venv / "bin" / "python"
 
@@ -258,26 +281,56 @@ def table(engines: Sequence[Row], pythons: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _guarded(target: str, run: Callable[..., Row], *args: object) -> Row:
+    """One row; a run that breaks (not a failing test) is a FAILED row naming why."""
+    try:
+        return run(*args)
+    except Exception as error:  # noqa: BLE001 - reported in the table, the others still run
+        print(f"   {target}: {type(error).__name__}: {error}", flush=True)
+        return Row(target, ok=False, note=f"{type(error).__name__}: {error}")
+
+
 def _rescan() -> tuple[list[Row], list[Row], float]:
-    """The rows of the last run, their counts read again from the logs."""
-    last = json.loads((OUT / "results.json").read_text())
-    rows: dict[str, list[Row]] = {}
-    for kind in ("engines", "pythons"):
-        rows[kind] = []
-        for saved in last[kind]:
-            row = Row(**saved)
-            if row.log and Path(row.log).exists():
-                output = Path(row.log).read_text(errors="replace")
-                row.counts = _counts(output)
-                row.note = _skip_reasons(output) or row.note
-                row.ok = bool(row.counts) and not (
-                    row.counts.get("failed") or row.counts.get("error")
-                )
-            rows[kind].append(row)
-    return rows["engines"], rows["pythons"], float(last["wall_seconds"])
+    """The table again from the logs in build/compat/ (the build times and the wall time from
+    results.json where it has them)."""
+    last: dict[str, object] = {}
+    with contextlib.suppress(OSError, ValueError):
+        last = json.loads((OUT / "results.json").read_text())
+    saved = {
+        row["target"]: row
+        for kind in ("engines", "pythons")
+        for row in last.get(kind, [])  # type: ignore[attr-defined]
+    }
+
+    def row(target: str, log: Path) -> Row:
+        output = log.read_text(errors="replace")
+        counts = _counts(output)
+        took = re.findall(r" in ([\d.]+)s", output)
+        bad = counts.get("failed") or counts.get("error")
+        built = saved.get(target, {}).get("build_seconds")
+        return Row(
+            target,
+            bool(counts) and not bad,
+            counts,
+            float(took[-1]) if took else 0.0,
+            built,
+            _skip_reasons(output),
+            str(log),
+        )
+
+    engines = [
+        row(flavour.title, OUT / f"{flavour.key}.log")
+        for flavour in _engines("all")
+        if (OUT / f"{flavour.key}.log").exists()
+    ]
+    logs = sorted(OUT.glob("python-*.log"), key=lambda p: [int(x) for x in p.stem[7:].split(".")])
+    pythons = [row(f"Python {log.stem.removeprefix('python-')}", log) for log in logs]
+    return engines, pythons, float(last.get("wall_seconds", 0))  # type: ignore[arg-type]
 
 
 def _engines(text: str) -> list[EngineFlavour]:
+    if text == "none":
+        return []
     if text == "all":
         return [EngineFlavour(name, v) for name, releases in FLAVOURS.items() for v in releases]
     return [EngineFlavour.parse(item) for item in text.split(",") if item.strip()]
@@ -310,9 +363,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         began = time.monotonic()
         tests = SMOKE_TESTS if args.smoke else ENGINE_TESTS
-        engines = [run_engine(flavour, tests) for flavour in _engines(args.engines)]
+        engines = [
+            _guarded(flavour.title, run_engine, flavour, tests)
+            for flavour in _engines(args.engines)
+        ]
         wanted = "" if args.pythons == "none" else args.pythons
-        pythons = [run_python(v.strip()) for v in wanted.split(",") if v.strip()]
+        pythons = [
+            _guarded(f"Python {v.strip()}", run_python, v.strip())
+            for v in wanted.split(",")
+            if v.strip()
+        ]
         wall = time.monotonic() - began
     shown = table(engines, pythons)
     (OUT / "results.md").write_text(shown + "\n")

@@ -35,13 +35,21 @@ def test_skip_reasons_are_summed_per_reason() -> None:
 
 
 def test_a_python_is_found_in_pyenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for release in ("3.12.1", "3.12.10", "3.12.9", "3.1.2"):
+    """The newest release that runs; a PATH entry that does not run (a pyenv shim of a
+    version not selected) is passed over."""
+    for release, works in (("3.12.1", True), ("3.12.10", False), ("3.12.9", True), ("3.1.2", True)):
         python = tmp_path / "versions" / release / "bin" / "python"
         python.parent.mkdir(parents=True)
-        python.touch()
+        minor = ".".join(release.split(".")[:2])
+        python.write_text(f"#!/bin/sh\necho {minor}\n" if works else "#!/bin/sh\nexit 127\n")
+        python.chmod(0o755)
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3.12").write_text("#!/bin/sh\nexit 127\n")
+    (shims / "python3.12").chmod(0o755)
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
-    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert compat.find_python("3.12") == tmp_path / "versions/3.12.10/bin/python"
+    monkeypatch.setenv("PATH", str(shims))
+    assert compat.find_python("3.12") == tmp_path / "versions/3.12.9/bin/python"
     assert compat.find_python("3.1") == tmp_path / "versions/3.1.2/bin/python"
     assert compat.find_python("3.99") is None
 
