@@ -78,7 +78,7 @@ e2e-containers: $(STAMP)
 
 # Compatibility (tests/compat.py): the engine-backed tests on Camunda 7.24.0, 7.23.0, 7.22.0,
 # 7.21.0 and Operaton 1.0.3, the unit and fake-engine tests on Python 3.11, 3.12 and 3.13 (from
-# the PATH or pyenv), then one table (also in build/compat/results.md). About 45 minutes.
+# the PATH or pyenv), then one table (also in build/compat/results.md). About an hour.
 # COMPAT_ARGS="--engines operaton --pythons none --smoke" is .ci/run's Operaton run.
 compat: $(STAMP)
 	$(BIN)/python -m tests.compat $(COMPAT_ARGS)
