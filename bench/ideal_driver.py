@@ -6,6 +6,10 @@ tasks in large batches (no variables fetched), and ``--lanes`` coroutines, each 
 kept-alive connection, complete a task and correlate its message by process instance id.
 No journal, no retries beyond "nobody waits yet", no logging. Runs until SIGTERM.
 
+With ``--hold`` (the scale run's engine limit) it completes each task at once and marks it
+taken on, but correlates nothing until SIGUSR1; then ``--lanes`` coroutines correlate every
+held instance as fast as the engine takes messages: the engine's own limit for the drain.
+
     python -m bench.ideal_driver --url http://127.0.0.1:8080/engine-rest --lanes 8
 """
 
@@ -24,7 +28,21 @@ TOPIC = "messageSending"
 MESSAGE = "sample_response"
 
 
-async def run(endpoint: Endpoint, lanes: int, max_tasks: int, worker_id: str) -> None:
+async def correlate(conn: Connection, instance_id: str) -> None:
+    message = {"messageName": MESSAGE, "processInstanceId": instance_id}
+    for _ in range(50):
+        try:
+            await conn.request("POST", "/message", message)
+            return
+        except HttpError as error:  # nobody waits yet: cannot happen here
+            if error.status != 400:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def run(
+    endpoint: Endpoint, lanes: int, max_tasks: int, worker_id: str, *, hold: bool = False
+) -> None:
     queue: asyncio.Queue[str | tuple[str, str]] = asyncio.Queue()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -32,6 +50,10 @@ async def run(endpoint: Endpoint, lanes: int, max_tasks: int, worker_id: str) ->
     loop.add_signal_handler(signal.SIGINT, stop.set)
     room = asyncio.Event()
     room.set()
+    held: asyncio.Queue[str] = asyncio.Queue()
+    released = asyncio.Event()
+    if hold:
+        loop.add_signal_handler(signal.SIGUSR1, released.set)
 
     async def fetcher() -> None:
         conn = Connection(endpoint)
@@ -56,7 +78,8 @@ async def run(endpoint: Endpoint, lanes: int, max_tasks: int, worker_id: str) ->
                 await asyncio.sleep(0.2)
                 continue
             for task in tasks:
-                marks.mark(task["processInstanceId"])
+                if not hold:
+                    marks.mark(task["processInstanceId"])
                 queue.put_nowait((task["id"], task["processInstanceId"]))
             if queue.qsize() >= 2 * max_tasks:
                 room.clear()
@@ -70,19 +93,27 @@ async def run(endpoint: Endpoint, lanes: int, max_tasks: int, worker_id: str) ->
                 room.set()
             try:
                 await conn.request("POST", f"/external-task/{task_id}/complete", complete)
-                message = {"messageName": MESSAGE, "processInstanceId": instance_id}
-                for _ in range(50):
-                    try:
-                        await conn.request("POST", "/message", message)
-                        break
-                    except HttpError as error:  # nobody waits yet: cannot happen here
-                        if error.status != 400:
-                            raise
-                        await asyncio.sleep(0.05)
+                if hold:
+                    marks.mark(instance_id)
+                    held.put_nowait(instance_id)
+                else:
+                    await correlate(conn, instance_id)
+            except (OSError, HttpError, asyncio.IncompleteReadError) as error:
+                print(f"ideal driver: {error}", flush=True)
+
+    async def drain_lane() -> None:
+        await released.wait()
+        conn = Connection(endpoint)
+        while True:
+            instance_id = await held.get()
+            try:
+                await correlate(conn, instance_id)
             except (OSError, HttpError, asyncio.IncompleteReadError) as error:
                 print(f"ideal driver: {error}", flush=True)
 
     workers = [asyncio.ensure_future(lane()) for _ in range(lanes)]
+    if hold:
+        workers += [asyncio.ensure_future(drain_lane()) for _ in range(lanes)]
     fetch = asyncio.ensure_future(fetcher())
     await stop.wait()
     for job in [fetch, *workers]:
@@ -95,12 +126,13 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("CAMUNDA_URL"))
     parser.add_argument("--lanes", type=int, default=8)
     parser.add_argument("--max-tasks", type=int, default=100)
+    parser.add_argument("--hold", action="store_true", help="correlate only after SIGUSR1")
     args = parser.parse_args()
     endpoint = Endpoint(
         args.url, os.environ.get("CAMUNDA_USER"), os.environ.get("CAMUNDA_PASSWORD")
     )
     worker_id = f"ideal-{os.getpid()}-{int(time.time())}"
-    asyncio.run(run(endpoint, args.lanes, args.max_tasks, worker_id))
+    asyncio.run(run(endpoint, args.lanes, args.max_tasks, worker_id, hold=args.hold))
 
 
 if __name__ == "__main__":

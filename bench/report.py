@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import goals
+
 
 def markers(db: str) -> tuple[str, str]:
     """The results block of one database's run (``make bench`` and ``make bench DB=postgres``
@@ -13,78 +15,6 @@ def markers(db: str) -> tuple[str, str]:
         f"<!-- bench-results:{db}:begin (written by python -m bench.run) -->",
         f"<!-- bench-results:{db}:end -->",
     )
-
-
-def _by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in results["contenders"]}
-
-
-OTHERS_LIMIT = 0.2  # share of the machine's CPU used by other work that makes a ratio unreliable
-
-
-def others_share(contender: dict[str, Any], cores: int) -> float:
-    cpu = contender.get("cpu_seconds") or {}
-    wall = cpu.get("wall") or 0
-    return (cpu.get("others") or 0) / (wall * cores) if wall else 0.0
-
-
-def add_ratios_and_goals(results: dict[str, Any]) -> None:
-    named = _by_name(results)
-    cores = results["run"]["machine"].get("cores") or 1
-    ideal = named.get("ideal", {}).get("saturation", {}).get("throughput")
-    conception = named.get("conception", {}).get("saturation", {}).get("throughput")
-    for contender in results["contenders"]:
-        rate = contender["saturation"]["throughput"]
-        contender["vs_ideal"] = round(rate / ideal, 2) if ideal else None
-        contender["vs_conception"] = round(rate / conception, 2) if conception else None
-    goals = []
-    for name in ("relay-sqlite", "relay-postgres"):
-        relay = named.get(name)
-        if relay is None:
-            continue
-        if relay["vs_ideal"] is not None:
-            busy = max(others_share(relay, cores), others_share(named["ideal"], cores))
-            measured = f"{relay['vs_ideal']:.2f}x"
-            met: bool | str = relay["vs_ideal"] >= 0.9
-            if busy > OTHERS_LIMIT:
-                measured += f" (other work used up to {busy:.0%} of the machine meanwhile)"
-                met = "unreliable"
-            goals.append(
-                {
-                    "goal": f"{name}: throughput >= 0.9x the ideal driver",
-                    "measured": measured,
-                    "met": met,
-                }
-            )
-        light = relay["light"]["pickup_ms"]["p50"]
-        sat = relay["saturation"]["pickup_ms"]["p50"]
-        if light is not None:
-            goals.append(
-                {
-                    "goal": f"{name}: p50 task creation -> handler start < 50 ms (light load)",
-                    "measured": f"{light:.0f} ms (under saturation: {_ms(sat)})",
-                    "met": light < 50,
-                }
-            )
-    scale = results.get("scale")
-    if scale and scale.get("rss_mb_pending") is not None:
-        peak = scale.get("peak_rss_mb") or scale["rss_mb_pending"]
-        goals.append(
-            {
-                "goal": f"{scale['jobs']:,} pending reply jobs in < 300 MB RSS",
-                "measured": f"{scale['rss_mb_pending']:.0f} MB while pending "
-                f"({peak:.0f} MB peak incl. drain)",
-                "met": scale["rss_mb_pending"] < 300,
-            }
-        )
-        goals.append(
-            {
-                "goal": f"{scale['jobs']:,} pending reply jobs: < 2% of one core while idle",
-                "measured": f"{scale['idle_cpu_percent_of_one_core']:.2f}%",
-                "met": scale["idle_cpu_percent_of_one_core"] < 2,
-            }
-        )
-    results["goals"] = goals
 
 
 def _ms(value: float | None) -> str:
@@ -118,15 +48,16 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if results["contenders"]:
         out += _contender_tables(results, opts)
-    scale = results.get("scale")
+    if results.get("pods"):
+        out += _pods_table(results["pods"])
+    scale = goals.scale_runs(results)
     if scale:
         out += _scale_table(scale)
     if results.get("goals"):
         out += ["", "### Goals (measured, not asserted)", "", "| goal | measured | met |",
                 "|---|---|---|"]  # fmt: skip
         for goal in results["goals"]:
-            met = goal["met"] if isinstance(goal["met"], str) else ("yes" if goal["met"] else "no")
-            out.append(f"| {goal['goal']} | {goal['measured']} | {met} |")
+            out.append(f"| {goal['goal']} | {goal['measured']} | {_met(goal['met'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -183,43 +114,87 @@ def _contender_tables(results: dict[str, Any], opts: dict[str, Any]) -> list[str
     return out
 
 
-def _scale_table(scale: dict[str, Any]) -> list[str]:
-    if True:
-        idle = scale.get("idle_cpu_seconds", {})
-        drain = scale.get("drain_cpu_seconds", {})
-        out = [
-            "",
-            f"### Scale: one camunda-relay worker holding {scale['jobs']:,} reply jobs",
-            "",
-            "| figure | value |",
-            "|---|---:|",
-            f"| jobs pending at once | {scale.get('pending', 0):,} |",
-            f"| time to start and take on all of them | {scale.get('take_seconds')} s |",
-            f"| RSS before the first job | {scale.get('rss_mb_before')} MB |",
-            f"| RSS with all jobs pending | {scale.get('rss_mb_pending')} MB |",
-            f"| peak RSS (whole run, drain included) | {scale.get('peak_rss_mb')} MB |",
-            f"| worker CPU while idle ({scale['idle_window_seconds']:g} s window) | "
-            f"{idle.get('worker', 0):.2f} s = {scale.get('idle_cpu_percent_of_one_core')}% of "
-            "one core |",
-            f"| engine CPU in that window | {idle.get('engine', 0):.2f} s |",
-            _drain_row(scale),
-            f"| finished | {scale.get('finished', 0):,} |",
-            f"| worker / engine CPU during the drain | {drain.get('worker', 0):.1f} s / "
-            f"{drain.get('engine', 0):.1f} s |",
-        ]
+def _scale_table(runs: list[dict[str, Any]]) -> list[str]:
+    jobs = ", ".join(f"{n:,}" for n in sorted({r["jobs"] for r in runs}))
+    out = [
+        "",
+        f"### Scale: {jobs} reply jobs pending in one worker, then released at once",
+        "",
+        "The instances are started over 8 connections while the worker takes them on; "
+        '"taken on" is the handler\'s start (camunda-relay: recorded in the journal and the '
+        "task completed) or, for the ideal driver, its complete call's answer.",
+        "",
+        "| figure | "
+        + " | ".join(f"{r.get('label', 'camunda-relay')} ({r['jobs']:,})" for r in runs)
+        + " |",
+        "|---|" + "---:|" * len(runs),
+    ]
+    rows: list[tuple[str, Any]] = [
+        ("jobs pending at once", lambda r: f"{r.get('pending', 0):,}"),
+        ("time to start and take on all of them",
+         lambda r: f"{r.get('take_seconds')} s ({r.get('take_per_second')}/s; starts took "
+                   f"{r.get('start_seconds')} s)"),
+        ("worker / engine CPU while taking them on",
+         lambda r: f"{_cpu(r, 'take_cpu_seconds', 'worker')} / "
+                   f"{_cpu(r, 'take_cpu_seconds', 'engine')}"),
+        ("RSS before the first job", lambda r: f"{r.get('rss_mb_before')} MB"),
+        ("RSS with all jobs pending", lambda r: f"{r.get('rss_mb_pending')} MB"),
+        ("peak RSS (whole run, drain included)", lambda r: f"{r.get('peak_rss_mb')} MB"),
+        ("worker CPU while idle",
+         lambda r: f"{_cpu(r, 'idle_cpu_seconds', 'worker')} in {r['idle_window_seconds']:g} s "
+                   f"= {r.get('idle_cpu_percent_of_one_core')}% of one core"),
+        ("engine CPU in that window", lambda r: _cpu(r, "idle_cpu_seconds", "engine")),
+        ("time to drain after the release", _drain),
+        ("finished", lambda r: f"{r.get('finished', 0):,}"),
+        ("worker / engine CPU during the drain",
+         lambda r: f"{_cpu(r, 'drain_cpu_seconds', 'worker')} / "
+                   f"{_cpu(r, 'drain_cpu_seconds', 'engine')}"),
+    ]  # fmt: skip
+    for label, cell in rows:
+        out.append(f"| {label} | " + " | ".join(cell(r) for r in runs) + " |")
     return out
 
 
-def _drain_row(scale: dict[str, Any]) -> str:
-    if scale.get("drained", True):
-        return (
-            f"| time to drain after the work finished | {scale.get('drain_seconds')} s "
-            f"({scale.get('drain_per_second')} instances/s) |"
-        )
+def _cpu(run: dict[str, Any], phase: str, key: str) -> str:
+    value = (run.get(phase) or {}).get(key)
+    return "–" if value is None else f"{value:.1f} s"  # noqa: RUF001
+
+
+def _drain(run: dict[str, Any]) -> str:
+    if run.get("drained", True):
+        return f"{run.get('drain_seconds')} s ({run.get('drain_per_second')} instances/s)"
     return (
-        f"| time to drain after the work finished | **did not drain**: "
-        f"{scale.get('finished', 0):,} of {scale['jobs']:,} finished, then none for 120 s |"
+        f"**did not drain**: {run.get('finished', 0):,} of {run['jobs']:,} finished, "
+        "then none for 120 s"
     )
+
+
+def _pods_table(pods: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "",
+        "### Several pods: camunda-relay worker processes on one PostgreSQL journal",
+        "",
+        "The saturation run above with "
+        + ", ".join(str(c["pods"]) for c in pods)
+        + " processes of the same worker (own worker ids, one journal database), against one "
+        "engine. Worker CPU is the sum of the processes'.",
+        "",
+        "| processes | finished | inst/s | vs ideal | worker CPU | database CPU | engine CPU | "
+        "task created → handler (sat.) | light-load pickup p50 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in pods:
+        s = c["saturation"]
+        cpu = c.get("cpu_seconds", {})
+        out.append(
+            f"| {c['pods']} | {s['finished']:,}/{s['started']:,} | {s['throughput']:.1f} | "
+            f"{_x(c.get('vs_ideal'))} | "
+            f"{cpu.get('worker', 0):.1f} s{_per_instance(cpu.get('worker', 0), s['finished'])} | "
+            f"{cpu.get('database', 0):.1f} s | "
+            f"{cpu.get('engine', 0):.1f} s{_per_instance(cpu.get('engine', 0), s['finished'])} | "
+            f"{_q(s['pickup_ms'])} | {_ms(c['light']['pickup_ms']['p50'])} |"
+        )
+    return out
 
 
 def _load(value: Any) -> str:
@@ -244,14 +219,50 @@ def write_markdown(path: Path, table: str, db: str) -> None:
     path.write_text("# Benchmarks\n\n## Results\n\n" + block + "\n")
 
 
+SUMMARY_SOURCES = (
+    ("H2", "docs/benchmarks.json"),
+    ("PostgreSQL", "docs/benchmarks-postgres.json"),
+    ("scale", "docs/benchmarks-scale-large.json"),
+)
+
+
+def summary(root: Path) -> str:
+    """Every goal of the last runs (the JSON files ``make bench`` writes), in one table."""
+    import json
+
+    out = ["| run | goal | measured | met |", "|---|---|---|---|"]
+    for run, name in SUMMARY_SOURCES:
+        path = root / name
+        if not path.exists():
+            out.append(f"| {run} | (not run: {name} is missing) | – | – |")  # noqa: RUF001
+            continue
+        results = json.loads(path.read_text())
+        goals.add_ratios_and_goals(results)
+        stamp = f"{results['run']['started'][:16]}, {results['run']['versions']['git_commit']}"
+        for goal in results["goals"]:
+            out.append(f"| {run} ({stamp}) | {goal['goal']} | {goal['measured']} | "
+                       f"{_met(goal['met'])} |")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def _met(met: bool | str) -> str:
+    return met if isinstance(met, str) else ("met" if met else "not met")
+
+
 def main() -> None:
-    """``python -m bench.report RESULTS.json [MARKDOWN]``: render a results file again."""
+    """``python -m bench.report RESULTS.json [MARKDOWN]``: render a results file again;
+    ``python -m bench.report --summary [MARKDOWN]``: the goals of every run in one table."""
     import json
     import sys
 
+    if sys.argv[1:2] == ["--summary"]:
+        target = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks.md")
+        write_markdown(target, summary(Path.cwd()), "goals")
+        sys.stdout.write(summary(Path.cwd()))
+        return
     source = Path(sys.argv[1])
     results = json.loads(source.read_text())
-    add_ratios_and_goals(results)
+    goals.add_ratios_and_goals(results)
     source.write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     if len(sys.argv) > 2:
