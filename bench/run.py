@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -226,8 +227,13 @@ def _counts(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
     return counts
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # through every finally: engines and workers are stopped
+
+
 def main(argv: list[str] | None = None) -> None:
     args, opts = parse(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.chdir(ROOT)
     began = time.time()
     say(f"work folder {opts.work_dir}; load average {procstat.loadavg()}")
