@@ -12,6 +12,7 @@ import httpx
 
 from camunda_relay.client import TopicRequest
 from camunda_relay.filters import TopicFilter
+from tests.support.engine import WORKER_USER, Engine
 
 BPMN = Path(__file__).parents[2] / "engine/src/main/resources/processes/correlation-message.bpmn"
 TOPIC = "messageSending"
@@ -92,3 +93,19 @@ def test_each_tenant_filter_gets_its_own_tenants_task_and_reply(rest: httpx.Clie
             params={"processInstanceId": instances[tenant], "variableName": "tenant"},
         ).json()
         assert [v["value"] for v in variable] == [tenant]
+
+
+def test_the_worker_user_sees_no_tenant_it_is_not_a_member_of(
+    engine: Engine, rest: httpx.Client
+) -> None:
+    """Under authorizations the engine's tenant check hides other tenants' tasks: the
+    worker user (a member of no tenant) fetches nothing of a tenant's deployment."""
+    tenant = f"tw-{uuid.uuid4().hex[:8]}"
+    key = f"worker-{tenant}"
+    _deploy(rest, tenant)
+    instance = _start(rest, tenant, key)
+    auth = httpx.BasicAuth(WORKER_USER, engine.worker_password)
+    with httpx.Client(base_url=engine.rest_url, timeout=30, auth=auth) as worker:
+        assert _fetch(worker, "w-rights", tenant, key) == []
+    (task,) = _fetch(rest, "w-admin", tenant, key)  # the administrator sees it
+    assert task["processInstanceId"] == instance
