@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from camunda_relay import errors
+from camunda_relay.filters import TopicFilter
 from camunda_relay.nodes import Node
 from camunda_relay.queries import Queries
 from camunda_relay.settings import Settings
@@ -44,6 +45,7 @@ class TopicRequest:
     lock_duration: timedelta
     variables: Sequence[str] | None = None  # None: all variables
     local_variables: bool = False
+    filters: TopicFilter | None = None  # None: every task of the topic
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -62,6 +64,8 @@ class TopicRequest:
         }
         if self.variables is not None:
             body["variables"] = list(self.variables)
+        if self.filters is not None:
+            body.update(self.filters.body())
         return body
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.filters import TopicFilter
 from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
 
@@ -63,6 +64,8 @@ class Registration:
     variables: tuple[str, ...] | None = None
     retries: int | None = None
     retry_timeout: timedelta | None = None
+    local_variables: bool = False
+    filters: TopicFilter | None = None
 
     @property
     def name(self) -> str:
@@ -84,13 +87,28 @@ class Router:
         variables: Sequence[str] | None = None,
         retries: int | None = None,
         retry_timeout: timedelta | None = None,
+        local_variables: bool = False,
+        tenant_ids: Sequence[str] | None = None,
+        without_tenant_id: bool = False,
+        process_definition_ids: Sequence[str] | None = None,
+        process_definition_keys: Sequence[str] | None = None,
+        process_definition_version_tag: str | None = None,
+        business_key: str | None = None,
+        process_variables: Mapping[str, object] | None = None,
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of ``topic``.
 
         ``reply="message_name"`` (or a :class:`Reply`) turns the topic into "complete now,
         correlate the message when the work is done". ``variables`` limits the variables
         fetched with the task (default: all). ``retries`` and ``retry_timeout`` override the
-        worker's retry policy for this topic.
+        worker's retry policy for this topic. ``local_variables=True`` fetches the variables
+        of the task's own scope only (``task.variables`` then holds those).
+
+        The filters limit which of the topic's tasks this worker fetches (each given one
+        must match): ``tenant_ids`` (or ``without_tenant_id=True``),
+        ``process_definition_ids``, ``process_definition_keys``,
+        ``process_definition_version_tag``, ``business_key`` and ``process_variables``
+        (name → value, by equality).
         """
         if not isinstance(topic, str) or not topic.strip():
             raise ConfigurationError("topic must be a non-empty string")
@@ -111,6 +129,17 @@ class Router:
         if isinstance(variables, str):
             raise ConfigurationError("variables must be a list of names, not a string")
         fetched = tuple(variables) if variables is not None else None
+        if not isinstance(local_variables, bool):
+            raise ConfigurationError("local_variables must be True or False")
+        filters = TopicFilter.of(
+            tenant_ids=tenant_ids,
+            without_tenant_id=without_tenant_id,
+            process_definition_ids=process_definition_ids,
+            process_definition_keys=process_definition_keys,
+            process_definition_version_tag=process_definition_version_tag,
+            business_key=business_key,
+            process_variables=process_variables,
+        )
 
         def register(handler: H) -> H:
             if not callable(handler):
@@ -126,6 +155,8 @@ class Router:
                 variables=fetched,
                 retries=retries,
                 retry_timeout=retry_timeout,
+                local_variables=local_variables,
+                filters=filters if filters.body() else None,
             )
             return handler
 

@@ -53,6 +53,8 @@ class Poller:
                 topic=registration.topic,
                 lock_duration=registration.lock_duration or ctx.settings.lock_duration,
                 variables=registration.variables,
+                local_variables=registration.local_variables,
+                filters=registration.filters,
             )
             for registration in ctx.router
             if registration.reply is None or replies
