@@ -95,6 +95,8 @@ class EngineClient(Queries):
         url = self._settings.shown_url
         try:
             counted = await self._object("GET", "/process-definition/count")
+        except errors.TokenRefused:
+            raise
         except errors.AuthenticationFailed as error:
             raise errors.AuthenticationFailed(
                 _access_problem(self._settings, error.status),
@@ -102,6 +104,8 @@ class EngineClient(Queries):
                 request=error.request,
             ) from None
         except errors.EngineUnavailable as error:
+            if error.request and error.request.startswith("token request"):
+                raise
             raise errors.EngineUnavailable(
                 f"the engine at {url} is not available: {error.message}", request=error.request
             ) from None
@@ -318,7 +322,14 @@ class EngineClient(Queries):
 def _access_problem(settings: Settings, status: int | None) -> str:
     if status == 403:
         who = f"user {settings.user!r}" if settings.user else "this token"
+        if settings.oauth_client_id:
+            who = f"OAuth2 client {settings.oauth_client_id!r}"
         return f"the engine at {settings.shown_url} refuses {who} access to process definitions"
+    if settings.oauth_client_id:
+        return (
+            f"the engine at {settings.shown_url} refused the token of OAuth2 client "
+            f"{settings.oauth_client_id!r} (is the engine set to trust its issuer?)"
+        )
     if settings.token:
         return f"the engine at {settings.shown_url} refused the token: check CAMUNDA_TOKEN"
     if settings.user:

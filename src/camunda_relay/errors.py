@@ -21,7 +21,8 @@
         ├── ServerError             500 from the engine (a database hiccup, ...)    [retryable]
         │   └── ConcurrentModification  OptimisticLockingException              [retryable]
         ├── AuthenticationFailed    401/403: wrong or missing credentials
-        │   └── PermissionDenied    403: logged in, but the user lacks a permission
+        │   ├── PermissionDenied    403: logged in, but the user lacks a permission
+        │   └── TokenRefused        (oauth.py) the identity provider refused the client
         ├── NotFound                404: no such task, instance, definition ...
         └── BadRequest              400: the engine refused the request
             ├── JsonUnsupported     the engine stores no Json variables (no Spin JSON format)
@@ -67,6 +68,7 @@ __all__ = [
     "ServerError",
     "TaskNotLocked",
     "TlsError",
+    "TokenRefused",
     "VariableError",
     "from_response",
     "from_transport_error",
@@ -187,6 +189,11 @@ class AuthenticationFailed(EngineError):
 
 class PermissionDenied(AuthenticationFailed):
     """403: the user is logged in but its authorizations do not allow the request."""
+
+
+class TokenRefused(AuthenticationFailed):
+    """The OAuth2 token endpoint refused the client credentials (or gave no token); the
+    message names the token URL and the status, never the secret."""
 
 
 class NotFound(EngineError):

@@ -215,6 +215,12 @@ class Settings:
     http_port: int | None = None
     log_format: Literal["text", "json"] = "text"
     url_resolve: Literal["off", "all"] = "off"
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = field(default=None, repr=False)
+    oauth_scope: str | None = None
+    oauth_audience: str | None = None
+    oauth_client_auth: Literal["basic", "post"] = "basic"
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -236,6 +242,7 @@ class Settings:
             raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
         if self.user and self.password is None:
             raise SettingsError("CAMUNDA_USER is set but CAMUNDA_PASSWORD is not")
+        _check_oauth(self)
         if self.reply_secret is not None and len(self.reply_secret) < MIN_REPLY_SECRET:
             raise SettingsError(
                 f"CAMUNDA_REPLY_SECRET must have at least {MIN_REPLY_SECRET} characters "
@@ -330,6 +337,12 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "http_port": lambda v: _optional_port(v),
     "log_format": lambda v: _choice(v, ("text", "json")),
     "url_resolve": lambda v: _choice(v, ("off", "all")),
+    "oauth_token_url": lambda v: _optional_text(_text(v).strip()),
+    "oauth_client_id": _optional_text,
+    "oauth_client_secret": _optional_text,
+    "oauth_scope": _optional_text,
+    "oauth_audience": _optional_text,
+    "oauth_client_auth": lambda v: _choice(v, ("basic", "post")),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 
@@ -343,6 +356,40 @@ def _check_url(shown: str, url: str) -> None:
         raise SettingsError(f"CAMUNDA_URL {shown} is not a valid URL ({error})") from None
     if not parts.hostname:
         raise SettingsError(f"CAMUNDA_URL {shown} names no host")
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def _check_oauth(settings: Settings) -> None:
+    """OAuth2 client credentials: all three given, alone, and sent over TLS off loopback."""
+    url, client, secret = (
+        settings.oauth_token_url,
+        settings.oauth_client_id,
+        settings.oauth_client_secret,
+    )
+    if url is None and client is None and secret is None:
+        return
+    if url is None or client is None or secret is None:
+        raise SettingsError(
+            "OAuth2 needs CAMUNDA_OAUTH_TOKEN_URL, CAMUNDA_OAUTH_CLIENT_ID and "
+            "CAMUNDA_OAUTH_CLIENT_SECRET together"
+        )
+    if settings.user or settings.token:
+        raise SettingsError("set either CAMUNDA_OAUTH_* or CAMUNDA_USER/CAMUNDA_TOKEN, not both")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError as error:
+        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL {url} is not a valid URL ({error})") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL must be an http(s) URL with a host: {url}")
+    if parts.scheme == "http" and not (host in _LOOPBACK or host.startswith("127.")):
+        raise SettingsError(
+            f"CAMUNDA_OAUTH_TOKEN_URL must use https:// off loopback (the client secret goes "
+            f"there): {url}"
+        )
 
 
 def _env_name(name: str) -> str:

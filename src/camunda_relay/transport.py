@@ -24,6 +24,7 @@ import httpx
 from camunda_relay import errors
 from camunda_relay._version import __version__
 from camunda_relay.nodes import Node, Nodes
+from camunda_relay.oauth import ClientCredentials, TokenProvider
 from camunda_relay.settings import Settings
 from camunda_relay.variables import encode_all
 
@@ -84,6 +85,19 @@ def _auth(settings: Settings) -> httpx.Auth | None:
     return None
 
 
+def _credentials(settings: Settings) -> ClientCredentials | None:
+    if not (settings.oauth_token_url and settings.oauth_client_id):
+        return None
+    return ClientCredentials(
+        settings.oauth_token_url,
+        settings.oauth_client_id,
+        settings.oauth_client_secret or "",
+        scope=settings.oauth_scope,
+        audience=settings.oauth_audience,
+        auth_method=settings.oauth_client_auth,
+    )
+
+
 def _verify(settings: Settings) -> ssl.SSLContext | bool:
     if not settings.tls_verify:
         return False
@@ -128,6 +142,28 @@ class Transport:
                 max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
             ),
         )
+
+        credentials = _credentials(settings)
+        self.tokens = TokenProvider(credentials, self._post_form) if credentials else None
+        """OAuth2 client credentials: the ``Authorization`` header of each request."""
+
+    async def _post_form(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """The token request (:mod:`camunda_relay.oauth`), on this client, without the
+        engine's credentials."""
+        try:
+            response = await self._http.post(url, data=form, headers=headers)
+        except httpx.TransportError as error:
+            where = f"token request to {url}"
+            mapped = errors.from_transport_error(error, where)
+            if isinstance(mapped, errors.TlsError):
+                raise mapped from error
+            reason = "timed out" if isinstance(error, httpx.TimeoutException) else "not reachable"
+            raise errors.EngineUnavailable(
+                f"the identity provider is {reason} ({type(error).__name__})", request=where
+            ) from error
+        return response.status_code, response.content
 
     def remember(self, key: str, node: Node) -> None:
         """``key`` (a task or process instance id) was locked at ``node``: its requests go
@@ -208,21 +244,32 @@ class Transport:
         if node is None and prefer is not None and prefer in targets:
             targets.remove(prefer)
             targets.insert(0, prefer)
+        tokens = None if anonymous else self.tokens
         for index, target in enumerate(targets):
             started = time.monotonic()
+            headers = {"Host": target.host} if target.host else {}
             try:
-                response = await self._http.request(
-                    method,
-                    target.url + path,
-                    json=json,
-                    params=params,
-                    data=data,
-                    files=files,
-                    timeout=timeouts or self._timeout,
-                    auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
-                    headers={"Host": target.host} if target.host else None,
-                    extensions={"sni_hostname": target.server_name} if target.server_name else None,
-                )
+                for fresh in (False, True):  # with a token: once more on a 401, a new token
+                    if tokens is not None:
+                        headers["Authorization"] = await tokens.header()
+                    response = await self._http.request(
+                        method,
+                        target.url + path,
+                        json=json,
+                        params=params,
+                        data=data,
+                        files=files,
+                        timeout=timeouts or self._timeout,
+                        auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
+                        headers=headers or None,
+                        extensions=(
+                            {"sni_hostname": target.server_name} if target.server_name else None
+                        ),
+                    )
+                    if tokens is None or response.status_code != 401 or fresh:
+                        break
+                    tokens.invalidate(headers["Authorization"])
+                    _log.debug("%s -> 401: retrying with a new token", label)
             except httpx.TransportError as error:
                 _log.debug(
                     "%s failed after %.0f ms: %s%s",
