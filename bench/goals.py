@@ -48,7 +48,7 @@ def add_ratios_and_goals(results: dict[str, Any]) -> None:
     for name in ("relay-sqlite", "relay-postgres"):
         if name in named and ideal is not None:
             goals += _relay_goals(named[name], ideal, cores, results["run"]["options"]["db"])
-    goals += _scale_goals(scale_runs(results))
+    goals += _scale_goals(scale_runs(results), cores)
     results["goals"] = goals
 
 
@@ -96,13 +96,17 @@ def scale_runs(results: dict[str, Any]) -> list[dict[str, Any]]:
     return scale
 
 
-def _scale_goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _phase_share(run: dict[str, Any], phase: str, cores: int) -> float:
+    return others_share({"cpu_seconds": run.get(phase)}, cores)
+
+
+def _scale_goals(runs: list[dict[str, Any]], cores: int) -> list[dict[str, Any]]:
     ideal = next((r for r in runs if r.get("kind") == "ideal"), None)
     found = []
     for relay in (r for r in runs if r.get("kind", "relay") == "relay"):
         jobs = relay["jobs"]
         if ideal is not None and ideal["jobs"] == jobs:
-            found += _against_ideal(relay, ideal)
+            found += _against_ideal(relay, ideal, cores)
         if relay.get("rss_mb_pending") is not None:
             found.append(
                 _goal(f"{jobs:,} pending reply jobs in one worker: resident memory < 1 GB",
@@ -118,8 +122,12 @@ def _scale_goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def _against_ideal(relay: dict[str, Any], ideal: dict[str, Any]) -> list[dict[str, Any]]:
+def _against_ideal(
+    relay: dict[str, Any], ideal: dict[str, Any], cores: int
+) -> list[dict[str, Any]]:
     jobs = relay["jobs"]
+    drain_busy = max(_phase_share(r, "drain_cpu_seconds", cores) for r in (relay, ideal))
+    take_busy = max(_phase_share(r, "take_cpu_seconds", cores) for r in (relay, ideal))
     found = []
     mine, theirs = relay.get("drain_per_second"), ideal.get("drain_per_second")
     if mine and theirs:
@@ -127,7 +135,7 @@ def _against_ideal(relay: dict[str, Any], ideal: dict[str, Any]) -> list[dict[st
             _goal(f"draining {jobs:,} due replies >= 0.9x the engine's limit (ideal driver "
                   "correlating alone)",
                   f"{mine:.1f} vs {theirs:.1f} instances/s = {mine / theirs:.2f}x",
-                  mine >= 0.9 * theirs)
+                  mine >= 0.9 * theirs, drain_busy)
         )  # fmt: skip
     mine, theirs = relay.get("take_seconds"), ideal.get("take_seconds")
     if mine and theirs:
@@ -136,6 +144,6 @@ def _against_ideal(relay: dict[str, Any], ideal: dict[str, Any]) -> list[dict[st
                   "(the ideal driver, same starts)",
                   f"{mine:.1f} vs {theirs:.1f} s (starts took {relay.get('start_seconds')} vs "
                   f"{ideal.get('start_seconds')} s)",
-                  mine <= theirs)
+                  mine <= theirs, take_busy)
         )  # fmt: skip
     return found

@@ -66,3 +66,15 @@ def test_a_cpu_goal_missed_while_other_work_ran_is_unreliable_not_failed() -> No
 def test_the_summary_names_a_run_that_is_missing(tmp_path) -> None:
     text = report.summary(tmp_path)
     assert "(not run: docs/benchmarks.json is missing)" in text
+
+
+def test_a_drain_missed_while_other_work_ran_is_unreliable_not_failed() -> None:
+    results = _results(relay_worker=1.0)
+    relay = results["scale"][1]
+    relay["drain_per_second"] = 100.0
+    quiet = _met(results)
+    relay["drain_cpu_seconds"] = {"others": 10.0, "wall": 10.0}  # half of 2 cores
+    busy = _met(results)
+    goal = "draining 10,000 due replies >= 0.9x the engine's limit (ideal driver correlating alone)"
+    assert quiet[goal] is False
+    assert busy[goal] == "unreliable"
