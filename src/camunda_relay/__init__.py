@@ -44,7 +44,7 @@ from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.tokens import fail_reply, send_reply
 from camunda_relay.router import Reply, Router
 from camunda_relay.settings import Settings, SettingsError
-from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
+from camunda_relay.task import BpmnError, Complete, DeferReply, RetryLater, Task
 from camunda_relay.worker import Worker, WorkerStats
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadRequest",
     "BpmnError",
+    "Complete",
     "ConcurrentModification",
     "ConfigurationError",
     "DeferReply",

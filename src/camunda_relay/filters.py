@@ -32,7 +32,11 @@ def _names(option: str, values: Sequence[str] | None) -> tuple[str, ...] | None:
 
 @dataclass(frozen=True)
 class TopicFilter:
-    """Only tasks matching every given attribute are fetched (None: no restriction)."""
+    """Only tasks matching every given attribute are fetched (None: no restriction).
+
+    ``process_variables`` is the exception: the engine fetches a task when any one of the
+    given variables equals its value (measured on Camunda 7.24).
+    """
 
     tenant_ids: tuple[str, ...] | None = None
     without_tenant_id: bool = False

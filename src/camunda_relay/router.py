@@ -108,7 +108,8 @@ class Router:
         must match): ``tenant_ids`` (or ``without_tenant_id=True``),
         ``process_definition_ids``, ``process_definition_keys``,
         ``process_definition_version_tag``, ``business_key`` and ``process_variables``
-        (name → value, by equality).
+        (name → value, by equality; the engine fetches a task when *any* of the names
+        matches, while the other filters must all match).
         """
         if not isinstance(topic, str) or not topic.strip():
             raise ConfigurationError("topic must be a non-empty string")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BpmnError", "DeferReply", "RetryLater", "Task"]
+__all__ = ["BpmnError", "Complete", "DeferReply", "RetryLater", "Task"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,16 @@ class Task:
             "process_instance_id": self.process_instance_id,
             "job_id": self.job_id,
         }
+
+
+@dataclass(frozen=True)
+class Complete:
+    """What a plain topic's handler may return instead of a mapping: complete the task with
+    process ``variables`` and ``local_variables`` set in the task's own scope (the Java and
+    JS clients' ``complete(task, variables, localVariables)``)."""
+
+    variables: Mapping[str, object] = field(default_factory=dict)
+    local_variables: Mapping[str, object] = field(default_factory=dict)
 
 
 class BpmnError(Exception):

@@ -22,6 +22,7 @@ PUBLIC = {
     "AuthenticationFailed",
     "BadRequest",
     "BpmnError",
+    "Complete",
     "ConcurrentModification",
     "ConfigurationError",
     "EngineClient",

@@ -44,7 +44,13 @@ class Outcomes:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    async def complete(self, task: Task, result: Mapping[str, object] | None) -> bool | None:
+    async def complete(
+        self,
+        task: Task,
+        result: Mapping[str, object] | None,
+        *,
+        local: Mapping[str, object] | None = None,
+    ) -> bool | None:
         """Complete the task, retrying transient errors. False when the task is not ours (or
         not completed); None when no try was answered and history cannot tell whether one
         went through (a lost answer, then an outage). :class:`InvalidInput` passes through."""
@@ -52,7 +58,7 @@ class Outcomes:
         uncertain = False
         for attempt in range(_COMPLETE_ATTEMPTS):
             try:
-                await ctx.client.complete(task.id, ctx.worker_id, result or None)
+                await ctx.client.complete(task.id, ctx.worker_id, result or None, local or None)
                 return True
             except TaskNotLocked:
                 log.warning("lock lost before completion; task dropped", extra=extra)

@@ -1,5 +1,6 @@
 """Running a handler, and plain topics: run it while the lock is kept alive; a returned
-mapping completes the task, :class:`~camunda_relay.task.BpmnError` throws a BPMN error, any
+mapping (or a :class:`~camunda_relay.task.Complete`, for local variables too) completes the
+task, :class:`~camunda_relay.task.BpmnError` throws a BPMN error, any
 other exception reports a failure with decreasing retries (0 left: an incident)."""
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from datetime import timedelta
 from camunda_relay import variables
 from camunda_relay.errors import EngineError, NotFound, TaskNotLocked
 from camunda_relay.router import Registration
-from camunda_relay.task import BpmnError, Task
+from camunda_relay.task import BpmnError, Complete, Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes
 from camunda_relay.worker.slots import Slot
 
-__all__ = ["Plain", "call_handler"]
+__all__ = ["Plain", "call_handler", "run_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,19 @@ async def call_handler(
     ctx: Context, registration: Registration, task: Task
 ) -> Mapping[str, object]:
     """Run the handler (sync ones on the thread pool) and check what it returned."""
+    result = await run_handler(ctx, registration, task)
+    if isinstance(result, Complete):
+        raise TypeError(
+            f"handler {registration.name} returned a Complete: a reply topic's task is already "
+            "completed; set local variables with Reply(complete_local_variables=...)"
+        )
+    return result
+
+
+async def run_handler(
+    ctx: Context, registration: Registration, task: Task
+) -> Mapping[str, object] | Complete:
+    """Run the handler (sync ones on the thread pool); a mapping or a Complete, checked."""
     if registration.is_async:
         result = await registration.handler(task)  # type: ignore[misc]
     else:
@@ -33,13 +47,18 @@ async def call_handler(
         result = await loop.run_in_executor(ctx.executor, registration.handler, task)
     if result is None:
         return {}
+    json_variables = ctx.client.json_variables is not False
+    if isinstance(result, Complete):
+        for part in (result.variables, result.local_variables):
+            variables.encode_all(part, json_variables=json_variables)
+        return result
     if not isinstance(result, Mapping):
         raise TypeError(
             f"handler {registration.name} returned a {type(result).__name__}; "
-            "expected a mapping of variables or None"
+            "expected a mapping of variables, a Complete or None"
         )
     # A value that cannot be sent fails here, naming it (Json too, on an engine without it).
-    variables.encode_all(result, json_variables=ctx.client.json_variables is not False)
+    variables.encode_all(result, json_variables=json_variables)
     return result
 
 
@@ -54,7 +73,7 @@ class Plain:
             keeper = asyncio.ensure_future(self._keep_lock(task, duration))
             try:
                 try:
-                    result = await call_handler(self._ctx, registration, task)
+                    result = await run_handler(self._ctx, registration, task)
                 except BpmnError as error:
                     keeper.cancel()
                     await self._outcomes.report(self._outcomes.bpmn_error(task, error), task)
@@ -67,7 +86,13 @@ class Plain:
                     await self._outcomes.report(failure, task)
                     return
                 keeper.cancel()
-                if await self._outcomes.complete(task, result):
+                if isinstance(result, Complete):
+                    done = await self._outcomes.complete(
+                        task, result.variables, local=result.local_variables
+                    )
+                else:
+                    done = await self._outcomes.complete(task, result)
+                if done:
                     self._ctx.stats.completed += 1
                     log.debug("task completed", extra=task.log_context())
             finally:
