@@ -30,8 +30,8 @@ async def call_handler(
     result = await run_handler(ctx, registration, task)
     if isinstance(result, Complete):
         raise TypeError(
-            f"handler {registration.name} returned a Complete: a reply topic's task is already "
-            "completed; set local variables with Reply(complete_local_variables=...)"
+            f"handler {registration.name} returned a Complete: a reply topic's task is "
+            "completed before its handler runs, so Complete is for plain topics only"
         )
     return result
 
