@@ -63,7 +63,12 @@ async def _run(one: One, n: int) -> dict[str, float]:
     await asyncio.gather(*(go() for _ in range(n)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     q = statistics.quantiles(lat, n=20)
-    return {"cpu_ms": cpu / n * 1000, "p50_ms": q[9] * 1000, "p95_ms": q[18] * 1000, "rps": n / wall}
+    return {
+        "cpu_ms": cpu / n * 1000,
+        "p50_ms": q[9] * 1000,
+        "p95_ms": q[18] * 1000,
+        "rps": n / wall,
+    }
 
 
 async def httpx_like(module: Any, url: str, kind: str, n: int, client_cls: Any = None) -> Any:
