@@ -122,6 +122,13 @@ bench-large: $(BENCH_STAMP) engine
 
 # Pickup latency with two bundled engines on one PostgreSQL database: a worker with one URL
 # (node 1) vs every node (docs/benchmarks.md, "An engine cluster"); about 3 minutes.
+# The HTTP client stacks (httpx, httpx2, httpx-aiohttp, aiohttp, the raw client) against the
+# bundled engine: CPU per request (docs/benchmarks.md, "The HTTP stack"); about 5 minutes.
+.PHONY: bench-http
+bench-http: $(BENCH_STAMP) engine
+	$(BIN)/pip install --quiet httpx2==2.16.2 httpx-aiohttp==0.2.0 aiohttp==3.14.5
+	$(BIN)/python -m bench.http_stacks $(BENCH_ARGS)
+
 .PHONY: bench-cluster
 bench-cluster: $(STAMP) engine
 	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
