@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import keycloak as kc
 from tests.support import postgres as pg
 from tests.support.engine import FLAVOUR, Engine
 from tests.support.tools import free_port, missing, postgres_bin_dir
@@ -75,3 +76,19 @@ def postgres_server() -> Iterator[pg.PostgresServer]:
     yield server
     server.stop(mode="immediate")
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def keycloak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kc.Keycloak]:
+    """A real Keycloak for the session (Java 21+, the distribution from Maven Central), with
+    the realm ``relay``; skipped when either is missing, failed under CI=true."""
+    try:
+        java_home = kc.find_java_home()
+        home = kc.distribution(Path(__file__).resolve().parents[1] / "engine")
+    except kc.KeycloakUnavailable as error:
+        missing("Keycloak", str(error))
+        raise
+    log = tmp_path_factory.mktemp("keycloak") / "keycloak.log"
+    server = kc.start(home, java_home, free_port(), log)
+    yield server
+    server.stop()
