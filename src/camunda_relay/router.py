@@ -111,27 +111,9 @@ class Router:
         (name → value, by equality; the engine fetches a task when *any* of the names
         matches, while the other filters must all match).
         """
-        if not isinstance(topic, str) or not topic.strip():
-            raise ConfigurationError("topic must be a non-empty string")
+        reply, fetched = _checked(topic, reply, lock_duration, retries, variables, local_variables)
         if topic in self._registrations:
             raise ConfigurationError(f"topic {topic!r} is already registered")
-        if isinstance(reply, str):
-            reply = Reply(message=reply)
-        if reply is not None and not isinstance(reply, Reply):
-            raise ConfigurationError(f"reply must be a message name or a Reply, got {reply!r}")
-        if lock_duration is not None and lock_duration < timedelta(seconds=1):
-            raise ConfigurationError(f"lock_duration must be at least 1 s, got {lock_duration}")
-        if lock_duration is not None and lock_duration > MAX_LOCK_DURATION:
-            raise ConfigurationError(
-                f"lock_duration must be at most {MAX_LOCK_DURATION}, got {lock_duration}"
-            )
-        if retries is not None and retries < 0:
-            raise ConfigurationError(f"retries must be 0 or more, got {retries}")
-        if isinstance(variables, str):
-            raise ConfigurationError("variables must be a list of names, not a string")
-        fetched = tuple(variables) if variables is not None else None
-        if not isinstance(local_variables, bool):
-            raise ConfigurationError("local_variables must be True or False")
         filters = TopicFilter.of(
             tenant_ids=tenant_ids,
             without_tenant_id=without_tenant_id,
@@ -185,3 +167,34 @@ class Router:
     @property
     def topics(self) -> tuple[str, ...]:
         return tuple(self._registrations)
+
+
+def _checked(
+    topic: object,
+    reply: str | Reply | None,
+    lock_duration: timedelta | None,
+    retries: int | None,
+    variables: Sequence[str] | None,
+    local_variables: object,
+) -> tuple[Reply | None, tuple[str, ...] | None]:
+    """The options of :meth:`Router.task` other than the fetch filters, checked: the reply
+    as a :class:`Reply`, the variable names as a tuple."""
+    if not isinstance(topic, str) or not topic.strip():
+        raise ConfigurationError("topic must be a non-empty string")
+    if isinstance(reply, str):
+        reply = Reply(message=reply)
+    if reply is not None and not isinstance(reply, Reply):
+        raise ConfigurationError(f"reply must be a message name or a Reply, got {reply!r}")
+    if lock_duration is not None and lock_duration < timedelta(seconds=1):
+        raise ConfigurationError(f"lock_duration must be at least 1 s, got {lock_duration}")
+    if lock_duration is not None and lock_duration > MAX_LOCK_DURATION:
+        raise ConfigurationError(
+            f"lock_duration must be at most {MAX_LOCK_DURATION}, got {lock_duration}"
+        )
+    if retries is not None and retries < 0:
+        raise ConfigurationError(f"retries must be 0 or more, got {retries}")
+    if isinstance(variables, str):
+        raise ConfigurationError("variables must be a list of names, not a string")
+    if not isinstance(local_variables, bool):
+        raise ConfigurationError("local_variables must be True or False")
+    return reply, tuple(variables) if variables is not None else None
