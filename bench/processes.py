@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,18 @@ def say(text: str) -> None:
 
 
 # -- engine and worker processes ------------------------------------------------------------
+
+
+def progress(prefix: str, total: int, every: float = 10.0) -> Callable[[int], None]:
+    """A ``progress`` callback for loadgen.wait_finished: a line at most every ``every`` s."""
+    last = [0.0]
+
+    def report(done: int) -> None:
+        if time.monotonic() - last[0] > every:
+            last[0] = time.monotonic()
+            say(f"  {prefix}: {done}/{total} finished")
+
+    return report
 
 
 def slug(name: str) -> str:

@@ -20,6 +20,7 @@ from bench.processes import (
     endpoint_of,
     launch_worker,
     postgres_journal,
+    progress,
     say,
     slug,
     start_engine,
@@ -69,13 +70,6 @@ async def _phase(
     starting = asyncio.ensure_future(
         loadgen.start_instances(endpoint, loadgen.keys(prefix, count), lanes=lanes, rate=rate)
     )
-    last_print = [0.0]
-
-    def progress(done: int) -> None:
-        if time.monotonic() - last_print[0] > 10:
-            last_print[0] = time.monotonic()
-            say(f"  {prefix}: {done}/{count} finished")
-
     finished, _ = await loadgen.wait_finished(
         conn,
         prefix,
@@ -84,7 +78,7 @@ async def _phase(
         alive=workers.alive,
         stall=stall,
         timeout=timeout,
-        progress=progress,
+        progress=progress(prefix, count),
     )
     started = await starting
     conn.close()

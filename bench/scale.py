@@ -20,6 +20,7 @@ from bench.processes import (
     Worker,
     endpoint_of,
     launch_worker,
+    progress,
     say,
     start_engine,
     stop_engine,
@@ -50,13 +51,6 @@ async def _scale_take(
 
 async def _scale_drain(endpoint: Endpoint, jobs: int, worker: Worker, timeout: float) -> int:
     conn = Connection(endpoint)
-    last_print = [0.0]
-
-    def progress(done: int) -> None:
-        if time.monotonic() - last_print[0] > 10:
-            last_print[0] = time.monotonic()
-            say(f"  scale: {done}/{jobs} finished")
-
     finished, _ = await loadgen.wait_finished(
         conn,
         "scale",
@@ -65,7 +59,7 @@ async def _scale_drain(endpoint: Endpoint, jobs: int, worker: Worker, timeout: f
         alive=worker.alive,
         stall=120,
         timeout=timeout,
-        progress=progress,
+        progress=progress("scale", jobs),
     )
     conn.close()
     return finished
