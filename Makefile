@@ -36,13 +36,13 @@ status: $(STAMP)
 	$(BIN)/camunda-relay engine status
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests harness docs
-	$(BIN)/ruff format --check src tests harness docs
+	$(BIN)/ruff check src tests harness docs bench
+	$(BIN)/ruff format --check src tests harness docs bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests harness docs
-	$(BIN)/ruff check --fix src tests harness docs
+	$(BIN)/ruff format src tests harness docs bench
+	$(BIN)/ruff check --fix src tests harness docs bench
 
 # The documentation (mkdocs.yml) into site/, warnings as errors: a renamed function, option or
 # page fails the build. Not --quiet: mkdocs 1.6 then drops the warnings that --strict counts.

@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> None:
         f"{run['machine']}, {INFLIGHT} in flight; `{run['command']}`. CPU is the client "
         "process's; latency is indicative only.\n\n"
     )
-    report.write_markdown(ROOT / "docs/benchmarks.md", header + text, "http")
+    report.write_markdown(
+        ROOT / "docs/benchmarks.md", header + text, "http", "python -m bench.http_stacks"
+    )
 
 
 if __name__ == "__main__":

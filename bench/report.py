@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from bench import goals
 
 
-def markers(db: str) -> tuple[str, str]:
-    """The results block of one database's run (``make bench`` and ``make bench DB=postgres``
-    each rewrite only their own)."""
+def markers(db: str, writer: str = "python -m bench.run") -> tuple[str, str]:
+    """The results block ``db`` in docs/benchmarks.md (each run rewrites only its own) and the
+    command that writes it."""
     return (
-        f"<!-- bench-results:{db}:begin (written by python -m bench.run) -->",
+        f"<!-- bench-results:{db}:begin (written by {writer}) -->",
         f"<!-- bench-results:{db}:end -->",
     )
 
@@ -203,15 +204,15 @@ def _load(value: Any) -> str:
     return " / ".join(f"{x:.2f}" for x in value)
 
 
-def write_markdown(path: Path, table: str, db: str) -> None:
-    BEGIN, END = markers(db)
+def write_markdown(path: Path, table: str, db: str, writer: str = "python -m bench.run") -> None:
+    BEGIN, END = markers(db, writer)
     block = f"{BEGIN}\n\n{table}\n{END}"
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
-            path.write_text(head + block + tail)
+        found = re.search(rf"<!-- bench-results:{re.escape(db)}:begin[^>]*-->", text)
+        if found and END in text[found.end() :]:
+            _, tail = text[found.end() :].split(END, 1)
+            path.write_text(text[: found.start()] + block + tail)
             return
         path.write_text(text.rstrip("\n") + "\n\n## Results\n\n" + block + "\n")
         return
@@ -257,7 +258,7 @@ def main() -> None:
 
     if sys.argv[1:2] == ["--summary"]:
         target = Path(sys.argv[2] if len(sys.argv) > 2 else "docs/benchmarks.md")
-        write_markdown(target, summary(Path.cwd()), "goals")
+        write_markdown(target, summary(Path.cwd()), "goals", "python -m bench.report --summary")
         sys.stdout.write(summary(Path.cwd()))
         return
     source = Path(sys.argv[1])

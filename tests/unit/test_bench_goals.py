@@ -78,3 +78,19 @@ def test_a_drain_missed_while_other_work_ran_is_unreliable_not_failed() -> None:
     goal = "draining 10,000 due replies >= 0.9x the engine's limit (ideal driver correlating alone)"
     assert quiet[goal] is False
     assert busy[goal] == "unreliable"
+
+
+def test_a_results_block_is_rewritten_in_place_whoever_wrote_it(tmp_path: Any) -> None:
+    page = tmp_path / "benchmarks.md"
+    page.write_text(
+        "# Benchmarks\n\nbefore\n\n"
+        "<!-- bench-results:http:begin (written by an older command) -->\nold\n"
+        "<!-- bench-results:http:end -->\n\nafter\n"
+    )
+    report.write_markdown(page, "new table", "http", "python -m bench.http_stacks")
+    text = page.read_text()
+    assert text.count("bench-results:http:begin") == 1
+    assert "old" not in text
+    assert "(written by python -m bench.http_stacks) -->\n\nnew table\n" in text
+    assert text.startswith("# Benchmarks\n\nbefore\n\n")
+    assert text.endswith("\n\nafter\n")
