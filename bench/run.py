@@ -184,6 +184,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     args.block = args.block or args.db
+    if args.profile and not (
+        shutil.which("py-spy") or (Path(sys.executable).parent / "py-spy").exists()
+    ):
+        parser.error("--profile needs py-spy on PATH or beside this Python (pip install py-spy)")
     if args.json is None:
         args.json = (
             "docs/benchmarks.json" if args.block == "h2" else f"docs/benchmarks-{args.block}.json"
