@@ -7,7 +7,8 @@ one after another, whose tasks have the priorities ``low``, ``high`` and ``middl
 model's ``camunda:taskPriority`` is an expression of a variable): ordered by priority they
 come high, middle, low; by create time low, high, middle (oldest first) or middle, high, low
 (newest first). Each order differs from the others in its first task, so every assertion
-fails when the engine ignores the option it tests.
+fails when the engine ignores the option it tests. With both on, two tasks of equal priority
+show the create time deciding among equals.
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ def created(rest: httpx.Client, instance: str) -> tuple[int, datetime]:
     return task["priority"], parse_date(task["createTime"])
 
 
-def start_in_order(rest: httpx.Client, key: str) -> dict[str, str]:
-    """Start one instance per entry of PRIORITIES, each task created strictly later than the
-    one before: an instance whose task got the same millisecond as the previous one is
-    deleted and started again (until a deadline), so that create time orders them."""
+def start_in_order(rest: httpx.Client, key: str, priorities: dict[str, int]) -> dict[str, str]:
+    """Start one instance per entry of ``priorities``, in their order, each task created
+    strictly later than the one before: an instance whose task got the same millisecond as
+    the previous one is deleted and started again (until a deadline), so that create time
+    orders them."""
     instances: dict[str, str] = {}
     latest: datetime | None = None
     deadline = time.monotonic() + 30
-    for name, priority in PRIORITIES.items():
+    for name, priority in priorities.items():
         while True:
             variables = {"priority": {"value": priority, "type": "Integer"}}
             started = rest.post(
@@ -90,10 +92,14 @@ def start_in_order(rest: httpx.Client, key: str) -> dict[str, str]:
 
 
 def fetched_one_by_one(
-    settings: Settings, rest: httpx.Client, use_priority: bool, fetch_order: str
+    settings: Settings,
+    rest: httpx.Client,
+    use_priority: bool,
+    fetch_order: str,
+    priorities: dict[str, int] = PRIORITIES,
 ) -> list[str]:
-    """The names (of PRIORITIES) of the three tasks, in the order fetches of one task each
-    lock them under these settings."""
+    """The names (of ``priorities``) of the tasks, in the order fetches of one task each lock
+    them under these settings."""
     topic, key = unique("order"), unique("proc-order")
     ordered = Settings(
         url=settings.url,
@@ -110,7 +116,7 @@ def fetched_one_by_one(
     async def fetch_each(names: dict[str, str]) -> list[str]:
         async with EngineClient(ordered) as client:
             order: list[str] = []
-            for _ in PRIORITIES:
+            for _ in priorities:
                 (task,) = await client.fetch_and_lock(
                     unique("w"),
                     [TopicRequest(topic, LOCK)],
@@ -121,7 +127,7 @@ def fetched_one_by_one(
             return order
 
     run(deploy())
-    instances = start_in_order(rest, key)
+    instances = start_in_order(rest, key, priorities)
     return run(fetch_each({instance: name for name, instance in instances.items()}))
 
 
@@ -157,10 +163,14 @@ def test_create_time_descending_fetches_the_newest_first(
     ]
 
 
-def test_priority_comes_before_create_time(settings: Settings, rest: httpx.Client) -> None:
-    """Both on: priority wins (by create time alone, the oldest, "low", would come first)."""
-    assert fetched_one_by_one(settings, rest, True, "create-time-asc") == [
-        "high",
-        "middle",
-        "low",
-    ]
+@pytest.mark.parametrize(
+    ("fetch_order", "expected"),
+    [("create-time-asc", ["high", "old", "new"]), ("create-time-desc", ["high", "new", "old"])],
+)
+def test_with_priority_on_create_time_orders_among_equal_priorities(
+    settings: Settings, rest: httpx.Client, fetch_order: str, expected: list[str]
+) -> None:
+    """Both on: the highest priority first (by create time alone, "old" or "new" would
+    be); the two of equal priority by create time (both orders hold, so not by chance)."""
+    priorities = {"old": 5, "high": 50, "new": 5}
+    assert fetched_one_by_one(settings, rest, True, fetch_order, priorities) == expected
