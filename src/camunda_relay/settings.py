@@ -244,6 +244,8 @@ class Settings:
                 f"the worker id (CAMUNDA_WORKER_ID, --worker-id) has {len(self.worker_id)} "
                 f"characters; the engine keeps at most {MAX_WORKER_ID}"
             )
+        if self.fetch_order not in FETCH_ORDERS:
+            raise SettingsError(f"CAMUNDA_FETCH_ORDER must be one of {', '.join(FETCH_ORDERS)}")
         if self.token and self.user:
             raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
         if self.user and self.password is None:
