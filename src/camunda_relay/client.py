@@ -154,7 +154,9 @@ class EngineClient(Queries):
         node: Node | None = None,
     ) -> list[Task]:
         """Lock up to ``max_tasks`` tasks, waiting up to ``long_poll`` for one to appear;
-        ``node``: at that engine node (the worker long-polls each)."""
+        ``node``: at that engine node (the worker long-polls each). The order in which the
+        engine picks them is the settings' ``use_priority`` (highest priority first), then
+        ``fetch_order`` (by create time)."""
         if not worker_id:
             raise errors.InvalidInput("the worker id must not be empty")
         if not topics:
@@ -162,13 +164,16 @@ class EngineClient(Queries):
         if max_tasks < 1:
             raise errors.InvalidInput(f"max_tasks must be at least 1, not {max_tasks}")
         wait = min(max(long_poll, timedelta(0)), MAX_LONG_POLL)
-        body = {
+        body: dict[str, object] = {
             "workerId": worker_id,
             "maxTasks": max_tasks,
-            "usePriority": True,
+            "usePriority": self._settings.use_priority,
             "asyncResponseTimeout": _ms(wait),
             "topics": [topic.body() for topic in topics],
         }
+        sorting = _sorting(self._settings.fetch_order)
+        if sorting:  # only then: the field is new in Camunda 7.21
+            body["sorting"] = sorting
         margin = self._settings.request_timeout.total_seconds()
         timeouts = httpx.Timeout(margin, read=wait.total_seconds() + margin)
         path = "/external-task/fetchAndLock"
@@ -361,3 +366,11 @@ def _task(raw: Mapping[str, Any], worker_id: str) -> Task:
         lock_expiration=parse_date(expires) if expires else None,
         variables=decode_all(raw.get("variables") or {}),
     )
+
+
+def _sorting(fetch_order: str) -> list[dict[str, str]]:
+    """fetchAndLock's ``sorting`` for the ``fetch_order`` setting (empty for ``none``)."""
+    if fetch_order == "none":
+        return []
+    order = fetch_order.removeprefix("create-time-")
+    return [{"sortBy": "createTime", "sortOrder": order}]

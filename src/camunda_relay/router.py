@@ -37,19 +37,30 @@ class Reply:
     match as well). ``deadline`` bounds how long delivery is retried (None: the worker's
     ``reply_deadline`` setting); past it, or when the work fails for good, the waiting
     execution gets an incident. ``complete_variables`` are sent with the completion itself
-    (a mapping, or a function of the task).
+    (a mapping, or a function of the task) as process variables, ``complete_local_variables``
+    likewise set in the task's own scope (the Java and JS clients' ``complete(task, vars,
+    localVars)``): the completion comes before the handler runs, so neither comes from the
+    handler.
     """
 
     message: str
     by_business_key: bool = False
     deadline: timedelta | None = None
     complete_variables: CompleteVariables | None = None
+    complete_local_variables: CompleteVariables | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.message, str) or not self.message.strip():
             raise ConfigurationError("reply message name must be a non-empty string")
         if self.deadline is not None and self.deadline <= timedelta(0):
             raise ConfigurationError(f"reply deadline must be positive, got {self.deadline}")
+        for name in ("complete_variables", "complete_local_variables"):
+            given = getattr(self, name)
+            if given is not None and not (callable(given) or isinstance(given, Mapping)):
+                raise ConfigurationError(
+                    f"reply {name} must be a mapping or a function of the task, "
+                    f"got {type(given).__name__}"
+                )
 
 
 @dataclass(frozen=True)

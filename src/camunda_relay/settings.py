@@ -178,6 +178,10 @@ def _optional_path(value: object) -> Path | None:
     return Path(text) if text else None
 
 
+FETCH_ORDERS = ("none", "create-time-asc", "create-time-desc")
+"""CAMUNDA_FETCH_ORDER: the order of fetchAndLock's ``sorting`` (by the tasks' create time;
+Camunda 7.21 or later, Operaton), applied after the priority when CAMUNDA_USE_PRIORITY is on."""
+
 MIN_REPLY_SECRET = 16
 """The shortest secret the HTTP reply endpoint accepts (CAMUNDA_REPLY_SECRET)."""
 
@@ -198,6 +202,8 @@ class Settings:
     max_pending_replies: int = 10_000
     lock_duration: timedelta = timedelta(seconds=60)
     long_poll: timedelta = timedelta(seconds=20)
+    use_priority: bool = True
+    fetch_order: Literal["none", "create-time-asc", "create-time-desc"] = "none"
     retries: int = 3
     retry_timeout: timedelta = timedelta(seconds=10)
     reply_deadline: timedelta = timedelta(minutes=10)
@@ -238,6 +244,8 @@ class Settings:
                 f"the worker id (CAMUNDA_WORKER_ID, --worker-id) has {len(self.worker_id)} "
                 f"characters; the engine keeps at most {MAX_WORKER_ID}"
             )
+        if self.fetch_order not in FETCH_ORDERS:
+            raise SettingsError(f"CAMUNDA_FETCH_ORDER must be one of {', '.join(FETCH_ORDERS)}")
         if self.token and self.user:
             raise SettingsError("set either CAMUNDA_TOKEN or CAMUNDA_USER, not both")
         if self.user and self.password is None:
@@ -320,6 +328,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "max_pending_replies": _positive_int,
     "lock_duration": _bounded(maximum=MAX_LOCK_DURATION, positive=True),
     "long_poll": _bounded(maximum=MAX_LONG_POLL),
+    "use_priority": _bool,
+    "fetch_order": lambda v: _choice(v, FETCH_ORDERS),
     "retries": _non_negative_int,
     "retry_timeout": _seconds,
     "reply_deadline": _seconds,

@@ -40,6 +40,8 @@ def _one_line(result: Result) -> str:
         ("CAMUNDA_REQUEST_TIMEOUT", "0", "CAMUNDA_REQUEST_TIMEOUT"),
         ("CAMUNDA_LOCK_DURATION", "1e15", "CAMUNDA_LOCK_DURATION"),
         ("CAMUNDA_WORKER_ID", "w" * 300, "at most 255"),
+        ("CAMUNDA_USE_PRIORITY", "maybe", "(CAMUNDA_USE_PRIORITY): expected true or false"),
+        ("CAMUNDA_FETCH_ORDER", "oldest", "(CAMUNDA_FETCH_ORDER): expected one of none, create"),
         ("CAMUNDA_URL", "http://127.0.0.1:99999/engine-rest", "Port out of range"),
         ("CAMUNDA_URL", "http://[::1", "Invalid IPv6 URL"),
     ],

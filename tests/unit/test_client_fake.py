@@ -461,6 +461,36 @@ def test_fetch_and_lock_request_and_tasks() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("use_priority", "fetch_order", "sorting"),
+    [
+        (False, "none", None),
+        (True, "create-time-asc", [{"sortBy": "createTime", "sortOrder": "asc"}]),
+        (False, "create-time-desc", [{"sortBy": "createTime", "sortOrder": "desc"}]),
+    ],
+)
+def test_fetch_and_lock_sends_the_worker_wide_order(
+    use_priority: bool, fetch_order: str, sorting: list[dict[str, str]] | None
+) -> None:
+    """``usePriority`` and ``sorting`` come from the settings; without an order no
+    ``sorting`` field is sent at all (engines before Camunda 7.21 do not know it)."""
+    wire = Wire(respond(200, []))
+    settings = Settings.load(
+        {"CAMUNDA_USE_PRIORITY": str(use_priority), "CAMUNDA_FETCH_ORDER": fetch_order},
+        overrides={"url": URL},
+    )
+    topics = [TopicRequest("messageSending", timedelta(seconds=60))]
+
+    async def go() -> None:
+        async with wire.client(settings) as client:
+            await client.fetch_and_lock("w1", topics, max_tasks=1, long_poll=timedelta(0))
+
+    run(go())
+    body = wire.body()
+    assert body["usePriority"] is use_priority
+    assert body.get("sorting") == sorting
+
+
 def test_fetch_read_timeout_is_the_long_poll_plus_a_margin() -> None:
     wire = Wire(respond(200, []))
     settings = Settings(url=URL, request_timeout=timedelta(seconds=7))

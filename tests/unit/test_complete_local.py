@@ -9,8 +9,18 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 
-from camunda_relay import Complete, EngineClient, Reply, Router, Settings, Task, Worker
+from camunda_relay import (
+    Complete,
+    ConfigurationError,
+    EngineClient,
+    Reply,
+    Router,
+    Settings,
+    Task,
+    Worker,
+)
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
 
 SETTINGS = Settings(
@@ -68,3 +78,33 @@ def test_a_reply_topic_returning_complete_is_an_error_not_a_completion_with_it()
 
     for body in completions(fake, router):
         assert "localVariables" not in body
+
+
+def test_a_reply_topic_completes_with_its_complete_local_variables() -> None:
+    """The reply's ``complete_local_variables`` (here a function of the task) go with the
+    immediate completion as ``localVariables``, beside its ``complete_variables``."""
+    fake = FakeEngine()
+    fake.start("local-3")
+    router = Router()
+    reply = Reply(
+        MESSAGE,
+        complete_variables={"accepted": True},
+        complete_local_variables=lambda task: {"taken_by": task.worker_id},
+    )
+
+    @router.task(TOPIC, reply=reply)
+    def handle(task: Task) -> dict[str, object]:
+        return {"answer": 1}
+
+    body = completions(fake, router)[0]
+    assert {name: v["value"] for name, v in body["variables"].items()} == {"accepted": True}
+    local = {name: v["value"] for name, v in body["localVariables"].items()}
+    assert local == {"taken_by": body["workerId"]}
+
+
+@pytest.mark.parametrize("name", ["complete_variables", "complete_local_variables"])
+def test_reply_completion_variables_of_the_wrong_kind_are_refused_at_registration(
+    name: str,
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"reply {name} must be a mapping or a func"):
+        Reply(MESSAGE, **{name: ["not", "a", "mapping"]})  # type: ignore[arg-type]

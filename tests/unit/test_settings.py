@@ -183,3 +183,13 @@ def test_the_http_server_is_off_and_on_loopback_unless_set() -> None:
 
 def test_the_engine_management_variables_are_the_engines() -> None:
     Settings.load({"CAMUNDA_MANAGEMENT_PORT": "8081", "CAMUNDA_MANAGEMENT_ADDRESS": "::1"})
+
+
+def test_the_fetch_order_settings_load_and_a_direct_wrong_order_is_refused() -> None:
+    loaded = Settings.load(
+        {"CAMUNDA_USE_PRIORITY": "off", "CAMUNDA_FETCH_ORDER": "Create-Time-Desc"}
+    )
+    assert (loaded.use_priority, loaded.fetch_order) == (False, "create-time-desc")
+    assert (Settings().use_priority, Settings().fetch_order) == (True, "none")
+    with pytest.raises(SettingsError, match="CAMUNDA_FETCH_ORDER must be one of none, create"):
+        Settings(fetch_order="oldest")  # type: ignore[arg-type]

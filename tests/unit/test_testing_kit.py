@@ -7,7 +7,16 @@ import asyncio
 import pytest
 
 import tests.support.fake_engine as support_fake
-from camunda_relay import BpmnError, ConfigurationError, DeferReply, Reply, Router, Task, testing
+from camunda_relay import (
+    BpmnError,
+    Complete,
+    ConfigurationError,
+    DeferReply,
+    Reply,
+    Router,
+    Task,
+    testing,
+)
 from camunda_relay.testing import fake_engine, make_task, run_handlers, run_handlers_sync
 
 
@@ -66,6 +75,37 @@ def test_each_outcome_is_told_apart() -> None:
     assert no_bpmn.kind == "failed", "a reply topic's task is completed: no BPMN error"
     assert odd.kind == "failed"
     assert isinstance(odd.error, TypeError)
+
+
+def test_local_variables_are_told_as_the_worker_sends_them() -> None:
+    """A plain topic's ``Complete`` completes (as on the worker) with its local variables; a
+    reply topic's ``complete_local_variables`` are told beside its ``complete_variables``,
+    and a reply handler returning a Complete fails, as on the worker."""
+    router = Router()
+
+    @router.task("plain")
+    def plain(task: Task) -> Complete:
+        return Complete(variables={"result": 1}, local_variables={"note": "here"})
+
+    reply = Reply("done", complete_local_variables=lambda task: {"seen": task.business_key})
+
+    @router.task("reply", reply=reply)
+    def replying(task: Task) -> dict[str, object]:
+        return {"answer": 2}
+
+    @router.task("wrong", reply="done")
+    def wrong(task: Task) -> Complete:
+        return Complete(variables={"x": 1})
+
+    tasks = [make_task("plain"), make_task("reply", business_key="o-1"), make_task("wrong")]
+    completed, replied, refused = run_handlers_sync(router, tasks)
+    assert completed.kind == "completed"
+    assert (completed.variables, completed.local_variables) == ({"result": 1}, {"note": "here"})
+    assert replied.kind == "replied"
+    assert replied.complete_variables == {}
+    assert replied.complete_local_variables == {"seen": "o-1"}
+    assert refused.kind == "failed"
+    assert isinstance(refused.error, TypeError)
 
 
 def test_each_attempt_gets_its_own_token_and_every_task_its_own_ids() -> None:

@@ -322,7 +322,10 @@ def test_already_delivered_is_judged_for_the_jobs_own_round() -> None:
 # -- what handlers raise -------------------------------------------------------------------
 
 
-def test_complete_variables_that_raise_are_a_reported_failure_and_the_work_never_runs() -> None:
+@pytest.mark.parametrize("option", ["complete_variables", "complete_local_variables"])
+def test_complete_variables_that_raise_are_a_reported_failure_and_the_work_never_runs(
+    option: str,
+) -> None:
     fake = FakeEngine()
     instance_id = fake.start("bad-completion")
     runs: list[str] = []
@@ -331,7 +334,7 @@ def test_complete_variables_that_raise_are_a_reported_failure_and_the_work_never
     def broken(task: Task) -> dict[str, object]:
         raise KeyError("order_id")
 
-    @router.task(TOPIC, reply=Reply(MESSAGE, complete_variables=broken))
+    @router.task(TOPIC, reply=Reply(MESSAGE, **{option: broken}))
     async def handle(task: Task) -> dict[str, object]:
         runs.append(task.id)
         return {}

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.replies.tokens import new_token
-from camunda_relay.router import Registration, Router
-from camunda_relay.task import BpmnError, DeferReply, Task
+from camunda_relay.router import CompleteVariables, Registration, Router
+from camunda_relay.task import BpmnError, Complete, DeferReply, Task
 from camunda_relay.variables import encode_all
 
 __all__ = ["Outcome", "make_task", "run_handlers", "run_handlers_sync"]
@@ -33,11 +33,13 @@ _ids = itertools.count(1)
 class Outcome:
     """What one handler did with one task.
 
-    ``kind``: ``completed`` (a plain topic's result, ``variables``), ``replied`` (a reply
-    topic's result: ``message`` and ``variables``; ``complete_variables`` are what the task
-    would be completed with), ``deferred`` (``reply_token`` handed out), ``bpmn_error``
-    (``error`` is the :class:`~camunda_relay.BpmnError`; a reply topic cannot throw one, so
-    there it is ``failed``), or ``failed`` (``error`` is the exception).
+    ``kind``: ``completed`` (a plain topic's result, ``variables``, and ``local_variables``
+    when it returned a :class:`~camunda_relay.Complete`), ``replied`` (a reply topic's
+    result: ``message`` and ``variables``; ``complete_variables`` and
+    ``complete_local_variables`` are what the task would be completed with), ``deferred``
+    (``reply_token`` handed out), ``bpmn_error`` (``error`` is the
+    :class:`~camunda_relay.BpmnError`; a reply topic cannot throw one, so there it is
+    ``failed``), or ``failed`` (``error`` is the exception).
     """
 
     task: Task
@@ -45,6 +47,8 @@ class Outcome:
     variables: Mapping[str, Any] = field(default_factory=dict)
     message: str | None = None
     complete_variables: Mapping[str, Any] = field(default_factory=dict)
+    local_variables: Mapping[str, Any] = field(default_factory=dict)
+    complete_local_variables: Mapping[str, Any] = field(default_factory=dict)
     reply_token: str | None = field(default=None, repr=False)
     error: BaseException | None = None
 
@@ -93,13 +97,23 @@ async def _run(registration: Registration, task: Task) -> Outcome:
             result = await registration.handler(task)  # type: ignore[misc]
         else:
             result = await asyncio.to_thread(registration.handler, task)
+        local: dict[str, Any] = {}
+        if isinstance(result, Complete):
+            if reply is not None:
+                raise TypeError(
+                    f"handler {registration.name} returned a Complete: a reply topic's task "
+                    "is completed before its handler runs, so Complete is for plain topics only"
+                )
+            local = dict(result.local_variables)
+            result = result.variables
         if result is not None and not isinstance(result, Mapping):
             raise TypeError(
                 f"handler {registration.name} returned a {type(result).__name__}; "
-                "expected a mapping of variables or None"
+                "expected a mapping of variables, a Complete or None"
             )
         variables = dict(result or {})
         encode_all(variables)
+        encode_all(local)
     except DeferReply:
         if reply is None:
             return Outcome(task, "failed", error=TypeError("DeferReply needs a reply topic"))
@@ -109,12 +123,19 @@ async def _run(registration: Registration, task: Task) -> Outcome:
     except Exception as error:  # noqa: BLE001 - a handler's error is an outcome
         return Outcome(task, "failed", error=error)
     if reply is None:
-        return Outcome(task, "completed", variables=variables)
-    extra = reply.complete_variables
-    complete = dict(extra(task) if callable(extra) else extra or {})
+        return Outcome(task, "completed", variables=variables, local_variables=local)
     return Outcome(
-        task, "replied", variables=variables, message=reply.message, complete_variables=complete
+        task,
+        "replied",
+        variables=variables,
+        message=reply.message,
+        complete_variables=_produced(reply.complete_variables, task),
+        complete_local_variables=_produced(reply.complete_local_variables, task),
     )
+
+
+def _produced(values: CompleteVariables | None, task: Task) -> dict[str, Any]:
+    return dict(values(task) if callable(values) else values or {})
 
 
 def _fields(task: Task) -> dict[str, Any]:

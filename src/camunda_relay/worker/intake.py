@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from camunda_relay import variables
 from camunda_relay.errors import JournalError
 from camunda_relay.replies.job import COMPLETED_BEFORE, Job, JobState
-from camunda_relay.router import Registration
+from camunda_relay.router import CompleteVariables, Registration
 from camunda_relay.task import Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes
@@ -98,8 +98,8 @@ class Intake:
             )
         await ctx.failpoints.hit("after_record")
         try:
-            completion = _complete_variables(registration, task, ctx.client.json_variables)
-            completed = await self._outcomes.complete(task, completion)
+            values, local = _completion(registration, task, ctx.client.json_variables)
+            completed = await self._outcomes.complete(task, values, local=local)
         except Exception as error:  # noqa: BLE001 - a bad completion is reported, never lost
             await self._outcomes.report(self._outcomes.failure(task, registration, error), task)
             completed = False
@@ -126,8 +126,8 @@ class Intake:
             extra=task.log_context(),
         )
         try:
-            produced = _complete_variables(registration, task, self._ctx.client.json_variables)
-            completed = await self._outcomes.complete(task, produced)
+            values, local = _completion(registration, task, self._ctx.client.json_variables)
+            completed = await self._outcomes.complete(task, values, local=local)
         except Exception:  # noqa: BLE001 - reported when the job itself was completed
             completed = False
         lock.release()
@@ -137,13 +137,25 @@ class Intake:
                 self._jobs.start(again, registration, self._ctx.slots.replies.take(), counted=False)
 
 
-def _complete_variables(
+def _completion(
     registration: Registration, task: Task, json_variables: bool | None = None
-) -> Mapping[str, object] | None:
+) -> tuple[Mapping[str, object] | None, Mapping[str, object] | None]:
+    """The reply's ``complete_variables`` and ``complete_local_variables`` for this task,
+    each checked as sendable (None when not given)."""
     reply = registration.reply
-    if reply is None or reply.complete_variables is None:
+    if reply is None:
+        return None, None
+    return (
+        _produced(reply.complete_variables, task, json_variables),
+        _produced(reply.complete_local_variables, task, json_variables),
+    )
+
+
+def _produced(
+    values: CompleteVariables | None, task: Task, json_variables: bool | None
+) -> Mapping[str, object] | None:
+    if values is None:
         return None
-    values = reply.complete_variables
     produced = values(task) if callable(values) else values
     variables.encode_all(produced, json_variables=json_variables is not False)
     return produced
