@@ -90,9 +90,11 @@ def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(
     groups: list[int] = []
     commit_group = journal_sqlite._commit_group
 
-    def counted(conn: sqlite3.Connection, actions: list[Any]) -> list[tuple[bool, object]]:
+    def counted(
+        conn: sqlite3.Connection, actions: list[Any], *, synced: bool = True
+    ) -> list[tuple[bool, object]]:
         groups.append(len(actions))
-        return commit_group(conn, actions)
+        return commit_group(conn, actions, synced=synced)
 
     monkeypatch.setattr(journal_sqlite, "_commit_group", counted)
 
@@ -119,6 +121,46 @@ def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(
     asyncio.run(scenario())
     assert sum(groups) == 51
     assert len(groups) < 51, "writes that arrive together share a commit"
+
+
+def test_a_group_with_one_synced_write_is_synced_and_one_without_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[tuple[int, bool, int]] = []  # (writes, synced, PRAGMA synchronous)
+    commit_group = journal_sqlite._commit_group
+
+    def counted(
+        conn: sqlite3.Connection, actions: list[Any], *, synced: bool = True
+    ) -> list[tuple[bool, object]]:
+        outcomes = commit_group(conn, actions, synced=synced)
+        (mode,) = conn.execute("PRAGMA synchronous").fetchone()
+        groups.append((len(actions), synced, mode))
+        return outcomes
+
+    monkeypatch.setattr(journal_sqlite, "_commit_group", counted)
+
+    async def scenario() -> None:
+        journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="worker-a")
+        try:
+            await journal.renew()
+            jobs = [make_job(n, state=JobState.ACKNOWLEDGED) for n in range(3)]
+            await asyncio.gather(*(journal.save(job, synced=False) for job in jobs))
+            done = [job.advance(JobState.DONE) for job in jobs]
+            await asyncio.gather(
+                journal.save(done[0], synced=False),
+                journal.save(done[1]),
+                journal.save(done[2], synced=False),
+            )
+            assert [job.state for job in await journal.unfinished()] == [JobState.DONE] * 3
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    full, normal = 2, 1
+    assert groups[0] == (1, True, full), "the renewal"
+    assert {(synced, mode) for _, synced, mode in groups[1:]} <= {(False, normal), (True, full)}
+    assert groups[-1][1:] == (True, full), "the group with the synced save"
+    assert sum(writes for writes, _, _ in groups[1:]) == 6
 
 
 def test_the_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path) -> None:

@@ -1,33 +1,37 @@
-"""The default journal: one SQLite file (one worker pod with a volume, or several processes
-on one host).
+"""The default journal: one SQLite file (one worker pod with a volume, or several processes on one
+host).
 
-Durability: WAL mode with ``synchronous=FULL``, so a job is on disk when :meth:`record`
-returns and survives ``kill -9`` and, as far as SQLite and the file system promise, a power
-loss. Every write runs in a ``BEGIN IMMEDIATE`` transaction, so writers from several
-processes queue on the file's write lock (``busy_timeout``) instead of failing mid-way, and a
-:meth:`claim` takes its jobs in one statement: two claimers never get the same job.
+Durability: WAL mode with ``synchronous=FULL``, so a job is on disk when :meth:`record` returns
+and survives ``kill -9`` and, as far as SQLite and the file system promise, a power loss. A
+:meth:`save` with ``synced=False`` is committed with ``synchronous=NORMAL``: in the ``-wal``,
+seen by every reader and kept at ``kill -9``, but not fsync'd until the next synced commit (or
+checkpoint) of the file, which keeps it too: the ``-wal`` is written in order, so a power loss
+may lose it, never a commit before it. Every write runs in a ``BEGIN IMMEDIATE`` transaction,
+so writers from several processes queue on the file's write lock (``busy_timeout``) instead of
+failing mid-way, and a :meth:`claim` takes its jobs in one statement: two claimers never get
+the same job.
 
 The connection lives on one private thread; every call runs there, so the event loop never
 waits on the disk and the connection is never shared between threads. Writes are committed in
 groups: the writes that arrive while a commit is on its way to the disk wait for the next one,
 which takes them all in one transaction (each in its own savepoint, so one failing write fails
-alone) and one fsync. Every write still returns only once it is committed. The file and its
-folders are created, and the schema with them (or a version-1 file migrated), on the first
-call. Lease times come from the journal's clock (``clock.wall()``, the host's clock by
-default); processes sharing a file share that clock. The schema and the statements are in
-:mod:`camunda_relay.journal.sqlite_schema`.
+alone) and one fsync (none when no write of the group asks to be synced). Every write still
+returns only once it is committed. The file and its folders are created, and the schema with
+them (or a version-1 file migrated), on the first call. Lease times come from the journal's
+clock (``clock.wall()``, the host's clock by default); processes sharing a file share that
+clock. The schema and the statements are in :mod:`camunda_relay.journal.sqlite_schema`.
 
-The file (and SQLite's ``-wal``/``-shm`` beside it, which take its mode) is created ``0600``
-in folders created ``0700``: it holds the tasks' variables. Opening it runs ``PRAGMA
+The file (and SQLite's ``-wal``/``-shm`` beside it, which take its mode) is created ``0600`` in
+folders created ``0700``: it holds the tasks' variables. Opening it runs ``PRAGMA
 quick_check``: a damaged page is refused then, with one line, not at every job. A file that is
-empty (schema version 0: emptied, replaced, its ``-wal`` lost) is a WARNING naming it; one
-made where there was none is an INFO line (a first start; a journal deleted whole is told by
-the orphans that the sweep run at once then reports).
+empty (schema version 0: emptied, replaced, its ``-wal`` lost) is a WARNING naming it; one made
+where there was none is an INFO line (a first start; a journal deleted whole is told by the
+orphans that the sweep run at once then reports).
 
 SQLite errors become :class:`~camunda_relay.errors.JournalUnavailable` when the file is busy,
 locked, cannot be opened or the disk failed (worth retrying), else
-:class:`~camunda_relay.errors.JournalError` (:func:`journal_error`): a damaged file or one
-that is not SQLite, a folder, a place where no file can be created, are not retried.
+:class:`~camunda_relay.errors.JournalError` (:func:`journal_error`): a damaged file or one that
+is not SQLite, a folder, a place where no file can be created, are not retried.
 """
 
 from __future__ import annotations
@@ -119,12 +123,20 @@ def _prepare(path: Path) -> None:
         ) from None
 
 
+class _Connection(sqlite3.Connection):
+    """The journal's connection, which remembers its ``synchronous`` setting."""
+
+    synced = True  # FULL, as opened
+
+
 def _connect(path: Path, busy_timeout: timedelta) -> sqlite3.Connection:
     # No file and no -wal beside it: a first start (or a journal deleted whole, which the
     # sweep that runs at once reports by its orphans). Anything else without a schema lost.
     made_here = not path.exists() and not path.with_name(f"{path.name}-wal").exists()
     _prepare(path)
-    conn = sqlite3.connect(path, timeout=busy_timeout.total_seconds(), isolation_level=None)
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout.total_seconds(), isolation_level=None, factory=_Connection
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout.total_seconds() * 1000)}")
         (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -186,10 +198,21 @@ def _write(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _commit_group(
-    conn: sqlite3.Connection, actions: list[Callable[[sqlite3.Connection], object]]
+    conn: sqlite3.Connection,
+    actions: list[Callable[[sqlite3.Connection], object]],
+    *,
+    synced: bool = True,
 ) -> list[tuple[bool, object]]:
-    """Run ``actions`` in one transaction, each in a savepoint: (True, result) or (False, error)."""
+    """Run ``actions`` in one transaction, each in a savepoint: (True, result) or (False, error).
+
+    ``synced``: the commit waits for its fsync (``synchronous = FULL``); else it is written to
+    the ``-wal`` without one (``NORMAL``), and the next synced commit makes it durable with
+    its own (the ``-wal`` is written in order)."""
     outcomes: list[tuple[bool, object]] = []
+    if getattr(conn, "synced", True) is not synced:
+        conn.execute(f"PRAGMA synchronous = {'FULL' if synced else 'NORMAL'}")
+        if isinstance(conn, _Connection):
+            conn.synced = synced
     with _write(conn):
         for action in actions:
             conn.execute("SAVEPOINT relay_write")
@@ -203,6 +226,10 @@ def _commit_group(
                 conn.execute("RELEASE relay_write")
                 outcomes.append((True, result))
     return outcomes
+
+
+_Queued = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
+"""A write waiting for the next commit: its action, its caller's future, whether it is synced."""
 
 
 def _loads(rows: list[tuple[str, str | None]]) -> list[Job]:
@@ -231,7 +258,7 @@ class SqliteJournal:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-journal")
         self._conn: sqlite3.Connection | None = None  # touched on the executor's thread only
         self._closed = False
-        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._queued: list[_Queued] = []
         self._committer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -253,13 +280,14 @@ class SqliteJournal:
         except sqlite3.Error as error:
             raise journal_error(error, self.path) from error
 
-    async def _write(self, action: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``action`` in a write transaction; return once it is committed."""
+    async def _write(self, action: Callable[[sqlite3.Connection], T], *, synced: bool = True) -> T:
+        """Run ``action`` in a write transaction; return once it is committed (and, when
+        ``synced``, on the disk: a group with one synced write is synced whole)."""
         if self._closed:
             raise RuntimeError("the journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queued.append((action, future))
+        self._queued.append((action, future, synced))
         if self._committer is None or self._committer.done():
             self._committer = loop.create_task(self._commit_queued())
         return await future
@@ -268,19 +296,22 @@ class SqliteJournal:
         loop = asyncio.get_running_loop()
         while self._queued:
             group, self._queued = self._queued, []
-            actions = [action for action, _ in group]
+            actions = [action for action, _, _ in group]
+            synced = any(synced for _, _, synced in group)
             try:
                 outcomes = await loop.run_in_executor(
-                    self._executor, self._run, partial(_commit_group, actions=actions)
+                    self._executor,
+                    self._run,
+                    partial(_commit_group, actions=actions, synced=synced),
                 )
             except BaseException as error:
-                for _, future in group:
+                for _, future, _ in group:
                     if not future.done():
                         future.set_exception(error)
                 if isinstance(error, Exception):
                     continue
                 raise
-            for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+            for (_, future, _), (ok, value) in zip(group, outcomes, strict=True):
                 if future.done():
                     continue  # its caller was cancelled; the write is committed all the same
                 if ok:
@@ -316,8 +347,8 @@ class SqliteJournal:
     async def record(self, job: Job) -> bool:
         return await self._write(self._store(schema.RECORD, job))
 
-    async def save(self, job: Job) -> bool:
-        return await self._write(self._store(schema.SAVE, job))
+    async def save(self, job: Job, *, synced: bool = True) -> bool:
+        return await self._write(self._store(schema.SAVE, job), synced=synced)
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> tuple[str, str | None] | None:
