@@ -26,7 +26,7 @@ from camunda_relay import (
     Worker,
 )
 from camunda_relay.clock import ManualClock
-from camunda_relay.journal import sqlite as sqlite_journal
+from camunda_relay.journal import sqlite_connection
 from camunda_relay.journal.sqlite import SqliteJournal
 from camunda_relay.replies.job import JobState
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
@@ -190,14 +190,14 @@ def test_a_reply_jobs_happy_path_costs_at_most_two_fsyncd_journal_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commits = _Commits()
-    connect = sqlite_journal._connect
+    connect = sqlite_connection.connect
 
     def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
         conn = connect(*args, **kwargs)  # type: ignore[arg-type]
         conn.set_trace_callback(commits.trace)
         return conn
 
-    monkeypatch.setattr(sqlite_journal, "_connect", traced)
+    monkeypatch.setattr(sqlite_connection, "connect", traced)
     fake = FakeEngine()
     instance_id = fake.start("bk-1")
     path = tmp_path / "journal.sqlite3"
