@@ -157,6 +157,26 @@ def test_save_stores_an_unknown_job(store: Store) -> None:
     store.run(scenario)
 
 
+def test_an_unsynced_save_is_read_at_once_and_keeps_the_lease_rules(store: Store) -> None:
+    async def scenario() -> None:
+        journal = store.journal()
+        await journal.renew()
+        job = make_job(1)
+        await journal.record(job)
+        job = job.advance(JobState.ACKNOWLEDGED, attempts=1, token_hash="h1")
+        assert await journal.save(job, synced=False) is True
+        assert await store.journal("worker-b").get(job.id) == job
+        assert await journal.answer("h1", '{"variables": {}}') == "accepted"
+        done = job.advance(JobState.DONE, result={"answer": 42})
+        assert await store.journal("worker-b").save(done, synced=False) is False, "a live lease"
+        assert await journal.save(done, synced=False) is True
+        unknown = make_job(2, state=JobState.ACKNOWLEDGED)
+        assert await journal.save(unknown, synced=False) is True
+        assert ids(await store.journal("worker-c").unfinished()) == ["task-1", "task-2"]
+
+    store.run(scenario)
+
+
 def test_a_result_that_cannot_be_sent_is_refused_by_durable_stores(store: Store) -> None:
     if store.kind == "memory":
         pytest.skip("the memory journal keeps Python objects and encodes nothing")

@@ -153,6 +153,38 @@ def test_the_timeouts_and_keepalives_reach_the_connection(pg_dsn: str) -> None:
     asyncio.run(scenario())
 
 
+def test_an_unsynced_save_commits_without_waiting_for_the_wal_flush(pg_dsn: str) -> None:
+    async def scenario() -> None:
+        journal = PostgresJournal(pg_dsn, owner="a", table=unique_table())
+        try:
+            job = make_job(1)
+            await journal.record(job)
+            acknowledged = job.advance(JobState.ACKNOWLEDGED, attempts=1)
+
+            async def save_and_show(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> object:
+                async with conn.transaction():
+                    await conn.execute(journal._sql["save_unsynced"], journal._row(acknowledged))
+                    row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+                return row[0] if row else None
+
+            assert await journal._run("save", save_and_show) == "off"
+
+            async def show(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> object:
+                row = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+                return row[0] if row else None
+
+            assert await journal._run("show", show) == "on", "for that transaction alone"
+            assert await journal.get(job.id) == acknowledged
+            assert await journal.save(acknowledged.advance(JobState.DONE), synced=False)
+            stored = await journal.get(job.id)
+            assert stored is not None
+            assert stored.state is JobState.DONE
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+
+
 def test_the_claim_reads_jobs_through_indexes_however_many_live_jobs_there_are(
     pg_dsn: str,
 ) -> None:

@@ -6,10 +6,12 @@ as journal errors."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,7 @@ import pytest
 
 from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
-from camunda_relay.journal import sqlite as journal_sqlite
-from camunda_relay.journal import sqlite_schema
+from camunda_relay.journal import sqlite_connection, sqlite_schema
 from camunda_relay.journal.base import Verdict
 from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.journal.sqlite import SCHEMA_VERSION, SqliteJournal
@@ -88,13 +89,15 @@ def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     groups: list[int] = []
-    commit_group = journal_sqlite._commit_group
+    commit_group = sqlite_connection.commit_group
 
-    def counted(conn: sqlite3.Connection, actions: list[Any]) -> list[tuple[bool, object]]:
+    def counted(
+        conn: sqlite3.Connection, actions: list[Any], *, synced: bool = True
+    ) -> list[tuple[bool, object]]:
         groups.append(len(actions))
-        return commit_group(conn, actions)
+        return commit_group(conn, actions, synced=synced)
 
-    monkeypatch.setattr(journal_sqlite, "_commit_group", counted)
+    monkeypatch.setattr(sqlite_connection, "commit_group", counted)
 
     async def scenario() -> None:
         journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="worker-a")
@@ -121,6 +124,46 @@ def test_concurrent_writes_commit_together_and_a_failing_one_fails_alone(
     assert len(groups) < 51, "writes that arrive together share a commit"
 
 
+def test_a_group_with_one_synced_write_is_synced_and_one_without_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups: list[tuple[int, bool, int]] = []  # (writes, synced, PRAGMA synchronous)
+    commit_group = sqlite_connection.commit_group
+
+    def counted(
+        conn: sqlite3.Connection, actions: list[Any], *, synced: bool = True
+    ) -> list[tuple[bool, object]]:
+        outcomes = commit_group(conn, actions, synced=synced)
+        (mode,) = conn.execute("PRAGMA synchronous").fetchone()
+        groups.append((len(actions), synced, mode))
+        return outcomes
+
+    monkeypatch.setattr(sqlite_connection, "commit_group", counted)
+
+    async def scenario() -> None:
+        journal = SqliteJournal(tmp_path / "journal.sqlite3", owner="worker-a")
+        try:
+            await journal.renew()
+            jobs = [make_job(n, state=JobState.ACKNOWLEDGED) for n in range(3)]
+            await asyncio.gather(*(journal.save(job, synced=False) for job in jobs))
+            done = [job.advance(JobState.DONE) for job in jobs]
+            await asyncio.gather(
+                journal.save(done[0], synced=False),
+                journal.save(done[1]),
+                journal.save(done[2], synced=False),
+            )
+            assert [job.state for job in await journal.unfinished()] == [JobState.DONE] * 3
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    full, normal = 2, 1
+    assert groups[0] == (1, True, full), "the renewal"
+    assert {(synced, mode) for _, synced, mode in groups[1:]} <= {(False, normal), (True, full)}
+    assert groups[-1][1:] == (True, full), "the group with the synced save"
+    assert sum(writes for writes, _, _ in groups[1:]) == 6
+
+
 def test_the_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "journal.sqlite3"
 
@@ -134,7 +177,7 @@ def test_the_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path)
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
         assert {"relay_jobs_state", "relay_jobs_claim"} <= indexes
         columns = {row[1] for row in conn.execute("PRAGMA table_info(relay_owners)")}
@@ -242,7 +285,7 @@ def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         leases = dict(conn.execute("SELECT owner, lease_until FROM relay_owners"))
         assert leases["alive"] == FAR
         assert "lease_until" not in {
@@ -392,7 +435,97 @@ def test_a_version_2_file_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
         assert {"relay_jobs_claim", "relay_jobs_token"} <= indexes
     conn.close()
+
+
+# The layout of schema version 3 (the whole job in its payload).
+_VERSION_3 = """
+CREATE TABLE relay_jobs (
+    id TEXT PRIMARY KEY, topic TEXT NOT NULL, process_instance_id TEXT NOT NULL,
+    business_key TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL, error TEXT, deadline REAL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, owner TEXT NOT NULL, payload TEXT NOT NULL, token_hash TEXT,
+    answer TEXT
+);
+CREATE INDEX relay_jobs_state ON relay_jobs (state);
+CREATE INDEX relay_jobs_claim ON relay_jobs (owner, topic, created_at, id)
+    WHERE state IN ('acknowledged', 'deferred', 'done', 'failing', 'recorded');
+CREATE UNIQUE INDEX relay_jobs_token ON relay_jobs (token_hash) WHERE token_hash IS NOT NULL;
+CREATE TABLE relay_owners (owner TEXT PRIMARY KEY, lease_until REAL NOT NULL) WITHOUT ROWID;
+PRAGMA user_version = 3;
+"""
+
+
+def test_a_version_3_file_is_migrated_with_its_results_and_error_details(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    done = rich_job()  # a result of every kind of value
+    failing = make_job(
+        2, state=JobState.FAILING, attempts=3, error="work failed", error_detail="boom: 42"
+    )
+    acknowledged = make_job(3, state=JobState.ACKNOWLEDGED, attempts=1, token_hash="h3")
+    conn = sqlite3.connect(path)
+    conn.executescript(_VERSION_3)
+    for job, owner in ((done, "dead"), (failing, "dead"), (acknowledged, "")):
+        row = {**journal_codec.columns(job), "owner": owner, "payload": journal_codec.dumps(job)}
+        names = ", ".join(row)
+        values = ", ".join(f":{name}" for name in row)
+        conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
+    conn.commit()
+    conn.close()
+
+    async def scenario() -> None:
+        journal = SqliteJournal(path, owner="heir")
+        try:
+            await journal.renew()
+            assert await journal.get(done.id) == done
+            assert await journal.get(failing.id) == failing
+            claimed = await journal.claim(topics=[done.task.topic, failing.task.topic])
+            assert sorted(ids(claimed)) == sorted([done.id, failing.id, acknowledged.id])
+            assert {job.id: job for job in claimed}[done.id] == done
+            delivered = done.advance(JobState.DELIVERED, deliveries=1)
+            assert await journal.save(delivered) is True
+            assert await journal.get(done.id) == delivered
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+    conn.close()
+
+
+def test_a_step_writes_the_columns_and_keeps_the_payload(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    job = rich_job().advance(JobState.ACKNOWLEDGED, attempts=1)
+
+    def payload() -> str:
+        with sqlite3.connect(path) as conn:
+            (text,) = conn.execute("SELECT payload FROM relay_jobs").fetchone()
+        conn.close()
+        return str(text)
+
+    async def scenario() -> None:
+        journal = SqliteJournal(path, owner="a")
+        try:
+            await journal.renew()
+            assert await journal.record(job) is True
+            written = payload()
+            assert json.loads(written)["v"] == journal_codec.TASK_PAYLOAD_VERSION
+            assert "state" not in json.loads(written), "the state lives in its columns"
+            done = job.advance(JobState.DONE, result={"answer": 42}, deadline=FAR)
+            assert await journal.save(done) is True
+            assert payload() == written
+            assert await journal.get(job.id) == done
+            again = done.advance(
+                JobState.ACKNOWLEDGED, attempts=0, task=replace(job.task, business_key="bk-9")
+            )
+            assert await journal.save(again) is True, "no attempt yet: the task is written"
+            assert await journal.get(job.id) == again
+            assert payload() != written
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())

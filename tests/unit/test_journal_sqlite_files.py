@@ -200,7 +200,7 @@ def test_a_folder_it_may_not_write_is_one_line_whoever_runs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As the test above, where root writes anyway: the operating system's refusal."""
-    from camunda_relay.journal import sqlite as journal_sqlite
+    from camunda_relay.journal import sqlite_connection as journal_sqlite
 
     path = tmp_path / "read-only" / "journal.sqlite3"
 

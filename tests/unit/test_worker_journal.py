@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -25,6 +26,7 @@ from camunda_relay import (
     Worker,
 )
 from camunda_relay.clock import ManualClock
+from camunda_relay.journal import sqlite_connection
 from camunda_relay.journal.sqlite import SqliteJournal
 from camunda_relay.replies.job import JobState
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
@@ -157,3 +159,60 @@ def test_a_worker_id_longer_than_the_engines_column_is_refused() -> None:
     settings = Settings(url="http://fake-engine/engine-rest", journal=":memory:")
     with pytest.raises(ConfigurationError, match="256 characters; the engine keeps at most 255"):
         Worker(_router(), settings, worker_id="w" * 256)
+
+
+class _Commits:
+    """The commits of a SQLite journal's connection, read from the statements it runs: for
+    each, whether ``synchronous`` was FULL (an fsync) and the statements it held."""
+
+    def __init__(self) -> None:
+        self.synced: list[list[str]] = []
+        self.unsynced: list[list[str]] = []
+        self._full = True  # the journal opens its connection with synchronous = FULL
+        self._statements: list[str] = []
+
+    def trace(self, statement: str) -> None:
+        text = " ".join(statement.split()).upper()
+        if text.startswith("PRAGMA SYNCHRONOUS"):
+            self._full = text.endswith("FULL")
+        elif text.startswith("BEGIN"):
+            self._statements = []
+        elif text == "COMMIT":
+            (self.synced if self._full else self.unsynced).append(self._statements)
+        else:
+            self._statements.append(statement)
+
+    def synced_touching(self, job_id: str) -> int:
+        return sum(any(job_id in statement for statement in group) for group in self.synced)
+
+
+def test_a_reply_jobs_happy_path_costs_at_most_two_fsyncd_journal_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = _Commits()
+    connect = sqlite_connection.connect
+
+    def traced(*args: object, **kwargs: object) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.set_trace_callback(commits.trace)
+        return conn
+
+    monkeypatch.setattr(sqlite_connection, "connect", traced)
+    fake = FakeEngine()
+    instance_id = fake.start("bk-1")
+    path = tmp_path / "journal.sqlite3"
+    job_ids: list[str] = []
+
+    async def main() -> JobState:
+        async with _worker(fake, path, ManualClock()) as worker:
+            await worker.run_once()
+            (job,) = await worker.journal.jobs()
+            job_ids.append(job.id)
+            return job.state
+
+    assert asyncio.run(asyncio.wait_for(main(), timeout=60)) is JobState.DELIVERED
+    assert fake.instances[instance_id].passages == 1
+    (job_id,) = job_ids
+    # The record (before the task is completed) and "done" (the result, before it is sent);
+    # the acknowledgement and "delivered" are committed without an fsync of their own.
+    assert commits.synced_touching(job_id) <= 2

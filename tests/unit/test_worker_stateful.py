@@ -179,8 +179,8 @@ class _SlowJournal:
     async def record(self, job: Job) -> bool:
         return await self._io(lambda: self._inner.record(job))
 
-    async def save(self, job: Job) -> bool:
-        return await self._io(lambda: self._inner.save(job))
+    async def save(self, job: Job, *, synced: bool = True) -> bool:
+        return await self._io(lambda: self._inner.save(job, synced=synced))
 
     async def get(self, job_id: str) -> Job | None:
         return await self._io(lambda: self._inner.get(job_id))

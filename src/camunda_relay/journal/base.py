@@ -64,9 +64,19 @@ class Journal(Protocol):
         (nothing stored) when its id exists."""
         ...
 
-    async def save(self, job: Job) -> bool:
+    async def save(self, job: Job, *, synced: bool = True) -> bool:
         """Store the job's new state (insert it if unknown); held by :attr:`owner` after it,
         by nobody once finished.
+
+        A job that made an attempt keeps the task it was recorded with: callers change a
+        job's task only with ``attempts`` back at 0 (a task offered again, a job adopted
+        afresh), and a journal may write the task only then (SQLite does).
+
+        ``synced`` False: committed and seen by every reader when this returns, and it
+        survives the worker being killed, but not waited on to reach the disk: a crash of
+        the machine (or of the database server) may lose it, never a write before it, and
+        the next synced write of this journal makes it durable too. For a step whose loss
+        puts the job back where a crash just before the step's action leaves it.
 
         Stored when the job is unknown, :attr:`owner`'s or nobody's, or its owner's lease
         ran out; False, and nothing written, when another owner holds it under a live lease

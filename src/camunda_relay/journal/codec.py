@@ -17,6 +17,14 @@ be encoded raises :class:`~camunda_relay.errors.VariableError`, naming the varia
 :func:`columns` gives the fields a journal keeps in columns of their own (to list and
 count jobs without reading payloads). Payloads are data: never log them.
 
+The SQLite journal (schema 4 on) keeps a job in two parts instead: what never changes after
+its first attempt, its task and message, as a payload of version 2 written once
+(:func:`dumps_task`: ``{"v": 2, "message": ..., "by_business_key": ..., "task": {...}}``),
+and what changes with each step in columns (:func:`columns`, and :func:`values` for the two
+that may hold values: the encoded ``result`` and ``error_detail``), so that a step writes
+its columns only. :func:`from_row` reads a job back from those columns (:data:`ROW`), with a
+payload of either version (a version-1 payload's own copies of the columns are not read).
+
 An :class:`~camunda_relay.replies.job.Answer` (what a reply token's holder sent) is kept in
 a column of its own, beside the payload (:func:`dumps_answer`): ``{"variables": {...}}`` in
 the same typed form, or ``{"failure": "reason"}``. The reply token itself is never stored,
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,17 +46,40 @@ from camunda_relay.task import Task
 
 __all__ = [
     "PAYLOAD_VERSION",
+    "ROW",
+    "TASK_PAYLOAD_VERSION",
     "CorruptJob",  # re-exported: the error lives in camunda_relay.errors
     "columns",
     "dumps",
     "dumps_answer",
+    "dumps_task",
     "from_payload",
+    "from_row",
     "loads",
     "loads_answer",
     "to_payload",
+    "values",
 ]
 
 PAYLOAD_VERSION = 1
+TASK_PAYLOAD_VERSION = 2
+"""The version of :func:`dumps_task`'s payload: the task and message alone."""
+
+ROW = (
+    "payload",
+    "answer",
+    "state",
+    "attempts",
+    "deliveries",
+    "error",
+    "error_detail",
+    "deadline",
+    "created_at",
+    "updated_at",
+    "token_hash",
+    "result",
+)
+"""The columns :func:`from_row` reads a job from, in its order."""
 
 # The reply token lives in memory only (the handler's attempt); the journal keeps its hash.
 _TASK_FIELDS = tuple(
@@ -110,9 +141,33 @@ def to_payload(job: Job) -> dict[str, object]:
     }
 
 
+def _dumps(data: object) -> str:
+    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps(job: Job) -> str:
     """The job as compact JSON text."""
-    return json.dumps(to_payload(job), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _dumps(to_payload(job))
+
+
+def dumps_task(job: Job) -> str:
+    """The part of the job that never changes after its first attempt, as compact JSON text
+    (a payload of :data:`TASK_PAYLOAD_VERSION`)."""
+    return _dumps(
+        {
+            "v": TASK_PAYLOAD_VERSION,
+            "message": job.message,
+            "by_business_key": job.by_business_key,
+            "task": _task_payload(job.task),
+        }
+    )
+
+
+def values(job: Job) -> dict[str, object]:
+    """The job's columns that may hold values: ``result`` (compact JSON text, or None) and
+    ``error_detail``."""
+    result = _dumps(_encode_values(job.result)) if job.result is not None else None
+    return {"result": result, "error_detail": job.error_detail}
 
 
 def columns(job: Job) -> dict[str, object]:
@@ -140,7 +195,7 @@ def dumps_answer(answer: Answer) -> str:
         if answer.failure is not None
         else {"variables": _encode_values(answer.variables or {})}
     )
-    return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _dumps(data)
 
 
 def loads_answer(text: str | bytes | Mapping[str, Any] | None) -> Answer | None:
@@ -238,3 +293,56 @@ def loads(text: str | bytes, answer: str | bytes | None = None) -> Job:
     except (ValueError, RecursionError):
         raise CorruptJob("a stored job payload is not valid JSON") from None
     return from_payload(data, loads_answer(answer))
+
+
+def _json(text: object, what: str) -> object:
+    if not isinstance(text, str | bytes):
+        return text  # None, or read as data already
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise CorruptJob(f"a stored job {what} is not valid JSON") from None
+
+
+def from_row(row: Sequence[Any]) -> Job:
+    """The job kept in the columns :data:`ROW` names (in its order; times in epoch seconds),
+    with a payload of either version; :class:`CorruptJob` when it cannot be read."""
+    fields = dict(zip(ROW, row, strict=True))
+    data = _json(fields["payload"], "payload")
+    answer = loads_answer(fields["answer"])
+    job_id = "?"
+    try:
+        if not isinstance(data, Mapping):
+            raise TypeError("the payload is not a JSON object")
+        task_data = data.get("task")
+        if isinstance(task_data, Mapping):
+            job_id = str(task_data.get("job_id") or task_data.get("id") or "?")
+        version = data.get("v")
+        if version not in (PAYLOAD_VERSION, TASK_PAYLOAD_VERSION):
+            raise CorruptJob(
+                f"job {job_id!r}: payload version {version!r} is not {TASK_PAYLOAD_VERSION} "
+                "(written by another camunda-relay version?)"
+            )
+        result = _json(fields["result"], "result")
+        deadline = fields["deadline"]
+        return Job(
+            task=_task(task_data),
+            message=data["message"],
+            by_business_key=bool(data["by_business_key"]),
+            state=JobState(fields["state"]),
+            attempts=int(fields["attempts"]),
+            deliveries=int(fields["deliveries"]),
+            result=_decode_values(result) if result is not None else None,
+            error=fields["error"],
+            error_detail=fields["error_detail"],
+            deadline=float(deadline) if deadline is not None else None,
+            created_at=float(fields["created_at"]),
+            updated_at=float(fields["updated_at"]),
+            token_hash=fields["token_hash"],
+            answer=answer,
+        )
+    except CorruptJob:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        problem = f"missing field {error}" if isinstance(error, KeyError) else type(error).__name__
+        raise CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})") from None

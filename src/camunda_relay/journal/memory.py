@@ -94,7 +94,7 @@ class MemoryJournal:
         self._entries[job.id] = _Entry(job, NOBODY if job.state.finished else self.owner)
         return True
 
-    async def save(self, job: Job) -> bool:
+    async def save(self, job: Job, *, synced: bool = True) -> bool:
         entry = self._entries.get(job.id)
         if entry is not None and not self._free(entry.owner):
             return False

@@ -301,8 +301,8 @@ class PostgresJournal:
     async def record(self, job: Job) -> bool:
         return await self._rowcount("record", self._row(job)) == 1
 
-    async def save(self, job: Job) -> bool:
-        return await self._rowcount("save", self._row(job)) == 1
+    async def save(self, job: Job, *, synced: bool = True) -> bool:
+        return await self._rowcount("save" if synced else "save_unsynced", self._row(job)) == 1
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._execute("get", {"id": job_id})

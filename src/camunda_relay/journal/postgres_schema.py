@@ -123,12 +123,15 @@ VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
     to_timestamp(%(created_at)s), to_timestamp(%(updated_at)s), %(owner)s, %(payload)s::json,
     %(token_hash)s)
 """
-QUERIES = {
-    "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
-    # Written over only when the job is this owner's or nobody's, or its owner has no live
-    # lease (it ran out, was released, or there is no row at all).
-    "save": _INSERT
-    + """ON CONFLICT (id) DO UPDATE SET
+# A save whose commit does not wait for the WAL's flush (``synchronous_commit`` off for its
+# transaction alone, set by the one row the insert reads): a crash of the server may lose
+# it, never a commit before it, and the next synchronous commit flushes it too.
+_INSERT_UNSYNCED = (
+    "WITH commit_mode AS (SELECT set_config('synchronous_commit', 'off', true))"
+    + _INSERT.replace("VALUES (", "SELECT ").rstrip().removesuffix(")")
+    + "\nFROM commit_mode\n"
+)
+_SAVE_CONFLICT = """ON CONFLICT (id) DO UPDATE SET
     topic = excluded.topic, process_instance_id = excluded.process_instance_id,
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
@@ -140,7 +143,13 @@ QUERIES = {
 WHERE {table}.owner IN (%(me)s, '') OR NOT EXISTS (
     SELECT 1 FROM {owners} AS lease
     WHERE lease.owner = {table}.owner AND lease.lease_until > now()
-)""",
+)"""
+QUERIES = {
+    "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
+    # Written over only when the job is this owner's or nobody's, or its owner has no live
+    # lease (it ran out, was released, or there is no row at all).
+    "save": _INSERT + _SAVE_CONFLICT,
+    "save_unsynced": _INSERT_UNSYNCED + _SAVE_CONFLICT,
     "get": "SELECT payload, answer FROM {table} WHERE id = %(id)s",
     "unfinished": "SELECT payload, answer FROM {table} WHERE {unfinished} ORDER BY created_at, id",
     "jobs": "SELECT payload, answer FROM {table} ORDER BY created_at, id",

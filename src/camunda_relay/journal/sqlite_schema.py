@@ -1,8 +1,10 @@
-"""The SQLite journal's schema (``PRAGMA user_version`` 3), its migrations from versions 1
-and 2, and the statements :mod:`camunda_relay.journal.sqlite` runs.
+"""The SQLite journal's schema (``PRAGMA user_version`` 4), its migrations from versions 1,
+2 and 3, and the statements :mod:`camunda_relay.journal.sqlite` runs.
 
-Two tables. ``relay_jobs``: one row per job, the fields needed to list, count and claim jobs
-in columns, the whole job in ``payload`` (JSON text from :mod:`camunda_relay.journal.codec`),
+Two tables. ``relay_jobs``: one row per job, what changes with its steps in columns (its
+state, attempts, ``result`` and ``error_detail``, ...), what does not in ``payload`` (its task
+and message, JSON text from :mod:`camunda_relay.journal.codec`, written when the job is
+recorded or starts afresh: :data:`SAVE`; a step writes its columns only, :data:`SAVE_STEP`),
 and the ``owner`` that holds it (``''``, :data:`~camunda_relay.journal.base.NOBODY`, for a
 finished or released job). ``relay_owners``: one row per owner that renewed, with the end
 of its one lease (epoch seconds, from the journal's clock). Renewing a lease writes one small
@@ -24,7 +26,10 @@ Version 1, the first layout, kept a ``lease_until`` on every job row. :data:`MIG
 gives each owner of unfinished jobs the latest lease any of its jobs had, hands finished
 jobs to nobody, and drops the column. Version 2 had no deferred replies:
 :data:`MIGRATE_FROM_2` adds the two columns and rebuilds the claim index (whose unfinished
-states now include ``deferred``); a version-1 file gets both.
+states now include ``deferred``); a version-1 file gets both. Version 3 kept the whole job
+in ``payload``: :data:`MIGRATE_FROM_3` adds the ``result`` and ``error_detail`` columns,
+filled from the payload (whose other fields are read from the columns from then on); older
+files get it after their own.
 """
 
 # The statements are put together from constants only (the state lists of replies.job and
@@ -33,6 +38,7 @@ states now include ``deferred``); a version-1 file gets both.
 
 from __future__ import annotations
 
+from camunda_relay.journal import codec
 from camunda_relay.replies.job import FINISHED, UNFINISHED, JobState, sql_states
 
 __all__ = [
@@ -40,8 +46,10 @@ __all__ = [
     "ANSWER_SET",
     "CLAIM",
     "CREATE",
+    "JOB",
     "MIGRATE_FROM_1",
     "MIGRATE_FROM_2",
+    "MIGRATE_FROM_3",
     "PRUNE_FINISHED",
     "PRUNE_OWNERS",
     "RECORD",
@@ -49,12 +57,13 @@ __all__ = [
     "RELEASE_LEASE",
     "RENEW",
     "SAVE",
+    "SAVE_STEP",
     "SCHEMA_VERSION",
     "UNFINISHED_PAYLOADS",
     "statements",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _UNFINISHED = f"state IN ({sql_states(UNFINISHED)})"
 # A deferred job waits for its answer or its deadline; nobody claims it before.
@@ -90,7 +99,9 @@ CREATE TABLE relay_jobs (
     owner               TEXT NOT NULL,
     payload             TEXT NOT NULL,
     token_hash          TEXT,
-    answer              TEXT
+    answer              TEXT,
+    error_detail        TEXT,
+    result              TEXT
 );
 CREATE INDEX relay_jobs_state ON relay_jobs (state);
 {_CLAIM_INDEX};
@@ -121,7 +132,18 @@ DROP INDEX IF EXISTS relay_jobs_claim;
 {_ADD_ANSWERS}
 """
 
-MIGRATIONS = {1: MIGRATE_FROM_1 + ";" + _ADD_ANSWERS, 2: MIGRATE_FROM_2}
+MIGRATE_FROM_3 = """
+ALTER TABLE relay_jobs ADD COLUMN error_detail TEXT;
+ALTER TABLE relay_jobs ADD COLUMN result TEXT;
+UPDATE relay_jobs SET error_detail = json_extract(payload, '$.error_detail'),
+    result = json_extract(payload, '$.result')
+"""
+
+MIGRATIONS = {
+    1: MIGRATE_FROM_1 + ";" + _ADD_ANSWERS + ";" + MIGRATE_FROM_3,
+    2: MIGRATE_FROM_2 + ";" + MIGRATE_FROM_3,
+    3: MIGRATE_FROM_3,
+}
 """The script that brings a file of each older version to :data:`SCHEMA_VERSION`."""
 
 
@@ -135,29 +157,48 @@ def statements(script: str) -> list[str]:
 
 _INSERT = """
 INSERT INTO relay_jobs (id, topic, process_instance_id, business_key, state, attempts,
-    deliveries, error, deadline, created_at, updated_at, owner, payload, token_hash)
+    deliveries, error, deadline, created_at, updated_at, owner, payload, token_hash,
+    error_detail, result)
 VALUES (:id, :topic, :process_instance_id, :business_key, :state, :attempts,
-    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :payload, :token_hash)
+    :deliveries, :error, :deadline, :created_at, :updated_at, :owner, :payload, :token_hash,
+    :error_detail, :result)
 """
 RECORD = _INSERT + "ON CONFLICT (id) DO NOTHING"
 
 # A job may be written over by :me when it is its own or nobody's, or when its owner has no
 # live lease (it ran out, was released, or there is no row at all).
+_MAY_WRITE = """(relay_jobs.owner IN (:me, '') OR NOT EXISTS (
+    SELECT 1 FROM relay_owners AS lease
+    WHERE lease.owner = relay_jobs.owner AND lease.lease_until > :now
+))"""
+
+# The whole job, its payload too: a job unknown so far, or one starting afresh.
 SAVE = (
     _INSERT
-    + """ON CONFLICT (id) DO UPDATE SET
+    + f"""ON CONFLICT (id) DO UPDATE SET
     topic = excluded.topic, process_instance_id = excluded.process_instance_id,
     business_key = excluded.business_key, state = excluded.state,
     attempts = excluded.attempts, deliveries = excluded.deliveries, error = excluded.error,
     deadline = excluded.deadline, created_at = excluded.created_at,
     updated_at = excluded.updated_at, owner = excluded.owner, payload = excluded.payload,
-    token_hash = excluded.token_hash,
+    token_hash = excluded.token_hash, error_detail = excluded.error_detail,
+    result = excluded.result,
     answer = CASE WHEN relay_jobs.token_hash IS excluded.token_hash THEN relay_jobs.answer END
-WHERE relay_jobs.owner IN (:me, '') OR NOT EXISTS (
-    SELECT 1 FROM relay_owners AS lease
-    WHERE lease.owner = relay_jobs.owner AND lease.lease_until > :now
-)"""
+WHERE {_MAY_WRITE}"""
 )
+
+# A step of a known job: the columns that change, not the payload. No row changed: the job
+# is unknown (then :data:`SAVE`) or another owner's.
+SAVE_STEP = f"""
+UPDATE relay_jobs SET state = :state, attempts = :attempts, deliveries = :deliveries,
+    error = :error, deadline = :deadline, updated_at = :updated_at, owner = :owner,
+    token_hash = :token_hash, error_detail = :error_detail, result = :result,
+    answer = CASE WHEN token_hash IS :token_hash THEN answer END
+WHERE id = :id AND {_MAY_WRITE}
+"""
+
+JOB = ", ".join(codec.ROW)
+"""The columns a job is read from (:func:`camunda_relay.journal.codec.from_row`)."""
 
 RENEW = """
 INSERT INTO relay_owners (owner, lease_until) VALUES (:me, :lease_until)
@@ -194,7 +235,7 @@ WHERE id IN (
         AND topic IN (SELECT value FROM json_each(:topics)) AND {_CLAIMABLE}
     ORDER BY created_at, id LIMIT :limit
 )
-RETURNING payload, answer
+RETURNING {JOB}
 """
 
 # Leases that ran out of owners that hold no unfinished job: the table stays as small as the
@@ -212,9 +253,7 @@ PRUNE_FINISHED = (
     f"DELETE FROM relay_jobs WHERE state IN ({sql_states(FINISHED)}) AND updated_at < :before"
 )
 
-UNFINISHED_PAYLOADS = (
-    f"SELECT payload, answer FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"
-)
+UNFINISHED_PAYLOADS = f"SELECT {JOB} FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"
 
 # The job a reply token's hash names, and keeping its answer (once).
 ANSWER_FIND = "SELECT state, answer IS NOT NULL, deadline FROM relay_jobs WHERE token_hash = :hash"

@@ -77,8 +77,10 @@ class Replies:
         this call's own completion (not told from history after a restart)."""
         if completed_here:
             await self._ctx.failpoints.hit("after_complete_before_work")
-        # One write for "acknowledged" and "first attempt started".
-        job = await self.keep(_attempt(job, 1))
+        # One write for "acknowledged" and "first attempt started", not waited on to reach
+        # the disk: lost with the machine, the job is back in "recorded", as a crash just
+        # after the completion leaves it (history tells it was completed; the work runs).
+        job = await self.keep(_attempt(job, 1), synced=False)
         self._ctx.stats.completed += 1
         log.debug("task completed; work runs in the background", extra=job.task.log_context())
         return job
@@ -261,7 +263,9 @@ class Replies:
         if outcome.state is JobState.FAILING:
             return await self._failing(outcome, outcome.error or "not delivered", advanced=True)
         await ctx.failpoints.hit("after_correlate_before_journal")
-        job = await self.keep(outcome)
+        # Not waited on to reach the disk: lost with the machine, the job is back in "done",
+        # as a crash just before this write leaves it (history confirms the delivery).
+        job = await self.keep(outcome, synced=False)
         ctx.stats.replies_delivered += 1
         log.info("reply %r delivered", job.message, extra=job.task.log_context())
         return job
@@ -313,14 +317,15 @@ class Replies:
         if not await self._ctx.stop.wait(seconds):
             raise Stopped
 
-    async def keep(self, job: Job) -> Job:
+    async def keep(self, job: Job, *, synced: bool = True) -> Job:
         """Save ``job``, retrying while the journal cannot be written; :class:`TakenOver`
-        when another worker holds it now, :class:`Stopped` at a stop meanwhile."""
+        when another worker holds it now, :class:`Stopped` at a stop meanwhile. ``synced``:
+        see :meth:`~camunda_relay.journal.base.Journal.save`."""
         ctx = self._ctx
         attempt = 0
         while True:
             try:
-                saved = await ctx.journal.save(job)
+                saved = await ctx.journal.save(job, synced=synced)
             except JournalError as error:
                 ctx.journal_health.failed(error, "saved a job")
                 ctx.stats.journal_errors += 1
