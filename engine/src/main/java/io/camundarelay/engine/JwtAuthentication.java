@@ -2,6 +2,7 @@ package io.camundarelay.engine;
 
 import jakarta.servlet.http.HttpServletRequest;
 import jakarta.servlet.http.HttpServletResponse;
+import java.util.Collection;
 import java.util.List;
 import java.util.stream.Collectors;
 import org.camunda.bpm.engine.ProcessEngine;
@@ -49,7 +50,8 @@ public final class JwtAuthentication implements AuthenticationProvider {
   private final String userClaim;
   private final AuthenticationProvider basic;
 
-  JwtAuthentication(JwtDecoder decoder, String issuer, String userClaim, AuthenticationProvider basic) {
+  JwtAuthentication(
+      JwtDecoder decoder, String issuer, String userClaim, AuthenticationProvider basic) {
     this.decoder = decoder;
     this.issuer = issuer;
     this.userClaim = userClaim;
@@ -133,7 +135,7 @@ public final class JwtAuthentication implements AuthenticationProvider {
           "Malformed token",
           "Unsigned tokens are not supported");
 
-  private static String descriptions(java.util.Collection<OAuth2Error> errors) {
+  private static String descriptions(Collection<OAuth2Error> errors) {
     return errors.stream().map(OAuth2Error::getDescription).collect(Collectors.joining("; "));
   }
 
