@@ -257,3 +257,31 @@ def test_forged_tampered_and_expired_tokens_get_401(
     assert "bearer token refused: Invalid signature" in log
     assert "bearer token refused: Jwt expired at" in log
     _assert_no_secrets(log, client.secret, *refused.values(), *accepted.values())
+
+
+def test_an_engine_whose_issuer_is_down_starts_and_refuses_bearer_tokens(
+    engine_jar: Path, tmp_path: Path
+) -> None:
+    """The issuer is asked at the first bearer token, not at start: Basic works meanwhile, and
+    a bearer token gets 401 with a WARN line naming the issuer (and not the token)."""
+    issuer = f"http://127.0.0.1:{free_port()}/realms/relay"  # nothing listens there
+    started = time.monotonic()
+    running = start_engine(
+        engine_jar, tmp_path / "engine", free_port(), jwt=bundled_engine.Jwt(issuer)
+    )
+    print(f"engine with an unreachable issuer ready in {time.monotonic() - started:.1f} s")
+    try:
+        now = int(time.time())
+        key = SigningKey.generate(tmp_path, "any").with_kid("any")
+        token = key.sign({"iss": issuer, "preferred_username": USER, "exp": now + 300})
+        with running.client() as admin, _bearer(running, token) as bearer:
+            assert admin.get("/process-definition/count").status_code == 200
+            for _ in range(2):  # asked again at the next token
+                refused = bearer.get("/process-definition/count")
+                assert refused.status_code == 401, refused.text
+        log = _engine_log(running)
+        warning = f"bearer token refused: the JWT issuer {issuer} cannot be asked for its keys"
+        assert log.count(warning) == 2, log[-3000:]
+        _assert_no_secrets(log, token)
+    finally:
+        bundled_engine.stop(running.info.pid)

@@ -90,13 +90,18 @@ public final class JwtAuthentication implements AuthenticationProvider {
       LOG.debug("bearer token refused: {}", descriptions(error.getErrors()));
       return AuthenticationResult.unsuccessful();
     } catch (JwtDecoderInitializationException error) {
-      LOG.warn(
-          "bearer token refused: the JWT issuer {} cannot be asked for its keys ({})",
-          issuer,
-          rootCause(error));
+      unreachable(error);
       return AuthenticationResult.unsuccessful();
     } catch (JwtException error) {
-      LOG.debug("bearer token refused: {}", reason(error));
+      if (String.valueOf(error.getMessage()).contains(NO_JWK_SET)) {
+        unreachable(error);
+      } else {
+        LOG.debug("bearer token refused: {}", reason(error));
+      }
+      return AuthenticationResult.unsuccessful();
+    } catch (RuntimeException error) {
+      // The issuer's configuration is resolved lazily: its failures come through unwrapped.
+      unreachable(error);
       return AuthenticationResult.unsuccessful();
     }
     String user = jwt.getClaimAsString(userClaim);
@@ -128,12 +133,21 @@ public final class JwtAuthentication implements AuthenticationProvider {
     return error.getClass().getSimpleName();
   }
 
+  private static final String NO_JWK_SET = "Couldn't retrieve remote JWK set";
+
   private static final List<String> KNOWN_REASONS =
       List.of(
           "Invalid signature",
           "Another algorithm expected, or no matching key(s) found",
           "Malformed token",
           "Unsigned tokens are not supported");
+
+  private void unreachable(Exception error) {
+    LOG.warn(
+        "bearer token refused: the JWT issuer {} cannot be asked for its keys ({})",
+        issuer,
+        rootCause(error));
+  }
 
   private static String descriptions(Collection<OAuth2Error> errors) {
     return errors.stream().map(OAuth2Error::getDescription).collect(Collectors.joining("; "));
