@@ -65,6 +65,7 @@ from camunda_relay.engine_options import (
     WORKER_USER,
     EngineInfo,
     EngineOptions,
+    Jwt,
     Postgres,
     Tls,
     read_worker_password,
@@ -85,6 +86,7 @@ __all__ = [
     "EngineInfo",
     "EngineOptions",
     "EngineStartError",
+    "Jwt",
     "Postgres",
     "Tls",
     "build_dir",
@@ -111,7 +113,13 @@ INFO_FILE = "engine.json"
 # The engine's one line when it refuses its settings (StartupCheck.REFUSAL in engine/).
 REFUSAL = "camunda-relay engine: refusing to start: "
 # Engine variables this module sets itself for each start, never inherited.
-_OWN_VARIABLES = ("CAMUNDA_DB_", "CAMUNDA_TLS_", "CAMUNDA_WORKER_", "CAMUNDA_MANAGEMENT_")
+_OWN_VARIABLES = (
+    "CAMUNDA_DB_",
+    "CAMUNDA_TLS_",
+    "CAMUNDA_WORKER_",
+    "CAMUNDA_MANAGEMENT_",
+    "CAMUNDA_JWT_",
+)
 
 
 # Engines started by this process: kept so that they are reaped (no zombies, no
@@ -148,6 +156,10 @@ def _engine_env(options: EngineOptions) -> dict[str, str]:
         CAMUNDA_WORKER_USER=options.worker_user,
         CAMUNDA_WORKER_PASSWORD=options.worker_password or worker_password(options.state_dir),
     )
+    if options.worker_tenants:
+        env["CAMUNDA_WORKER_TENANTS"] = ",".join(options.worker_tenants)
+    if options.jwt is not None:
+        env.update(options.jwt.variables())
     if options.tls is not None:
         env.update(options.tls.variables())
     if options.management_port is not None:

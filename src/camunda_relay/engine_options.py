@@ -26,6 +26,7 @@ __all__ = [
     "WORKER_USER",
     "EngineInfo",
     "EngineOptions",
+    "Jwt",
     "Postgres",
     "Tls",
     "read_worker_password",
@@ -90,6 +91,36 @@ class Tls:
         return env
 
 
+@dataclass(frozen=True)
+class Jwt:
+    """JWT bearer tokens on the engine's REST API beside Basic (``CAMUNDA_JWT_*``): tokens of
+    ``issuer_uri`` (its keys from its OpenID configuration), for ``audience`` when set, whose
+    claim ``user_claim`` names the engine user."""
+
+    issuer_uri: str
+    audience: str = ""
+    user_claim: str = "preferred_username"
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Jwt | None:
+        """The ``CAMUNDA_JWT_*`` variables, or None without ``CAMUNDA_JWT_ISSUER_URI``."""
+        issuer = environ.get("CAMUNDA_JWT_ISSUER_URI", "").strip()
+        if not issuer:
+            return None
+        return cls(
+            issuer_uri=issuer,
+            audience=environ.get("CAMUNDA_JWT_AUDIENCE", "").strip(),
+            user_claim=environ.get("CAMUNDA_JWT_USER_CLAIM", "").strip() or "preferred_username",
+        )
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "CAMUNDA_JWT_ISSUER_URI": self.issuer_uri,
+            "CAMUNDA_JWT_AUDIENCE": self.audience,
+            "CAMUNDA_JWT_USER_CLAIM": self.user_claim,
+        }
+
+
 def _port(environ: Mapping[str, str], name: str) -> int | None:
     text = environ.get(name, "").strip()
     if not text:
@@ -97,6 +128,18 @@ def _port(environ: Mapping[str, str], name: str) -> int | None:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ConfigurationError(f"{name} must be a port from 1 to 65535, not {text!r}")
     return int(text)
+
+
+def _tenants(text: str) -> tuple[str, ...]:
+    """``CAMUNDA_WORKER_TENANTS``: comma-separated ids of letters and digits (Camunda's id
+    pattern, which the engine checks too)."""
+    ids = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    for tenant in ids:
+        if not tenant.isascii() or not tenant.isalnum():
+            raise ConfigurationError(
+                f"CAMUNDA_WORKER_TENANTS: tenant id {tenant!r} may have letters and digits only"
+            )
+    return ids
 
 
 def _probe_host(bind_address: str) -> str:
@@ -118,6 +161,9 @@ class EngineOptions:
     (``/actuator/health/liveness``, ``/actuator/health/readiness``) and Prometheus metrics
     (``/actuator/prometheus``) on this port, on ``management_address``
     (``CAMUNDA_MANAGEMENT_ADDRESS``, loopback by default); None: no management port.
+    ``jwt`` (``CAMUNDA_JWT_*``): accept JWT bearer tokens beside Basic; None: Basic only.
+    ``worker_tenants`` (``CAMUNDA_WORKER_TENANTS``): the tenants the worker group is a member
+    of, so that its members fetch those tenants' tasks; none by default.
     """
 
     port: int = 8080
@@ -135,6 +181,8 @@ class EngineOptions:
     management_port: int | None = None
     management_address: str = "127.0.0.1"
     flavour: EngineFlavour = DEFAULT_FLAVOUR
+    worker_tenants: tuple[str, ...] = ()
+    jwt: Jwt | None = None
 
     @classmethod
     def from_environment(
@@ -147,8 +195,10 @@ class EngineOptions:
         password: str,
         flavour: EngineFlavour = DEFAULT_FLAVOUR,
     ) -> EngineOptions:
-        """Options for ``engine up`` and ``demo``: the bind address and TLS from the
-        engine's own variables (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``), the rest given."""
+        """Options for ``engine up`` and ``demo``: the bind address, TLS, the management port,
+        bearer tokens and the worker's tenants from the engine's own variables
+        (``CAMUNDA_BIND_ADDRESS``, ``CAMUNDA_TLS_*``, ``CAMUNDA_MANAGEMENT_*``,
+        ``CAMUNDA_JWT_*``, ``CAMUNDA_WORKER_TENANTS``), the rest given."""
         return cls(
             port=port,
             state_dir=state_dir,
@@ -159,6 +209,8 @@ class EngineOptions:
             management_port=_port(environ, "CAMUNDA_MANAGEMENT_PORT"),
             management_address=environ.get("CAMUNDA_MANAGEMENT_ADDRESS", "127.0.0.1"),
             flavour=flavour,
+            worker_tenants=_tenants(environ.get("CAMUNDA_WORKER_TENANTS", "")),
+            jwt=Jwt.from_environment(environ),
         )
 
     @property

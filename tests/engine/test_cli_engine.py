@@ -123,3 +123,22 @@ def test_bad_tls_settings_are_refused_in_one_line(engine_jar: Path, tmp_path: Pa
         "Error: the engine refused to start: CAMUNDA_TLS_CERTIFICATE and CAMUNDA_TLS_KEY go "
         "together: set both"
     ]
+
+
+def test_bad_jwt_and_tenant_settings_are_refused_in_one_line(
+    engine_jar: Path, tmp_path: Path
+) -> None:
+    def up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        where = ["--port", str(free_port()), "--state-dir", str(tmp_path)]
+        return _cli("engine", "up", *where, "--engine", ENGINE, env=env)
+
+    issuer = up({"CAMUNDA_JWT_ISSUER_URI": "keycloak.example/realms/relay"})
+    tenants = up({"CAMUNDA_WORKER_TENANTS": "tenanta,tenant-b"})
+    assert issuer.returncode == tenants.returncode == 1
+    assert issuer.stderr.strip().splitlines() == [
+        "Error: the engine refused to start: CAMUNDA_JWT_ISSUER_URI must be an http:// or "
+        "https:// URL: keycloak.example/realms/relay"
+    ]
+    assert tenants.stderr.strip().splitlines() == [
+        "Error: CAMUNDA_WORKER_TENANTS: tenant id 'tenant-b' may have letters and digits only"
+    ]

@@ -1,18 +1,23 @@
 """Per-topic tenant filters on the real engine: the seed process deployed for two tenants,
 each fetch limited to one of them gets that tenant's tasks only, and a reply by process
-instance id (with the business key) reaches the instance of its own tenant."""
+instance id (with the business key) reaches the instance of its own tenant. The worker user
+sees a tenant's tasks only when ``CAMUNDA_WORKER_TENANTS`` names it."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
+from camunda_relay import bundled_engine
 from camunda_relay.client import TopicRequest
 from camunda_relay.filters import TopicFilter
-from tests.support.engine import WORKER_USER, Engine
+from tests.support.engine import WORKER_USER, Engine, start_engine
+from tests.support.tools import free_port
 
 BPMN = Path(__file__).parents[2] / "engine/src/main/resources/processes/correlation-message.bpmn"
 TOPIC = "messageSending"
@@ -109,3 +114,38 @@ def test_the_worker_user_sees_no_tenant_it_is_not_a_member_of(
         assert _fetch(worker, "w-rights", tenant, key) == []
     (task,) = _fetch(rest, "w-admin", tenant, key)  # the administrator sees it
     assert task["processInstanceId"] == instance
+
+
+SERVED, OTHER = "relaytenanta", "relaytenantb"
+
+
+@pytest.fixture(scope="module")
+def tenant_engine(engine_jar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """An engine started with ``CAMUNDA_WORKER_TENANTS`` naming one tenant (which does not
+    exist before: the engine creates it)."""
+    running = start_engine(
+        engine_jar, tmp_path_factory.mktemp("tenant-engine"), free_port(), worker_tenants=(SERVED,)
+    )
+    yield running
+    bundled_engine.stop(running.info.pid)
+
+
+def test_with_worker_tenants_the_worker_user_gets_those_tenants_tasks_only(
+    tenant_engine: Engine,
+) -> None:
+    key = f"tenants-{uuid.uuid4().hex[:8]}"
+    with tenant_engine.client() as admin, tenant_engine.worker_client() as worker:
+        instances = {}
+        for tenant in (SERVED, OTHER):
+            _deploy(admin, tenant)
+            instances[tenant] = _start(admin, tenant, key)
+        assert _fetch(worker, "w-other", OTHER, key) == []
+        (task,) = _fetch(worker, "w-served", SERVED, key)
+        assert task["tenantId"] == SERVED
+        assert task["processInstanceId"] == instances[SERVED]
+        # The membership is the worker group's (so bearer-token users in it have it too).
+        tenants = admin.get("/tenant", params={"groupMember": "relayworkers"})
+        assert [t["id"] for t in tenants.json()] == [SERVED]
+        assert admin.get("/tenant", params={"userMember": WORKER_USER}).json() == []
+        (other,) = _fetch(admin, "w-admin", OTHER, key)  # the administrator sees both
+        assert other["processInstanceId"] == instances[OTHER]

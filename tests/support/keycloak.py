@@ -159,16 +159,60 @@ class Keycloak:
             assert response.status_code == 201, response.text
         return Client(client_id, secret)
 
+    def token(self, client: Client) -> str:
+        """An access token for ``client`` (client credentials)."""
+        response = httpx.post(
+            self.token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(client.client_id, client.secret),
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def add_signing_key(self, private_key_pem: str, *, priority: int = 1000) -> str:
+        """Make the realm sign with this RSA key (and publish it in its JWK set) from now on;
+        returns its key id, as Keycloak computed it."""
+        with self._admin() as admin:
+            realm = admin.get(f"/{REALM}")
+            assert realm.status_code == 200, realm.text
+            response = admin.post(
+                f"/{REALM}/components",
+                json={
+                    "name": f"test-key-{secrets.token_hex(4)}",
+                    "providerId": "rsa",
+                    "providerType": "org.keycloak.keys.KeyProvider",
+                    "parentId": realm.json()["id"],
+                    "config": {
+                        "priority": [str(priority)],
+                        "enabled": ["true"],
+                        "active": ["true"],
+                        "algorithm": ["RS256"],
+                        "privateKey": [private_key_pem],
+                    },
+                },
+            )
+            assert response.status_code == 201, response.text
+            component = response.headers["Location"].rsplit("/", 1)[-1]
+            keys = admin.get(f"/{REALM}/keys")
+            assert keys.status_code == 200, keys.text
+        (kid,) = [k["kid"] for k in keys.json()["keys"] if k.get("providerId") == component]
+        return str(kid)
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=30)
+        _stop(self.process)
 
 
-def start(home: Path, java_home: Path, port: int, log: Path, *, timeout: float = 240) -> Keycloak:
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def start(home: Path, java_home: Path, port: int, log: Path, *, timeout: float = 600) -> Keycloak:
     password = secrets.token_urlsafe(18)
     env = {
         **os.environ,
@@ -203,7 +247,7 @@ def start(home: Path, java_home: Path, port: int, log: Path, *, timeout: float =
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
-            process.terminate()
+            _stop(process)
             raise RuntimeError(f"Keycloak not ready after {timeout} s; see {log}")
         time.sleep(0.5)
     keycloak = Keycloak(url, password, process, time.monotonic() - started)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from camunda_relay import bundled_engine
 from camunda_relay.cli import cli
+from camunda_relay.errors import ConfigurationError
 
 
 def _project(tmp_path: Path) -> Path:
@@ -222,6 +223,42 @@ def test_options_from_the_environment_say_where_the_engine_answers(
         environ, port=8080, state_dir=tmp_path, user="u", password="p"
     )
     assert options.base_url == base_url
+
+
+def test_bearer_tokens_and_worker_tenants_from_the_environment_reach_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAMUNDA_JWT_AUDIENCE", "inherited")
+    monkeypatch.setenv("CAMUNDA_WORKER_TENANTS", "inherited")
+    environ = {
+        "CAMUNDA_JWT_ISSUER_URI": " https://idp.example/realms/relay ",
+        "CAMUNDA_JWT_USER_CLAIM": "azp",
+        "CAMUNDA_WORKER_TENANTS": "tenanta, tenantb,,tenanta",
+    }
+    options = bundled_engine.EngineOptions.from_environment(
+        environ, port=8080, state_dir=tmp_path, user="u", password="p"
+    )
+    assert options.jwt == bundled_engine.Jwt("https://idp.example/realms/relay", "", "azp")
+    assert options.worker_tenants == ("tenanta", "tenantb")
+    env = bundled_engine._engine_env(options)
+    assert env["CAMUNDA_JWT_ISSUER_URI"] == "https://idp.example/realms/relay"
+    assert env["CAMUNDA_JWT_AUDIENCE"] == ""  # not the inherited one
+    assert env["CAMUNDA_JWT_USER_CLAIM"] == "azp"
+    assert env["CAMUNDA_WORKER_TENANTS"] == "tenanta,tenantb"
+    plain = bundled_engine._engine_env(bundled_engine.EngineOptions(state_dir=tmp_path))
+    assert not [name for name in plain if name.startswith("CAMUNDA_JWT_")]
+    assert "CAMUNDA_WORKER_TENANTS" not in plain
+
+
+def test_a_worker_tenant_id_of_other_characters_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"tenant id 'tenant-a' may have letters"):
+        bundled_engine.EngineOptions.from_environment(
+            {"CAMUNDA_WORKER_TENANTS": "ok,tenant-a"},
+            port=8080,
+            state_dir=tmp_path,
+            user="u",
+            password="p",
+        )
 
 
 def test_a_refusal_is_read_from_this_starts_part_of_the_log(tmp_path: Path) -> None:

@@ -45,6 +45,10 @@ def test_the_engines_worker_and_tls_variables_are_not_ours() -> None:
         "CAMUNDA_TLS_KEY": "server.key",
         "CAMUNDA_TLS_KEYSTORE": "server.p12",
         "CAMUNDA_TLS_KEYSTORE_PASSWORD": "s",
+        "CAMUNDA_WORKER_TENANTS": "tenanta",
+        "CAMUNDA_JWT_ISSUER_URI": "https://idp.example/realms/relay",
+        "CAMUNDA_JWT_AUDIENCE": "camunda",
+        "CAMUNDA_JWT_USER_CLAIM": "azp",
     }
     assert Settings.load(engine_only) == Settings()
     ours = Settings.load({**engine_only, "CAMUNDA_CA_BUNDLE": "ca.pem", "CAMUNDA_TLS_VERIFY": "1"})

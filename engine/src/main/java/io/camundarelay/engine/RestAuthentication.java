@@ -1,14 +1,20 @@
 package io.camundarelay.engine;
 
+import jakarta.servlet.FilterConfig;
+import jakarta.servlet.ServletException;
+import org.camunda.bpm.engine.rest.security.auth.AuthenticationProvider;
 import org.camunda.bpm.engine.rest.security.auth.ProcessEngineAuthenticationFilter;
 import org.camunda.bpm.engine.rest.security.auth.impl.HttpBasicAuthenticationProvider;
+import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
 import org.springframework.boot.web.servlet.FilterRegistrationBean;
 import org.springframework.context.annotation.Bean;
 import org.springframework.context.annotation.Configuration;
 
 /**
- * HTTP Basic authentication on the engine REST API, as Camunda Run does it.
+ * HTTP Basic authentication on the engine REST API, as Camunda Run does it, and JWT bearer
+ * tokens beside it when {@code relay.jwt.issuer-uri} ({@code CAMUNDA_JWT_ISSUER_URI}) is set
+ * ({@link JwtAuthentication}).
  *
  * <p>The REST API is open by default in Camunda 7; this registers the engine's own
  * authentication filter on {@code /engine-rest/*}. {@code GET /engine-rest/engine} (the list
@@ -22,9 +28,21 @@ import org.springframework.context.annotation.Configuration;
 public class RestAuthentication {
 
   @Bean
-  public FilterRegistrationBean<ProcessEngineAuthenticationFilter> restAuthenticationFilter() {
+  public FilterRegistrationBean<ProcessEngineAuthenticationFilter> restAuthenticationFilter(
+      @Value("${relay.jwt.issuer-uri:}") String issuer,
+      @Value("${relay.jwt.audience:}") String audience,
+      @Value("${relay.jwt.user-claim:preferred_username}") String userClaim) {
+    ProcessEngineAuthenticationFilter filter =
+        issuer.isBlank()
+            ? new ProcessEngineAuthenticationFilter()
+            : new WithProvider(
+                new JwtAuthentication(
+                    JwtAuthentication.decoder(issuer.trim(), audience.trim()),
+                    issuer.trim(),
+                    userClaim.trim(),
+                    new HttpBasicAuthenticationProvider()));
     FilterRegistrationBean<ProcessEngineAuthenticationFilter> registration =
-        new FilterRegistrationBean<>(new ProcessEngineAuthenticationFilter());
+        new FilterRegistrationBean<>(filter);
     registration.setName("camunda-rest-auth");
     registration.addUrlPatterns("/engine-rest/*");
     registration.addInitParameter(
@@ -33,5 +51,21 @@ public class RestAuthentication {
     registration.addInitParameter("rest-url-pattern-prefix", "/engine-rest");
     registration.setAsyncSupported(true);
     return registration;
+  }
+
+  /** The engine's filter with a provider instance instead of one made from a class name. */
+  private static final class WithProvider extends ProcessEngineAuthenticationFilter {
+
+    private final AuthenticationProvider provider;
+
+    WithProvider(AuthenticationProvider provider) {
+      this.provider = provider;
+    }
+
+    @Override
+    public void init(FilterConfig config) throws ServletException {
+      super.init(config);
+      authenticationProvider = provider;
+    }
   }
 }

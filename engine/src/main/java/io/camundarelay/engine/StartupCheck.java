@@ -16,6 +16,10 @@ import org.springframework.core.env.Environment;
  *       means every interface) with the default password {@code demo} for the administrator or
  *       the worker user: refused.
  *   <li>A worker user without a password, or the same id as the administrator: refused.
+ *   <li>A tenant id in {@code CAMUNDA_WORKER_TENANTS} that is not letters and digits
+ *       (Camunda's default id pattern): refused.
+ *   <li>{@code CAMUNDA_JWT_ISSUER_URI} that is not an http(s) URL, or set while the REST API's
+ *       authentication is off ({@code CAMUNDA_REST_BASIC_AUTH=false}): refused.
  *   <li>The REST API's Basic authentication switched off ({@code CAMUNDA_REST_BASIC_AUTH=false}):
  *       a WARN line, since every request then runs without a user and so passes every
  *       authorization check.
@@ -58,6 +62,14 @@ public class StartupCheck implements ApplicationListener<ApplicationEnvironmentP
           "CAMUNDA_WORKER_USER '" + worker + "' is the administrator (CAMUNDA_USER): the worker"
               + " user needs an id of its own");
     }
+    for (String tenant : WorkerAccess.tenantIds(env.getProperty("relay.worker.tenants", ""))) {
+      if (!tenant.matches("[a-zA-Z0-9]+")) {
+        refuse(
+            "CAMUNDA_WORKER_TENANTS: tenant id '" + tenant + "' may have letters and digits"
+                + " only");
+      }
+    }
+    checkJwt(env);
     if (loopback) {
       return;
     }
@@ -71,6 +83,21 @@ public class StartupCheck implements ApplicationListener<ApplicationEnvironmentP
       refuse(
           where + ", and the worker user '" + worker + "' has the default password: set"
               + " CAMUNDA_WORKER_PASSWORD");
+    }
+  }
+
+  private static void checkJwt(Environment env) {
+    String issuer = env.getProperty("relay.jwt.issuer-uri", "").trim();
+    if (issuer.isEmpty()) {
+      return;
+    }
+    if (!issuer.matches("https?://[^/\\s]+(/\\S*)?")) {
+      refuse("CAMUNDA_JWT_ISSUER_URI must be an http:// or https:// URL: " + issuer);
+    }
+    if (!env.getProperty("relay.rest.basic-auth", Boolean.class, true)) {
+      refuse(
+          "CAMUNDA_JWT_ISSUER_URI is set but CAMUNDA_REST_BASIC_AUTH=false switches the REST"
+              + " API's authentication off");
     }
   }
 

@@ -12,7 +12,10 @@ import org.camunda.bpm.engine.authorization.Permission;
 import org.camunda.bpm.engine.authorization.Permissions;
 import org.camunda.bpm.engine.authorization.ProcessDefinitionPermissions;
 import org.camunda.bpm.engine.authorization.Resources;
+import java.util.Arrays;
+import java.util.List;
 import org.camunda.bpm.engine.identity.Group;
+import org.camunda.bpm.engine.identity.Tenant;
 import org.camunda.bpm.engine.identity.User;
 import org.camunda.bpm.engine.impl.cfg.AbstractProcessEnginePlugin;
 import org.slf4j.Logger;
@@ -43,6 +46,12 @@ import org.springframework.stereotype.Component;
  * <p>With {@code CAMUNDA_WORKER_USER} and {@code CAMUNDA_WORKER_PASSWORD} set, that user is
  * created (or its password set to the configured one), unlocked, made a member of the group,
  * and may read its own profile only.
+ *
+ * <p>With {@code CAMUNDA_WORKER_TENANTS} (comma-separated tenant ids) the group is a member of
+ * exactly those tenants (each created when missing), so its members (the worker user, and
+ * users authenticated by a JWT that are in the group) see those tenants' tasks, and no other
+ * tenant's: memberships of the group in tenants no longer in the setting are removed. Members'
+ * own tenant memberships are left alone.
  */
 @Component
 public class WorkerAccess extends AbstractProcessEnginePlugin {
@@ -61,12 +70,24 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
 
   private final String workerUser;
   private final String workerPassword;
+  private final List<String> tenants;
 
   public WorkerAccess(
       @Value("${relay.worker.user:}") String workerUser,
-      @Value("${relay.worker.password:}") String workerPassword) {
+      @Value("${relay.worker.password:}") String workerPassword,
+      @Value("${relay.worker.tenants:}") String tenants) {
     this.workerUser = workerUser.trim();
     this.workerPassword = workerPassword;
+    this.tenants = tenantIds(tenants);
+  }
+
+  /** The ids of a comma-separated list, blanks left out. */
+  static List<String> tenantIds(String setting) {
+    return Arrays.stream(setting.split(","))
+        .map(String::trim)
+        .filter(id -> !id.isEmpty())
+        .distinct()
+        .toList();
   }
 
   @Override
@@ -94,6 +115,7 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
     }
     grant.setPermissions(WORKER_PERMISSIONS);
     authorizations.saveAuthorization(grant);
+    ensureTenants(identity);
     if (workerUser.isEmpty()) {
       LOG.info("worker group '{}' ready (no CAMUNDA_WORKER_USER set)", GROUP);
       return;
@@ -127,6 +149,28 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
     if (own != null) {
       own.setPermissions(new Permission[] {Permissions.READ});
       authorizations.saveAuthorization(own);
+    }
+  }
+
+  private void ensureTenants(IdentityService identity) {
+    for (Tenant member : identity.createTenantQuery().groupMember(GROUP).list()) {
+      if (!tenants.contains(member.getId())) {
+        identity.deleteTenantGroupMembership(member.getId(), GROUP);
+        LOG.info("worker group '{}' no longer a member of tenant '{}'", GROUP, member.getId());
+      }
+    }
+    for (String tenant : tenants) {
+      if (identity.createTenantQuery().tenantId(tenant).count() == 0) {
+        Tenant created = identity.newTenant(tenant);
+        created.setName(tenant);
+        identity.saveTenant(created);
+      }
+      if (identity.createTenantQuery().tenantId(tenant).groupMember(GROUP).count() == 0) {
+        identity.createTenantGroupMembership(tenant, GROUP);
+      }
+    }
+    if (!tenants.isEmpty()) {
+      LOG.info("worker group '{}' member of tenants {}", GROUP, tenants);
     }
   }
 }
