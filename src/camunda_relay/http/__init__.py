@@ -134,11 +134,13 @@ def find_ssl_error(error: BaseException) -> ssl.SSLError | None:
     seen: set[int] = set()
     cause: BaseException | None = error
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLError):
-            return cause
-        seen.add(id(cause))
+        # aiohttp's TLS errors are ssl errors themselves, but only the one they wrap has the
+        # verify message and the reason: that one first.
         nested = getattr(cause, "certificate_error", None) or getattr(cause, "os_error", None)
         if isinstance(nested, ssl.SSLError):
             return nested
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
