@@ -22,6 +22,7 @@ from harness.faultproxy import ProxyThread, Rule
 from camunda_relay import EngineClient, errors
 from camunda_relay.http import ConnectFailed, TlsFailed
 from camunda_relay.http.aiohttp_stack import AiohttpStack
+from camunda_relay.nodes import Nodes
 from camunda_relay.settings import Settings
 from tests.support.tls import Certificates, make_certificates
 from tests.support.tools import free_port
@@ -179,10 +180,15 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
+_SERVER_NAMES: list[str | None] = []  # the TLS server names the TLS engine was asked for
+
+
 @pytest.fixture
 def tls_engine(certificates: Certificates) -> Iterator[int]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificates.certificate, certificates.key)
+    _SERVER_NAMES.clear()
+    context.sni_callback = lambda sock, name, ctx: _SERVER_NAMES.append(name)
     server, thread = _serve(context)
     try:
         yield server.server_address[1]
@@ -207,6 +213,30 @@ def test_tls_with_the_ca_bundle_and_an_untrusted_certificate(
         "the engine's TLS certificate is not trusted (unable to get local issuer certificate): "
         "set CAMUNDA_CA_BUNDLE to the PEM file of the CA that signed it"
     )
+
+
+def test_a_resolved_node_gets_its_name_as_host_header_and_tls_server_name(
+    tls_engine: int, certificates: Certificates
+) -> None:
+    settings = Settings(
+        url=f"https://localhost:{tls_engine}/engine-rest",
+        url_resolve="all",
+        ca_bundle=certificates.ca,
+    )
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def go(client: EngineClient) -> bool:
+        client.nodes = Nodes(settings.urls, resolve=True, resolver=resolver)
+        await client.nodes.refresh()
+        assert client.nodes.current[0].url.startswith("https://127.0.0.1:")
+        return await client.external_task_completed("t")
+
+    assert _call(settings, go) is True
+    (seen,) = _Engine.seen
+    assert seen["headers"]["host"] == f"localhost:{tls_engine}"
+    assert _SERVER_NAMES == ["localhost"]
 
 
 def test_https_to_a_plain_port_is_a_tls_error(engine: int, tmp_path: Path) -> None:
