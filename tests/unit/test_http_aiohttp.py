@@ -263,3 +263,13 @@ def test_credentials_in_the_url_are_sent_as_basic_auth(engine: int) -> None:
     assert _call(settings, lambda client: client.external_task_completed("t")) is True
     (seen,) = _Engine.seen
     assert seen["headers"]["authorization"] == "Basic " + base64.b64encode(b"relay:p@ss").decode()
+
+
+def test_a_proxy_from_the_environment_is_used(engine: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{engine}")
+    settings = Settings(url="http://engine.invalid/engine-rest")
+    assert _call(settings, lambda client: client.external_task_completed("t")) is True
+    (seen,) = _Engine.seen
+    assert seen["request"].startswith("GET http://engine.invalid/engine-rest/history/")

@@ -42,6 +42,7 @@ __all__ = ["AiohttpStack"]
 KEEPALIVE_SECONDS = 5.0  # httpx's keep-alive expiry: shorter than the engine's (Tomcat: 20 s)
 _JSON = "application/json"
 _FORM = "application/x-www-form-urlencoded"
+_KEPT = 64  # timeouts and proxy choices remembered (a worker uses two or three of each)
 
 
 class AiohttpStack:
@@ -90,6 +91,8 @@ class AiohttpStack:
                 sock_connect=timeouts.connect,
                 sock_read=timeouts.read,
             )
+            if len(self._timeouts) >= _KEPT:
+                self._timeouts.clear()
             self._timeouts[timeouts] = found
         return found
 
@@ -101,6 +104,8 @@ class AiohttpStack:
                 found = get_env_proxy_for_url(origin)
             except LookupError:
                 found = (None, None)
+            if len(self._proxies) >= _KEPT:
+                self._proxies.clear()
             self._proxies[origin] = found
         return found
 
