@@ -3,7 +3,10 @@
 
     python -m bench.client_cost                       # httpx as installed
     PYTHONPATH=/path/with/sniffio python -m bench.client_cost
-    PYTHONPATH=/path/with/aiohttp python -m bench.client_cost   # adds aiohttp when importable
+
+Besides the bare clients, the engine client itself (``EngineClient.complete``, 32 at once, its
+gate and error mapping included) on each of its HTTP stacks: aiohttp (its default) and httpx
+(an ``httpx.AsyncHTTPTransport`` passed as ``transport``).
 
 Median of three rounds of 3,000 requests each, after 300 to warm up.
 """
@@ -21,6 +24,8 @@ import httpx
 from tests.support.tools import free_port
 
 from bench.rawhttp import Connection, Endpoint
+from camunda_relay import EngineClient
+from camunda_relay.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 3000
@@ -57,7 +62,7 @@ async def with_httpx(port: int, concurrency: int, limits: int | None) -> tuple[f
 
 
 async def with_aiohttp(port: int, concurrency: int) -> tuple[float, float]:
-    import aiohttp  # type: ignore[import-not-found]
+    import aiohttp
 
     headers = {"Authorization": aiohttp.encode_basic_auth("a", "b")}
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -72,6 +77,17 @@ async def with_aiohttp(port: int, concurrency: int) -> tuple[float, float]:
                 await response.read()
 
         return await measure(one, concurrency)
+
+
+async def with_engine_client(port: int, stack: str) -> tuple[float, float]:
+    settings = Settings(url=f"http://127.0.0.1:{port}/engine-rest", user="a", password="b")  # noqa: S106
+    transport = httpx.AsyncHTTPTransport() if stack == "httpx" else None
+    async with EngineClient(settings, transport=transport) as client:
+
+        async def one(i: int) -> None:
+            await client.complete(f"t{i}", "w")
+
+        return await measure(one, 32)
 
 
 async def with_raw(port: int, concurrency: int) -> tuple[float, float]:
@@ -111,6 +127,8 @@ def main() -> None:
         (f"{label}, 32 at once, default limits", lambda: with_httpx(port, 32, None)),
         (f"{label}, 32 at once, limits 32/32", lambda: with_httpx(port, 32, 32)),
         ("raw asyncio streams (bench.rawhttp), 32 at once", lambda: with_raw(port, 32)),
+        ("EngineClient on aiohttp, 32 at once", lambda: with_engine_client(port, "aiohttp")),
+        ("EngineClient on httpx, 32 at once", lambda: with_engine_client(port, "httpx")),
     ]
     try:
         import aiohttp  # noqa: F401

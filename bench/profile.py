@@ -24,6 +24,7 @@ AREAS = [
     ("journal codec (JSON)", ("journal/codec.py",)),
     ("logging", ("logging/",)),
     ("HTTP client (httpx/httpcore/h11)", ("httpx/", "httpcore/", "h11/", "anyio/")),
+    ("HTTP client (aiohttp)", ("aiohttp/", "yarl/", "multidict/", "aiohappyeyeballs/")),
     ("ssl/socket", ("ssl.py", "socket.py", "selectors.py")),
     ("variables/json", ("variables.py", "json/")),
     ("asyncio machinery", ("asyncio/",)),

@@ -24,6 +24,7 @@ import httpx
 
 from camunda_relay import errors
 from camunda_relay.failpoints import NAMES as FAILPOINTS
+from camunda_relay.http.httpx_stack import answer as httpx_answer
 from harness import chaos, history
 from harness.checker import Expectation, all_journal_rows, check, journal_rows
 from harness.faultproxy import Rule
@@ -474,7 +475,7 @@ def s7(ctx: Context) -> dict[str, Any]:
         answer = lab.rest.post(
             "/message", json={"messageName": MESSAGE, "businessKey": "BK-shared-probe"}
         )
-        mapped = errors.from_response(answer, "POST /message")
+        mapped = errors.from_response(httpx_answer(answer), "POST /message")
         ambiguous = isinstance(mapped, errors.AmbiguousCorrelation) and not mapped.retryable
         for instance in probe:
             lab.rest.post("/message", json={"messageName": MESSAGE, "processInstanceId": instance})
@@ -905,7 +906,7 @@ def _client_inputs(lab: Lab) -> dict[str, str]:
             with contextlib.suppress(httpx.HTTPError):
                 lab.rest.delete(f"/process-instance/{answer.json()['id']}")
             continue
-        mapped = errors.from_response(answer, "POST start")
+        mapped = errors.from_response(httpx_answer(answer), "POST start")
         kind = "non-retryable" if not mapped.retryable else "retryable"
         if mapped.retryable and name.startswith("Object"):
             # The engine's own answer is a 500; the worker never sends Object values (the

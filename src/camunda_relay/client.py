@@ -1,6 +1,7 @@
-"""The async client of the engine's REST API (``/engine-rest``), on httpx.
+"""The async client of the engine's REST API (``/engine-rest``).
 
-One :class:`EngineClient` holds one ``httpx.AsyncClient``; every request goes through
+One :class:`EngineClient` holds one HTTP stack (:mod:`camunda_relay.http`: aiohttp, or httpx
+on a given transport); every request goes through
 :meth:`~camunda_relay.transport.Transport._send` (transport.py), the one place where engine
 answers and connection failures become the exceptions of :mod:`camunda_relay.errors`. This
 module has the calls a worker makes (fetch, complete, fail, correlate, incidents); queries.py
@@ -24,6 +25,7 @@ import httpx
 
 from camunda_relay import errors
 from camunda_relay.filters import TopicFilter
+from camunda_relay.http import HttpError, Timeouts
 from camunda_relay.nodes import Node
 from camunda_relay.queries import Queries
 from camunda_relay.settings import Settings
@@ -81,8 +83,15 @@ class EngineClient(Queries):
         """Whether the engine answers its (unauthenticated) readiness probe. Never raises."""
         try:
             await self._send("GET", "/engine", anonymous=True)
-        except (errors.EngineError, httpx.HTTPError, httpx.InvalidURL, RuntimeError):
-            return False  # RuntimeError: the client is closed
+        except (
+            errors.EngineError,
+            HttpError,
+            httpx.HTTPError,
+            httpx.InvalidURL,
+            ValueError,  # aiohttp's InvalidURL
+            RuntimeError,  # the client is closed
+        ):
+            return False
         return True
 
     async def check_access(self) -> int:
@@ -175,7 +184,7 @@ class EngineClient(Queries):
         if sorting:  # only then: the field is new in Camunda 7.21
             body["sorting"] = sorting
         margin = self._settings.request_timeout.total_seconds()
-        timeouts = httpx.Timeout(margin, read=wait.total_seconds() + margin)
+        timeouts = Timeouts(connect=margin, read=wait.total_seconds() + margin)
         path = "/external-task/fetchAndLock"
         locked = await self._list(
             "POST", path, json=body, timeouts=timeouts, gated=False, node=node

@@ -30,7 +30,8 @@
             ├── NoMatchingExecution a message found nobody waiting (yet, or any more)
             └── AmbiguousCorrelation a message matched several executions
 
-Engine responses are mapped to these classes in exactly one place, :func:`from_response`;
+Engine responses are mapped to these classes in exactly one place, :func:`from_response`,
+and the HTTP stack's failures (:mod:`camunda_relay.http`) in :func:`from_transport_error`;
 database errors in the journals' own ``_errors`` helpers (one per backend).
 Whether an error is worth retrying is a property of the error (``retryable``), never a guess
 at the call site. Messages never contain variable values or credentials.
@@ -42,7 +43,7 @@ import re
 import ssl
 from typing import ClassVar
 
-import httpx
+from camunda_relay.http import Answer, ConnectFailed, HttpError, TimedOut, TlsFailed
 
 __all__ = [
     "AmbiguousCorrelation",
@@ -246,11 +247,11 @@ LOGIN_REFUSED = (
 )
 
 
-def from_response(response: httpx.Response, request: str) -> EngineError:
-    """Map an engine error response to its exception class (the one place that does this)."""
+def from_response(response: Answer, request: str) -> EngineError:
+    """Map an engine error answer to its exception class (the one place that does this)."""
     error_type: str | None = None
     code: int | None = None
-    message = response.reason_phrase or "error"
+    message = response.reason or "error"
     try:
         body = response.json()
     except ValueError:
@@ -262,7 +263,7 @@ def from_response(response: httpx.Response, request: str) -> EngineError:
             message = body["message"]
         if isinstance(body.get("code"), int):
             code = body["code"]
-    status = response.status_code
+    status = response.status
     cls: type[EngineError]
     if status in (400, 500) and _NO_JSON.search(message):
         return JsonUnsupported(
@@ -298,10 +299,10 @@ def from_response(response: httpx.Response, request: str) -> EngineError:
     return cls(message, status=status, error_type=error_type, code=code, request=request)
 
 
-def from_transport_error(error: httpx.TransportError, request: str) -> EngineError:
+def from_transport_error(error: HttpError, request: str) -> EngineError:
     """Map a connection failure or timeout; the message names the kind, not the payload."""
-    tls = _tls_cause(error)
-    if tls is not None:
+    if isinstance(error, TlsFailed):
+        tls = error.ssl_error
         reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None)
         if isinstance(tls, ssl.SSLCertVerificationError):
             message = (
@@ -314,22 +315,10 @@ def from_transport_error(error: httpx.TransportError, request: str) -> EngineErr
                 "does CAMUNDA_URL name the engine's HTTPS port?"
             )
         return TlsError(message, request=request)
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, TimedOut):
         kind = "timed out"
-    elif isinstance(error, httpx.ConnectError):
+    elif isinstance(error, ConnectFailed):
         kind = "engine not reachable (connection failed)"
     else:
-        kind = f"connection error ({type(error).__name__})"
+        kind = f"connection error ({error.kind})"
     return EngineUnavailable(kind, request=request)
-
-
-def _tls_cause(error: BaseException) -> ssl.SSLError | None:
-    """The ``ssl`` error behind a connection failure, if it was one (httpx keeps the chain)."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLError):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None

@@ -1,4 +1,5 @@
-"""The HTTP side of the engine client: one ``httpx.AsyncClient``, the in-flight gate, and
+"""The HTTP side of the engine client: one :class:`~camunda_relay.http.HttpStack` (aiohttp
+against a real engine, httpx when given an httpx transport), the in-flight gate, and
 :meth:`Transport._send`, the one place where engine answers and connection failures become
 the exceptions of :mod:`camunda_relay.errors`.
 
@@ -9,11 +10,12 @@ each request; never a body, a variable value or a credential.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -23,6 +25,17 @@ import httpx
 
 from camunda_relay import errors
 from camunda_relay._version import __version__
+from camunda_relay.http import (
+    Answer,
+    ConnectFailed,
+    Files,
+    HttpError,
+    HttpStack,
+    TimedOut,
+    Timeouts,
+)
+from camunda_relay.http.aiohttp_stack import AiohttpStack
+from camunda_relay.http.httpx_stack import HttpxStack
 from camunda_relay.nodes import Node, Nodes
 from camunda_relay.oauth import ClientCredentials, TokenProvider
 from camunda_relay.settings import Settings
@@ -32,11 +45,13 @@ __all__ = ["MAX_CONCURRENT_REQUESTS", "Transport"]
 
 _log = logging.getLogger(__name__)
 
-# Requests in flight per client, long polls not counted. More would queue inside httpcore's
-# connection pool, whose request assignment scans the whole queue for every request: with
-# thousands of replies due at once, the cost grows with the square of the queue, requests
-# reach the pool timeout and retry, and the worker livelocks (measured: 10,000 due replies,
-# 99 delivered in two minutes; with this gate, all 10,000 in 60 s).
+# Requests in flight per client, long polls not counted. The others wait at this gate, in
+# order, not in the HTTP stack's connection pool: the pool holds MAX_CONCURRENT_REQUESTS +
+# _LONG_POLL_CONNECTIONS connections, so a long poll always finds one free, however many
+# replies are due (in a pool shared with them, a poll would queue behind thousands). With
+# httpx the gate was needed for a second reason: httpcore's pool scans its whole queue for
+# every request, so with 10,000 replies due its cost grew with the square of the queue and
+# the worker livelocked (99 delivered in two minutes; with the gate, all 10,000 in 60 s).
 MAX_CONCURRENT_REQUESTS = 32
 _LONG_POLL_CONNECTIONS = 16  # long polls bypass the gate; a worker runs one per engine node
 MAX_HOMES = 100_000  # task and instance ids whose locking node is remembered
@@ -68,20 +83,13 @@ def _query(**params: str | int | bool | None) -> dict[str, str | int]:
     }
 
 
-class _BearerAuth(httpx.Auth):
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
-
-
-def _auth(settings: Settings) -> httpx.Auth | None:
+def _auth(settings: Settings) -> str | None:
+    """The static ``Authorization`` header: a bearer token, or HTTP Basic (UTF-8)."""
     if settings.token:
-        return _BearerAuth(settings.token)
+        return f"Bearer {settings.token}"
     if settings.user:
-        return httpx.BasicAuth(settings.user, settings.password or "")
+        pair = f"{settings.user}:{settings.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
     return None
 
 
@@ -114,34 +122,28 @@ def _verify(settings: Settings) -> ssl.SSLContext | bool:
 class Transport:
     """Requests to the engine's REST API with typed errors (the base of the engine client).
 
-    ``transport`` replaces the network (``httpx.MockTransport`` or an in-process fake engine).
+    ``transport`` replaces the network (``httpx.MockTransport`` or an in-process fake engine):
+    the requests then go through httpx (:mod:`camunda_relay.http.httpx_stack`); without it,
+    through aiohttp. ``stack``: any other :class:`~camunda_relay.http.HttpStack`.
     """
 
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        stack: HttpStack | None = None,
     ) -> None:
         self._settings = settings
         # Whether the engine stores Json variables: None until told (EngineClient.stores_json,
         # or an answer refusing one); False makes a Json value fail before it is sent.
         self.json_variables: bool | None = None
-        self._timeout = httpx.Timeout(settings.request_timeout.total_seconds())
+        self._timeout = Timeouts.each(settings.request_timeout.total_seconds())
+        self._authorization = _auth(settings)
         self._gate = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self.nodes = Nodes(settings.urls, resolve=settings.url_resolve == "all")
         self._homes: OrderedDict[str, Node] = OrderedDict()
-        self._http = httpx.AsyncClient(
-            auth=_auth(settings),
-            verify=_verify(settings),
-            timeout=self._timeout,
-            transport=transport,
-            headers={"Accept": "application/json", "User-Agent": f"camunda-relay/{__version__}"},
-            # Every gated request and a few long polls keep their connection between requests
-            # (httpx keeps 20 by default: with 32 in flight, connections were closed and
-            # opened again all the time).
-            limits=httpx.Limits(
-                max_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
-                max_keepalive_connections=MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS,
-            ),
-        )
+        self._http = stack or _stack(settings, transport)
 
         credentials = _credentials(settings)
         self.tokens = TokenProvider(credentials, self._post_form) if credentials else None
@@ -153,17 +155,19 @@ class Transport:
         """The token request (:mod:`camunda_relay.oauth`), on this client, without the
         engine's credentials."""
         try:
-            response = await self._http.post(url, data=form, headers=headers)
-        except httpx.TransportError as error:
+            answer = await self._http.request(
+                "POST", url, headers=headers, data=form, timeouts=self._timeout
+            )
+        except HttpError as error:
             where = f"token request to {url}"
             mapped = errors.from_transport_error(error, where)
             if isinstance(mapped, errors.TlsError):
                 raise mapped from error
-            reason = "timed out" if isinstance(error, httpx.TimeoutException) else "not reachable"
+            reason = "timed out" if isinstance(error, TimedOut) else "not reachable"
             raise errors.EngineUnavailable(
-                f"the identity provider is {reason} ({type(error).__name__})", request=where
+                f"the identity provider is {reason} ({error.kind})", request=where
             ) from error
-        return response.status_code, response.content
+        return answer.status, answer.body
 
     def remember(self, key: str, node: Node) -> None:
         """``key`` (a task or process instance id) was locked at ``node``: its requests go
@@ -205,14 +209,14 @@ class Transport:
         json: object = None,
         params: _Params | None = None,
         data: Mapping[str, str] | None = None,
-        files: Mapping[str, tuple[str, bytes, str]] | None = None,
-        timeouts: httpx.Timeout | None = None,
+        files: Files | None = None,
+        timeouts: Timeouts | None = None,
         anonymous: bool = False,
         gated: bool = True,
         node: Node | None = None,
         prefer: Node | None = None,
-    ) -> httpx.Response:
-        """Send one request; return a 2xx response or raise the mapped :class:`EngineError`.
+    ) -> Answer:
+        """Send one request; return a 2xx answer or raise the mapped :class:`EngineError`.
 
         At most :data:`MAX_CONCURRENT_REQUESTS` requests are in flight; the others wait here,
         in order. ``gated=False`` (the long poll) bypasses the gate: a poll waiting for tasks
@@ -233,12 +237,12 @@ class Transport:
         json: object,
         params: _Params | None,
         data: Mapping[str, str] | None,
-        files: Mapping[str, tuple[str, bytes, str]] | None,
-        timeouts: httpx.Timeout | None,
+        files: Files | None,
+        timeouts: Timeouts | None,
         anonymous: bool,
         node: Node | None,
         prefer: Node | None,
-    ) -> httpx.Response:
+    ) -> Answer:
         label = f"{method} {path}"
         targets = [node] if node is not None else self.nodes.ordered()
         if node is None and prefer is not None and prefer in targets:
@@ -248,6 +252,8 @@ class Transport:
         for index, target in enumerate(targets):
             started = time.monotonic()
             headers = {"Host": target.host} if target.host else {}
+            if self._authorization is not None and not anonymous:
+                headers["Authorization"] = self._authorization
             try:
                 for fresh in (False, True):  # with a token: once more on a 401, a new token
                     if tokens is not None:
@@ -255,33 +261,30 @@ class Transport:
                     response = await self._http.request(
                         method,
                         target.url + path,
+                        headers=headers,
+                        timeouts=timeouts or self._timeout,
                         json=json,
-                        params=params,
                         data=data,
                         files=files,
-                        timeout=timeouts or self._timeout,
-                        auth=None if anonymous else httpx.USE_CLIENT_DEFAULT,
-                        headers=headers or None,
-                        extensions=(
-                            {"sni_hostname": target.server_name} if target.server_name else None
-                        ),
+                        params=params,
+                        server_name=target.server_name,
                     )
-                    if tokens is None or response.status_code != 401 or fresh:
+                    if tokens is None or response.status != 401 or fresh:
                         break
                     tokens.invalidate(headers["Authorization"])
                     _log.debug("%s -> 401: retrying with a new token", label)
-            except httpx.TransportError as error:
+            except HttpError as error:
                 _log.debug(
                     "%s failed after %.0f ms: %s%s",
                     label,
                     _elapsed_ms(started),
-                    type(error).__name__,
+                    error.kind,
                     f" (node {target.label})" if len(self.nodes.current) > 1 else "",
                 )
-                if isinstance(error, httpx.ConnectError) and index + 1 < len(targets):
+                if isinstance(error, ConnectFailed) and index + 1 < len(targets):
                     continue  # not sent: the next node may take it
                 raise errors.from_transport_error(error, label) from error
-            _log.debug("%s -> %d in %.0f ms", label, response.status_code, _elapsed_ms(started))
+            _log.debug("%s -> %d in %.0f ms", label, response.status, _elapsed_ms(started))
             if node is None:
                 self.nodes.answered(target)
             if response.is_success:
@@ -299,7 +302,7 @@ class Transport:
         except ValueError:
             raise errors.EngineError(
                 "the engine's answer is not JSON (is CAMUNDA_URL the REST API?)",
-                status=response.status_code,
+                status=response.status,
                 request=f"{method} {path}",
             ) from None
 
@@ -323,6 +326,21 @@ class Transport:
             return await self._object("GET", path)
         except errors.NotFound:
             return None
+
+
+def _stack(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> HttpStack:
+    """httpx on ``transport`` when one is given (a fake engine), else aiohttp. Every gated
+    request and every long poll keeps its connection between requests."""
+    headers = {"Accept": "application/json", "User-Agent": f"camunda-relay/{__version__}"}
+    connections = MAX_CONCURRENT_REQUESTS + _LONG_POLL_CONNECTIONS
+    if transport is not None:
+        return HttpxStack(
+            transport=transport,
+            verify=_verify(settings),
+            headers=headers,
+            connections=connections,
+        )
+    return AiohttpStack(verify=_verify(settings), headers=headers, connections=connections)
 
 
 def _elapsed_ms(started: float) -> float:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from camunda_relay import engine_build, errors
 from camunda_relay.cli import cli
 from camunda_relay.engine_flavours import DEFAULT_FLAVOUR, FLAVOURS, EngineFlavour, derive
+from camunda_relay.http.httpx_stack import answer as httpx_answer
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 OPERATON = EngineFlavour.parse("operaton")
@@ -180,7 +181,7 @@ def test_engine_up_names_the_engines_it_knows() -> None:
 )
 def test_an_engine_refusing_json_is_named_as_such(status: int, message: str) -> None:
     response = httpx.Response(status, json={"type": "ProcessEngineException", "message": message})
-    error = errors.from_response(response, "POST /external-task/1/complete")
+    error = errors.from_response(httpx_answer(response), "POST /external-task/1/complete")
     assert isinstance(error, errors.JsonUnsupported)
     assert not error.retryable
     assert str(error.message).startswith("the engine stores no Json variables")
