@@ -131,6 +131,7 @@ def versions(db: Database | None) -> dict[str, Any]:
         "requests": _version("requests"),
         "pydantic": _version("pydantic"),
         "httpx": _version("httpx"),
+        "aiohttp": _version("aiohttp"),
     }
     if db is not None:
         found["postgresql"] = subprocess.run(
