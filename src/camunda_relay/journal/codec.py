@@ -245,25 +245,39 @@ def _task(data: object) -> Task:
     return Task(**fields)
 
 
+def _job_id(data: object) -> str:
+    """The job id a payload names, for the error that says it cannot be read (``?``: none)."""
+    task = data.get("task") if isinstance(data, Mapping) else None
+    return str(task.get("job_id") or task.get("id") or "?") if isinstance(task, Mapping) else "?"
+
+
+def _payload(data: object, job_id: str, versions: tuple[int, ...]) -> Mapping[str, Any]:
+    """``data`` as a payload of one of ``versions`` (the last one named when it is not)."""
+    if not isinstance(data, Mapping):
+        raise TypeError("the payload is not a JSON object")
+    version = data.get("v")
+    if version not in versions:
+        raise CorruptJob(
+            f"job {job_id!r}: payload version {version!r} is not {versions[-1]} "
+            "(written by another camunda-relay version?)"
+        )
+    return data
+
+
+def _unreadable(error: Exception, job_id: str) -> CorruptJob:
+    problem = f"missing field {error}" if isinstance(error, KeyError) else type(error).__name__
+    return CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})")
+
+
 def from_payload(data: object, answer: Answer | None = None) -> Job:
     """The job that :func:`to_payload` wrote (with the ``answer`` read beside it);
     :class:`CorruptJob` when it cannot be read."""
-    job_id = "?"
+    job_id = _job_id(data)
     try:
-        if not isinstance(data, Mapping):
-            raise TypeError("the payload is not a JSON object")
-        task_data = data.get("task")
-        if isinstance(task_data, Mapping):
-            job_id = str(task_data.get("job_id") or task_data.get("id") or "?")
-        version = data.get("v")
-        if version != PAYLOAD_VERSION:
-            raise CorruptJob(
-                f"job {job_id!r}: payload version {version!r} is not {PAYLOAD_VERSION} "
-                "(written by another camunda-relay version?)"
-            )
+        data = _payload(data, job_id, (PAYLOAD_VERSION,))
         result = data["result"]
         return Job(
-            task=_task(task_data),
+            task=_task(data.get("task")),
             message=data["message"],
             by_business_key=bool(data["by_business_key"]),
             state=JobState(data["state"]),
@@ -281,8 +295,7 @@ def from_payload(data: object, answer: Answer | None = None) -> Job:
     except CorruptJob:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        problem = f"missing field {error}" if isinstance(error, KeyError) else type(error).__name__
-        raise CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})") from None
+        raise _unreadable(error, job_id) from None
 
 
 def loads(text: str | bytes, answer: str | bytes | None = None) -> Job:
@@ -310,23 +323,13 @@ def from_row(row: Sequence[Any]) -> Job:
     fields = dict(zip(ROW, row, strict=True))
     data = _json(fields["payload"], "payload")
     answer = loads_answer(fields["answer"])
-    job_id = "?"
+    job_id = _job_id(data)
     try:
-        if not isinstance(data, Mapping):
-            raise TypeError("the payload is not a JSON object")
-        task_data = data.get("task")
-        if isinstance(task_data, Mapping):
-            job_id = str(task_data.get("job_id") or task_data.get("id") or "?")
-        version = data.get("v")
-        if version not in (PAYLOAD_VERSION, TASK_PAYLOAD_VERSION):
-            raise CorruptJob(
-                f"job {job_id!r}: payload version {version!r} is not {TASK_PAYLOAD_VERSION} "
-                "(written by another camunda-relay version?)"
-            )
+        data = _payload(data, job_id, (PAYLOAD_VERSION, TASK_PAYLOAD_VERSION))
         result = _json(fields["result"], "result")
         deadline = fields["deadline"]
         return Job(
-            task=_task(task_data),
+            task=_task(data.get("task")),
             message=data["message"],
             by_business_key=bool(data["by_business_key"]),
             state=JobState(fields["state"]),
@@ -344,5 +347,4 @@ def from_row(row: Sequence[Any]) -> Job:
     except CorruptJob:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as error:
-        problem = f"missing field {error}" if isinstance(error, KeyError) else type(error).__name__
-        raise CorruptJob(f"job {job_id!r}: the stored payload cannot be read ({problem})") from None
+        raise _unreadable(error, job_id) from None
