@@ -216,6 +216,21 @@ def test_unfinished_lists_open_jobs_oldest_first(store: Store) -> None:
     store.run(scenario)
 
 
+def test_unfinished_instances_names_the_open_jobs_instances(store: Store) -> None:
+    async def scenario() -> None:
+        journal = store.journal()
+        other = store.journal("worker-b", lease=EXPIRED)
+        assert await journal.unfinished_instances() == set()
+        for number, state in [(1, JobState.DONE), (2, JobState.DELIVERED), (3, JobState.FAILING)]:
+            await journal.record(make_job(number, state=state))
+        await other.record(make_job(4, state=JobState.DEFERRED))
+        assert await journal.unfinished_instances() == {"instance-1", "instance-3", "instance-4"}
+        await journal.save(make_job(3, state=JobState.FAILED))
+        assert await other.unfinished_instances() == {"instance-1", "instance-4"}
+
+    store.run(scenario)
+
+
 def test_jobs_lists_every_state_oldest_first_and_filters(store: Store) -> None:
     async def scenario() -> None:
         journal = store.journal()

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from camunda_relay import EngineClient, Job, JobState, MemoryJournal, Router, Settings, Task
+from camunda_relay.errors import BadRequest
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.replies import reconciler as reconciler_module
 from camunda_relay.replies.reconciler import Orphan, Reconciler, find_orphans
@@ -138,6 +139,25 @@ def test_orphans_come_oldest_first_across_pages(monkeypatch: pytest.MonkeyPatch)
     found = run(orphans_of(fake, MemoryJournal()))
     assert [o.process_instance_id for o in found] == ids
     assert fake.calls.count("GET /event-subscription") == 3
+
+
+def test_pages_shrink_to_the_engines_max_results_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler_module, "PAGE_SIZE", 4)
+    fake = FakeEngine()
+    ids = [waiting_instance(fake, f"bk-{n}", age=OLD - timedelta(minutes=n)) for n in range(5)]
+    limit = "Max results limit of 2 exceeded!"
+    fake.inject("GET /event-subscription", Fault("status", 400, limit, "BadUserRequestException"))
+    found = run(orphans_of(fake, MemoryJournal()))
+    assert [o.process_instance_id for o in found] == ids
+    assert fake.calls.count("GET /event-subscription") == 4  # refused, then 2 + 2 + 1
+
+
+def test_a_bad_request_that_names_no_limit_ends_the_sweep() -> None:
+    fake = FakeEngine()
+    waiting_instance(fake, "x")
+    fake.inject("GET /event-subscription", Fault("status", 400, "no", "BadUserRequestException"))
+    with pytest.raises(BadRequest):
+        run(orphans_of(fake, MemoryJournal()))
 
 
 def test_no_messages_asks_nothing() -> None:

@@ -188,6 +188,9 @@ class _SlowJournal:
     async def unfinished(self) -> list[Job]:
         return await self._io(lambda: self._inner.unfinished())
 
+    async def unfinished_instances(self) -> set[str]:
+        return await self._io(lambda: self._inner.unfinished_instances())
+
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         return await self._io(lambda: self._inner.jobs(states=states))
 

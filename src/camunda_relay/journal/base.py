@@ -90,6 +90,12 @@ class Journal(Protocol):
         """Jobs not yet finished, oldest first (whoever holds them)."""
         ...
 
+    async def unfinished_instances(self) -> set[str]:
+        """The process instance ids of the jobs not yet finished (whoever holds them): what
+        the reconciler compares with the engine's waiting executions, without reading a
+        payload."""
+        ...
+
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         """Every job in one of ``states`` (all states when None), finished ones too, oldest
         first (whoever holds them): for listings such as ``camunda-relay pending``."""

@@ -114,6 +114,9 @@ class MemoryJournal:
     async def unfinished(self) -> list[Job]:
         return [entry.read for entry in self._unfinished()]
 
+    async def unfinished_instances(self) -> set[str]:
+        return {entry.job.task.process_instance_id for entry in self._unfinished()}
+
     def _unfinished(self) -> list[_Entry]:
         entries = [entry for entry in self._entries.values() if not entry.job.state.finished]
         return sorted(entries, key=lambda entry: (entry.job.created_at, entry.job.id))

@@ -312,6 +312,10 @@ class PostgresJournal:
         rows = await self._execute("unfinished", {})
         return [_job(row) for row in rows]
 
+    async def unfinished_instances(self) -> set[str]:
+        rows = await self._execute("unfinished_instances", {})
+        return {instance for (instance,) in rows}
+
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         if states is None:
             rows = await self._execute("jobs", {})

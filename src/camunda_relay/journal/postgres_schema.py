@@ -152,6 +152,7 @@ QUERIES = {
     "save_unsynced": _INSERT_UNSYNCED + _SAVE_CONFLICT,
     "get": "SELECT payload, answer FROM {table} WHERE id = %(id)s",
     "unfinished": "SELECT payload, answer FROM {table} WHERE {unfinished} ORDER BY created_at, id",
+    "unfinished_instances": "SELECT DISTINCT process_instance_id FROM {table} WHERE {unfinished}",
     "jobs": "SELECT payload, answer FROM {table} ORDER BY created_at, id",
     "jobs_in": """SELECT payload, answer FROM {table} WHERE state = ANY(%(states)s)
 ORDER BY created_at, id""",

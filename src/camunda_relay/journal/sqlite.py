@@ -216,6 +216,10 @@ class SqliteJournal:
         rows = await self._call(lambda conn: conn.execute(schema.UNFINISHED_PAYLOADS).fetchall())
         return _loads(rows)
 
+    async def unfinished_instances(self) -> set[str]:
+        rows = await self._call(lambda conn: conn.execute(schema.UNFINISHED_INSTANCES).fetchall())
+        return {instance for (instance,) in rows}
+
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         wanted = sorted({JobState(state).value for state in states}) if states is not None else []
         query = f"SELECT {schema.JOB} FROM relay_jobs"  # noqa: S608

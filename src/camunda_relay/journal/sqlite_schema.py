@@ -59,6 +59,7 @@ __all__ = [
     "SAVE",
     "SAVE_STEP",
     "SCHEMA_VERSION",
+    "UNFINISHED_INSTANCES",
     "UNFINISHED_PAYLOADS",
     "statements",
 ]
@@ -254,6 +255,7 @@ PRUNE_FINISHED = (
 )
 
 UNFINISHED_PAYLOADS = f"SELECT {JOB} FROM relay_jobs WHERE {_UNFINISHED} ORDER BY created_at, id"
+UNFINISHED_INSTANCES = f"SELECT DISTINCT process_instance_id FROM relay_jobs WHERE {_UNFINISHED}"
 
 # The job a reply token's hash names, and keeping its answer (once).
 ANSWER_FIND = "SELECT state, answer IS NOT NULL, deadline FROM relay_jobs WHERE token_hash = :hash"
