@@ -112,7 +112,9 @@ def test_a_deferred_reply_is_delivered_from_python_once(
             journal_target, lambda j: send_reply(j, token, {"var1": 7, "var2": "from python"})
         )
         await eventually(lambda: finished(worker.client, [instance_id]), timeout=60, what="end")
-        with pytest.raises(ReplyTokenError, match="used already") as used:
+        again = {"var1": 7, "var2": "from python"}  # a retry of the same answer: accepted
+        await answer(journal_target, lambda j: send_reply(j, token, again))
+        with pytest.raises(ReplyTokenError, match="answered already") as used:
             await answer(journal_target, lambda j: send_reply(j, token, {"var2": "again"}))
         assert token not in str(used.value)
         return instance_id
@@ -142,7 +144,8 @@ def test_a_deferred_reply_is_delivered_from_the_cli(
         again = await asyncio.to_thread(run_cli, "reply", token, "--fail", "late", env=env)
         assert again.returncode == 1
         assert again.stderr.strip().splitlines() == [
-            "Error: this reply token was used already: a token answers once"
+            "Error: this reply token was answered already, with another answer: a token takes "
+            "one answer (the same answer again is accepted)"
         ]
         unknown = await asyncio.to_thread(run_cli, "reply", "no-such-token", env=env)
         assert unknown.returncode == 1
@@ -193,7 +196,9 @@ def test_a_deferred_reply_is_delivered_over_http_behind_the_secret(
             assert done.status_code == 200, done.text
             assert done.json() == {"status": "accepted"}
             again = await web.post("/reply", json=body, headers=auth)
-            assert again.status_code == 409
+            assert again.status_code == 200, "the same answer again (a lost response retried)"
+            other = {**body, "variables": {"var2": "another"}}
+            assert (await web.post("/reply", json=other, headers=auth)).status_code == 409
             unknown = await web.post("/reply", json={**body, "token": "x" * 43}, headers=auth)
             assert unknown.status_code == 404
         await eventually(lambda: finished(worker.client, [instance_id]), timeout=60, what="end")

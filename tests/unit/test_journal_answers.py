@@ -1,6 +1,7 @@
 """The journal's part of deferred replies, one contract for memory, SQLite and PostgreSQL:
 an answer is kept once for the job a token's hash names, a deferred job is claimed only once
-answered or past its deadline, and a new attempt's token clears an old answer."""
+answered or past its deadline, an accepted answer outlives every later attempt until its
+runner takes it, the same answer is accepted twice, and parking is one write."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def test_an_answer_while_the_work_runs_outlives_the_deferral(store: Store) -> No
         await worker.save(running)
         failure = dumps_answer(Answer(failure="card declined"))
         assert await store.journal("web").answer(digest, failure) is Verdict.ACCEPTED
-        await worker.save(_deferred(1, digest))  # the handler deferred after the answer came
+        # The handler deferred after the answer came: refused, the runner takes the answer.
+        assert await worker.save(_deferred(1, digest)) is False
         job = await worker.get("task-1")
         assert job is not None
         assert job.answer == Answer(failure="card declined")
@@ -95,20 +97,171 @@ def test_an_answer_while_the_work_runs_outlives_the_deferral(store: Store) -> No
     store.run(scenario)
 
 
-def test_a_new_attempt_clears_the_old_answer(store: Store) -> None:
+def test_a_new_attempt_cannot_erase_an_answer(store: Store) -> None:
+    """An answer that came while an attempt ran outlives it: the next attempt's save is
+    refused (False, nothing written) until the runner takes the answer."""
+
     async def scenario() -> None:
         old_token, old = new_token()
         worker = store.journal("worker")
-        await worker.save(_deferred(1, old))
+        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=1, token_hash=old))
         assert await store.journal("web").answer(old, REPLY) is Verdict.ACCEPTED
         _, new = new_token()
-        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2, token_hash=new))
+        retry = make_job(1, state=JobState.ACKNOWLEDGED, attempts=2, token_hash=new)
+        assert await worker.save(retry) is False
+        handler_done = make_job(1, state=JobState.DONE, attempts=1, token_hash=old, result={})
+        assert await worker.save(handler_done) is False, "the answer wins over a result"
+        job = await worker.get("task-1")
+        assert job is not None
+        assert (job.state, job.attempts, job.token_hash) == (JobState.ACKNOWLEDGED, 1, old)
+        assert job.answer == Answer(variables={"var1": 1, "var2": "answered"})
+        assert await store.journal("web").answer(hash_token(old_token), REPLY) is Verdict.ACCEPTED
+
+    store.run(scenario)
+
+
+def test_a_runner_that_took_the_answer_goes_on_with_it(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=1, token_hash=digest))
+        assert await store.journal("web").answer(digest, REPLY) is Verdict.ACCEPTED
+        taken = await worker.get("task-1")
+        assert taken is not None
+        answer = taken.answer
+        assert answer is not None
+        done = taken.advance(JobState.DONE, result=dict(answer.variables or {}))
+        assert await worker.save(done) is True
+        delivered = done.advance(JobState.DELIVERED)
+        assert await worker.save(delivered, synced=False) is True
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.state is JobState.DELIVERED
+        assert job.result == {"var1": 1, "var2": "answered"}
+
+    store.run(scenario)
+
+
+def test_a_retry_that_knows_the_answer_may_start_afresh(store: Store) -> None:
+    """``pending retry`` (the operator's choice) drops a known answer with its token; an
+    answer is written by :meth:`answer` alone, never carried in by a save."""
+
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.save(_deferred(1, digest))
+        assert await store.journal("web").answer(digest, REPLY) is Verdict.ACCEPTED
+        known = await worker.get("task-1")
+        assert known is not None
+        assert known.answer is not None
+        afresh = known.advance(JobState.ACKNOWLEDGED, attempts=0, token_hash=None)
+        assert await worker.save(afresh) is True
         job = await worker.get("task-1")
         assert job is not None
         assert job.answer is None
-        assert job.token_hash == new
-        assert await store.journal("web").answer(hash_token(old_token), REPLY) is Verdict.UNKNOWN
-        assert await store.journal("web").answer(new, REPLY) is Verdict.ACCEPTED
+        assert job.token_hash is None
+
+    store.run(scenario)
+
+
+def test_the_same_answer_twice_is_accepted_twice(store: Store) -> None:
+    """A retry after a lost response is accepted again; a different answer is refused, and
+    the same answer is accepted again after the job went on with it."""
+
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.save(_deferred(1, digest))
+        web = store.journal("web")
+        assert await web.answer(digest, REPLY) is Verdict.ACCEPTED
+        same = dumps_answer(Answer(variables={"var2": "answered", "var1": 1}))
+        assert await web.answer(digest, same) is Verdict.ACCEPTED
+        other = dumps_answer(Answer(variables={"var1": 2}))
+        assert await web.answer(digest, other) is Verdict.USED
+        taken = await worker.get("task-1")
+        assert taken is not None
+        assert await worker.save(taken.advance(JobState.DONE, result={"var1": 1})) is True
+        assert await web.answer(digest, REPLY) is Verdict.ACCEPTED
+        assert await web.answer(digest, other) is Verdict.USED
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer == Answer(variables={"var1": 1, "var2": "answered"})
+
+    store.run(scenario)
+
+
+def test_a_token_recorded_with_its_job_takes_answers(store: Store) -> None:
+    """The first attempt's token hash is written with the record (synced, before the task
+    is completed): a token out in the world is known even if the acknowledgement (not
+    waited on to reach the disk) is lost with the machine."""
+
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.record(make_job(1, token_hash=digest))
+        assert await store.journal("web").answer(digest, REPLY) is Verdict.ACCEPTED
+        job = await worker.get("task-1")
+        assert job is not None
+        assert job.answer == Answer(variables={"var1": 1, "var2": "answered"})
+
+    store.run(scenario)
+
+
+# -- parking: one write ------------------------------------------------------------------------
+
+
+def test_parking_gives_an_unanswered_job_up_in_one_write(store: Store) -> None:
+    async def scenario() -> None:
+        token, digest = new_token()
+        worker = store.journal("worker")
+        await worker.renew()
+        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=1, token_hash=digest))
+        parked = await worker.park(_deferred(1, digest))
+        assert parked is not None
+        assert parked.answer is None
+        assert parked.state is JobState.DEFERRED
+        heir = store.journal("heir")
+        await heir.renew()
+        assert await heir.claim(topics=TOPICS) == [], "waiting for its answer"
+        assert await store.journal("web").answer(hash_token(token), REPLY) is Verdict.ACCEPTED
+        claimed = await heir.claim(topics=TOPICS)
+        assert ids(claimed) == ["task-1"], "held by nobody: its live worker parked it"
+        assert claimed[0].answer == Answer(variables={"var1": 1, "var2": "answered"})
+
+    store.run(scenario)
+
+
+def test_parking_an_answered_job_keeps_it_and_hands_back_the_answer(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        worker = store.journal("worker")
+        await worker.renew()
+        await worker.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=1, token_hash=digest))
+        failure = dumps_answer(Answer(failure="card declined"))
+        assert await store.journal("web").answer(digest, failure) is Verdict.ACCEPTED
+        parked = await worker.park(_deferred(1, digest))
+        assert parked is not None
+        assert parked.answer == Answer(failure="card declined")
+        assert parked.state is JobState.DEFERRED
+        heir = store.journal("heir")
+        await heir.renew()
+        assert await heir.claim(topics=TOPICS) == [], "still held by its live worker"
+        assert await worker.save(parked.advance(JobState.FAILING, error="declined")) is True
+
+    store.run(scenario)
+
+
+def test_parking_another_owners_job_writes_nothing(store: Store) -> None:
+    async def scenario() -> None:
+        _, digest = new_token()
+        heir = store.journal("heir")
+        await heir.renew()
+        await heir.save(make_job(1, state=JobState.ACKNOWLEDGED, attempts=2, token_hash=digest))
+        late = store.journal("late")
+        assert await late.park(_deferred(1, digest)) is None
+        job = await heir.get("task-1")
+        assert job is not None
+        assert (job.state, job.attempts) == (JobState.ACKNOWLEDGED, 2)
 
     store.run(scenario)
 

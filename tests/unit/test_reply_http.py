@@ -53,7 +53,7 @@ def test_the_endpoint_is_off_without_a_secret_and_refuses_a_short_one() -> None:
     assert SECRET not in repr(Settings(reply_secret=SECRET))
 
 
-def test_an_answer_is_kept_once_and_nothing_secret_is_logged(
+def test_an_answer_is_kept_once_repeated_alike_and_nothing_secret_is_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "journal.sqlite3"
@@ -62,9 +62,11 @@ def test_an_answer_is_kept_once_and_nothing_secret_is_logged(
     body = {"token": token, "variables": {"card": "4111-secret-value"}}
     assert post(path, body, {"authorization": "Bearer wrong"})[0] == 401
     assert post(path, body) == (200, {"status": "accepted"})
-    status, answer = post(path, body)
+    assert post(path, body) == (200, {"status": "accepted"}), "a retry of the same answer"
+    other = {"token": token, "variables": {"card": "another-value"}}
+    status, answer = post(path, other)
     assert status == 409
-    assert "used already" in answer["error"]
+    assert "answered already" in answer["error"]
     logged = caplog.text
     for secret in (token, SECRET, "4111-secret-value"):
         assert secret not in logged

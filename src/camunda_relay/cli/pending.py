@@ -368,7 +368,8 @@ def _retried(job: Job, deadline: timedelta) -> Job:
         )
     if job.result is not None:
         return job.advance(JobState.DONE, deadline=fresh)
-    return job.advance(JobState.ACKNOWLEDGED, attempts=0, deadline=fresh)
+    # The work runs again: an answer the failed attempt took goes with its token.
+    return job.advance(JobState.ACKNOWLEDGED, attempts=0, deadline=fresh, token_hash=None)
 
 
 _NEXT = {

@@ -15,8 +15,16 @@ whose lease ran out. A clean shutdown releases the lease, so peers take the jobs
 once. A worker that was paused past its lease (a stopped container, a long GC, a lost
 database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
 worker leaves the job to the heir. A finished job is held by nobody, and so is a
-``deferred`` one once its runner has parked it: a claim takes a deferred job only when its
-token was answered (:meth:`Journal.answer`) or its deadline passed.
+``deferred`` one once its runner has parked it (:meth:`Journal.park`, one write): a claim
+takes a deferred job only when its token was answered (:meth:`Journal.answer`) or its
+deadline passed.
+
+An accepted answer is a promise: no later write erases it. A save of a job that does not
+carry the stored answer (``job.answer`` None: its runner has not seen it) is refused, so that
+a new attempt, a handler's own result or its deferral cannot go past an answer; the runner
+reads the job again and takes the answer (delivers it, or raises its failure as an
+incident). Only a save that carries the answer (its runner took it, or ``pending retry``
+starts the job afresh) may change the token, and a changed token drops the answer.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from camunda_relay.errors import ConfigurationError
+from camunda_relay.errors import ConfigurationError, CorruptJob
+from camunda_relay.journal.codec import loads_answer
 from camunda_relay.replies.job import Job, JobState
 
 __all__ = [
@@ -37,6 +46,7 @@ __all__ = [
     "check_owner",
     "judge_answer",
     "oldest_first",
+    "same_answer",
 ]
 
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -80,8 +90,19 @@ class Journal(Protocol):
 
         Stored when the job is unknown, :attr:`owner`'s or nobody's, or its owner's lease
         ran out; False, and nothing written, when another owner holds it under a live lease
-        (this worker lost its lease and the job was taken over).
+        (this worker lost its lease and the job was taken over), or when an answer is stored
+        for it and ``job.answer`` is None (:meth:`get` it, and take the answer). The answer
+        itself is never written by a save: it stays as stored while the token hash stays,
+        and goes when a save that carries it changes the token hash.
         """
+        ...
+
+    async def park(self, job: Job) -> Job | None:
+        """Store the ``deferred`` job and give it up, in one write: held by nobody then (a
+        claim takes it once answered or past its deadline). When its token was answered
+        meanwhile, the job is stored held by :attr:`owner` instead, and returned with the
+        answer, for its runner to take at once. The job as stored (``answer`` set or None);
+        None, and nothing written, when another owner holds it under a live lease."""
         ...
 
     async def get(self, job_id: str) -> Job | None: ...
@@ -129,8 +150,9 @@ class Journal(Protocol):
     async def answer(self, token_hash: str, answer: str) -> Verdict:
         """Keep ``answer`` (:func:`~camunda_relay.journal.codec.dumps_answer`) for the job
         whose current reply token hashes to ``token_hash``, at most once, whoever holds the
-        job: :attr:`Verdict.ACCEPTED`, or why not (:func:`judge_answer`). Touches nothing
-        else of the job; its next :meth:`save` with another token hash clears it."""
+        job: :attr:`Verdict.ACCEPTED`, or why not (:func:`judge_answer`). The same answer
+        given again (a retry after a lost response) is accepted again, and written once.
+        Touches nothing else of the job."""
         ...
 
     async def counts(self) -> dict[JobState, int]:
@@ -157,26 +179,44 @@ class Verdict(StrEnum):
 
     ACCEPTED = "accepted"
     UNKNOWN = "unknown"  # no job has that token now (never issued, superseded, pruned)
-    USED = "used"  # the token was answered before
+    USED = "used"  # the token was answered before, with another answer
     EXPIRED = "expired"  # the deadline passed, or the job went on without the answer
 
 
-_ANSWERABLE = frozenset({JobState.ACKNOWLEDGED, JobState.DEFERRED})
+_ANSWERABLE = frozenset({JobState.RECORDED, JobState.ACKNOWLEDGED, JobState.DEFERRED})
 
 
 def judge_answer(
-    state: JobState | None, answered: bool, deadline: float | None, now: float
+    state: JobState | None,
+    stored: str | None,
+    deadline: float | None,
+    now: float,
+    answer: str,
 ) -> Verdict:
-    """Whether the job found for a token (``state`` None: none) takes an answer now: while
-    its attempt runs (the token's holder may answer before the handler returned) or while it
-    waits deferred, before its deadline; the one rule every journal applies."""
+    """Whether the job found for a token (``state`` None: none), whose stored answer is
+    ``stored`` (None: none yet), takes ``answer`` now: the answer it has already (accepted
+    again, whatever became of the job since), or a first one while its attempt runs (the
+    token's holder may answer before the handler returned; ``recorded``: the attempt's
+    acknowledgement was lost with a machine) or while it waits deferred, before its
+    deadline. The one rule every journal applies."""
     if state is None:
         return Verdict.UNKNOWN
-    if answered:
-        return Verdict.USED
+    if stored is not None:
+        return Verdict.ACCEPTED if same_answer(stored, answer) else Verdict.USED
     if state is JobState.DEFERRED and deadline is not None and deadline <= now:
         return Verdict.EXPIRED
     return Verdict.ACCEPTED if state in _ANSWERABLE else Verdict.EXPIRED
+
+
+def same_answer(stored: str, answer: str) -> bool:
+    """Whether two answers (:func:`~camunda_relay.journal.codec.dumps_answer` texts) say
+    the same: the same variables with the same values (in any order), or the same failure."""
+    if stored == answer:
+        return True
+    try:
+        return loads_answer(stored) == loads_answer(answer)
+    except CorruptJob:
+        return False
 
 
 def check_owner(owner: str) -> str:

@@ -91,21 +91,41 @@ class MemoryJournal:
     async def record(self, job: Job) -> bool:
         if job.id in self._entries:
             return False
-        self._entries[job.id] = _Entry(job, NOBODY if job.state.finished else self.owner)
+        self._store(None, job, NOBODY if job.state.finished else self.owner)
         return True
 
     async def save(self, job: Job, *, synced: bool = True) -> bool:
         entry = self._entries.get(job.id)
-        if entry is not None and not self._free(entry.owner):
+        if entry is not None and not self._may_write(entry, job):
             return False
         owner = NOBODY if job.state.finished else self.owner
-        if entry is None:
-            self._entries[job.id] = _Entry(job, owner)
-        else:
-            if entry.job.token_hash != job.token_hash:
-                entry.answer = None  # a new attempt, a new token
-            entry.job, entry.owner = job, owner
+        self._store(entry, job, owner)
         return True
+
+    async def park(self, job: Job) -> Job | None:
+        entry = self._entries.get(job.id)
+        if entry is not None and not self._free(entry.owner):
+            return None
+        answered = entry is not None and entry.answer is not None
+        stored = self._store(entry, job, self.owner if answered else NOBODY)
+        return stored.read
+
+    def _may_write(self, entry: _Entry, job: Job) -> bool:
+        """Free to write, and no stored answer the job does not carry (its runner would go
+        past it)."""
+        return self._free(entry.owner) and (entry.answer is None or job.answer is not None)
+
+    def _store(self, entry: _Entry | None, job: Job, owner: str) -> _Entry:
+        """Keep ``job`` (without its answer: only :meth:`answer` writes one) held by
+        ``owner``; a changed token drops the stored answer."""
+        job = dataclasses.replace(job, answer=None, reply_token=None)
+        if entry is None:
+            entry = self._entries[job.id] = _Entry(job, owner)
+            return entry
+        if entry.job.token_hash != job.token_hash:
+            entry.answer = None
+        entry.job, entry.owner = job, owner
+        return entry
 
     async def get(self, job_id: str) -> Job | None:
         entry = self._entries.get(job_id)
@@ -172,8 +192,8 @@ class MemoryJournal:
         if entry is None:
             return Verdict.UNKNOWN
         job = entry.job
-        verdict = judge_answer(job.state, entry.answer is not None, job.deadline, self.clock.wall())
-        if verdict is Verdict.ACCEPTED:
+        verdict = judge_answer(job.state, entry.answer, job.deadline, self.clock.wall(), answer)
+        if verdict is Verdict.ACCEPTED and entry.answer is None:
             entry.answer = answer
         return verdict
 

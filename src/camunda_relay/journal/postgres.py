@@ -291,6 +291,7 @@ class PostgresJournal:
             **self._mine(),
             "owner": NOBODY if job.state.finished else self.owner,
             "payload": journal_codec.dumps(job),
+            "knows": job.answer is not None,
         }
 
     def _mine(self, **parameters: object) -> dict[str, Any]:
@@ -303,6 +304,22 @@ class PostgresJournal:
 
     async def save(self, job: Job, *, synced: bool = True) -> bool:
         return await self._rowcount("save" if synced else "save_unsynced", self._row(job)) == 1
+
+    async def park(self, job: Job) -> Job | None:
+        row = self._row(job)
+
+        async def park(conn: Connection) -> TupleRow | None:
+            async with conn.transaction():
+                parked = await (await conn.execute(self._sql["park"], row)).fetchone()
+                if parked is not None:
+                    return parked
+                recorded = await conn.execute(self._sql["record"], {**row, "owner": NOBODY})
+                if recorded.rowcount == 0:
+                    return None  # another owner's
+                return await (await conn.execute(self._sql["get"], row)).fetchone()
+
+        stored = await self._run("park", park)
+        return _job(stored) if stored is not None else None
 
     async def get(self, job_id: str) -> Job | None:
         rows = await self._execute("get", {"id": job_id})
@@ -366,9 +383,9 @@ class PostgresJournal:
                     await conn.execute("SELECT extract(epoch FROM now())::float8")
                 ).fetchone()
                 assert now is not None
-                state, answered, deadline = row
-                verdict = judge_answer(JobState(state), bool(answered), deadline, float(now[0]))
-                if verdict is Verdict.ACCEPTED:
+                state, stored, deadline = row
+                verdict = judge_answer(JobState(state), stored, deadline, float(now[0]), answer)
+                if verdict is Verdict.ACCEPTED and stored is None:
                     await conn.execute(self._sql["answer_set"], parameters)
             return verdict
 

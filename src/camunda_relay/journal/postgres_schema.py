@@ -7,7 +7,9 @@ table (``<table>_owners``) with one lease per owner, in the database's clock (``
 The schema version is kept in the jobs table's comment (PostgreSQL's ``user_version``); a
 table without one is version 1, which kept a ``lease_until`` on every job row. Version 2
 had no deferred replies (the ``token_hash`` and ``answer`` columns; the claim index, whose
-unfinished states now include ``deferred``, is rebuilt).
+unfinished states now include ``deferred``, is rebuilt). A save never writes the answer and
+changes no row when an answer is stored that the job does not carry (``%(knows)s``
+false); ``park`` parks a deferred job in one statement (see the SQLite schema).
 
 The texts use ``{table}``, ``{owners}``, ``{state_index}``, ``{claim_index}``,
 ``{lease_index}``, ``{token_index}``, ``{unfinished}`` and ``{claimable}``, filled in with
@@ -140,16 +142,28 @@ _SAVE_CONFLICT = """ON CONFLICT (id) DO UPDATE SET
     token_hash = excluded.token_hash,
     answer = CASE WHEN {table}.token_hash IS NOT DISTINCT FROM excluded.token_hash
         THEN {table}.answer END
-WHERE {table}.owner IN (%(me)s, '') OR NOT EXISTS (
+WHERE ({table}.owner IN (%(me)s, '') OR NOT EXISTS (
     SELECT 1 FROM {owners} AS lease
     WHERE lease.owner = {table}.owner AND lease.lease_until > now()
-)"""
+)) AND (%(knows)s OR {table}.answer IS NULL)"""
+# A deferred job parked: held by nobody, or by %(me)s when its token was answered meanwhile
+# (its runner takes the answer at once). No row: unknown, or another owner's.
+_PARK = """UPDATE {table} SET state = %(state)s, attempts = %(attempts)s,
+    deliveries = %(deliveries)s, error = %(error)s, deadline = to_timestamp(%(deadline)s),
+    updated_at = to_timestamp(%(updated_at)s), payload = %(payload)s::json,
+    owner = CASE WHEN answer IS NULL THEN '' ELSE %(me)s END
+WHERE id = %(id)s AND (owner IN (%(me)s, '') OR NOT EXISTS (
+    SELECT 1 FROM {owners} AS lease
+    WHERE lease.owner = {table}.owner AND lease.lease_until > now()
+))
+RETURNING payload, answer"""
 QUERIES = {
     "record": _INSERT + "ON CONFLICT (id) DO NOTHING",
     # Written over only when the job is this owner's or nobody's, or its owner has no live
     # lease (it ran out, was released, or there is no row at all).
     "save": _INSERT + _SAVE_CONFLICT,
     "save_unsynced": _INSERT_UNSYNCED + _SAVE_CONFLICT,
+    "park": _PARK,
     "get": "SELECT payload, answer FROM {table} WHERE id = %(id)s",
     "unfinished": "SELECT payload, answer FROM {table} WHERE {unfinished} ORDER BY created_at, id",
     "unfinished_instances": "SELECT DISTINCT process_instance_id FROM {table} WHERE {unfinished}",
@@ -196,7 +210,7 @@ UPDATE {table} AS job SET owner = %(me)s
 FROM picked WHERE job.id = picked.id
 RETURNING job.payload, job.answer""",
     # The job a reply token's hash names (locked), and keeping its answer (once).
-    "answer_find": """SELECT state, answer IS NOT NULL, extract(epoch FROM deadline)::float8
+    "answer_find": """SELECT state, answer::text, extract(epoch FROM deadline)::float8
 FROM {table} WHERE token_hash = %(hash)s FOR UPDATE""",
     "answer_set": """UPDATE {table} SET answer = %(answer)s::json
 WHERE token_hash = %(hash)s AND answer IS NULL""",

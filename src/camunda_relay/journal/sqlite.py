@@ -174,6 +174,7 @@ class SqliteJournal:
             **journal_codec.values(job),
             "me": self.owner,
             "owner": NOBODY if job.state.finished else self.owner,
+            "knows": job.answer is not None,
         }
 
     # -- the journal -------------------------------------------------------------------------
@@ -202,6 +203,24 @@ class SqliteJournal:
             return bool(conn.execute(schema.SAVE, values).rowcount == 1)
 
         return await self._write(save, synced=synced)
+
+    async def park(self, job: Job) -> Job | None:
+        row = self._row(job)
+
+        def park(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            values = {**row, **self._times()}
+            parked: tuple[Any, ...] | None = conn.execute(schema.PARK, values).fetchone()
+            if parked is not None:
+                return parked
+            values.update(owner=NOBODY, payload=journal_codec.dumps_task(job))
+            if conn.execute(schema.RECORD, values).rowcount == 0:
+                return None  # another owner's
+            query = f"SELECT {schema.JOB} FROM relay_jobs WHERE id = :id"  # noqa: S608
+            found: tuple[Any, ...] | None = conn.execute(query, values).fetchone()
+            return found
+
+        stored = await self._write(park)
+        return journal_codec.from_row(stored) if stored is not None else None
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
@@ -270,9 +289,10 @@ class SqliteJournal:
             row = conn.execute(schema.ANSWER_FIND, {"hash": token_hash}).fetchone()
             if row is None:
                 return Verdict.UNKNOWN
-            state, answered, deadline = row
-            verdict = judge_answer(JobState(state), bool(answered), deadline, self.clock.wall())
-            if verdict is Verdict.ACCEPTED:
+            state, stored, deadline = row
+            now = self.clock.wall()
+            verdict = judge_answer(JobState(state), stored, deadline, now, answer)
+            if verdict is Verdict.ACCEPTED and stored is None:
                 conn.execute(schema.ANSWER_SET, {"hash": token_hash, "answer": answer})
             return verdict
 

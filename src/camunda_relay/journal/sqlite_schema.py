@@ -18,9 +18,12 @@ cost grows with the number of owners and with the jobs it may take, never with t
 owners hold. ``INDEXED BY`` makes SQLite use that index or fail, never quietly scan.
 
 Deferred replies: ``token_hash`` (the SHA-256 of the job's current reply token, unique) and
-``answer`` (what the token's holder sent; written by :data:`ANSWER_SET` only, cleared by
-:data:`SAVE` when the token changes). A claim takes a ``deferred`` job only once it is
-answered or past its deadline.
+``answer`` (what the token's holder sent; written by :data:`ANSWER_SET` only). A save
+whose job does not carry the stored answer (``:knows`` false) changes no row: no attempt goes
+past an answer; one that carries it may change the token, which drops the answer.
+:data:`PARK` stores a deferred job held by nobody, or, answered meanwhile, by its runner, in
+one statement. A claim takes a ``deferred`` job only once it is answered or past its
+deadline.
 
 Version 1, the first layout, kept a ``lease_until`` on every job row. :data:`MIGRATE_FROM_1`
 gives each owner of unfinished jobs the latest lease any of its jobs had, hands finished
@@ -50,6 +53,7 @@ __all__ = [
     "MIGRATE_FROM_1",
     "MIGRATE_FROM_2",
     "MIGRATE_FROM_3",
+    "PARK",
     "PRUNE_FINISHED",
     "PRUNE_OWNERS",
     "RECORD",
@@ -173,6 +177,10 @@ _MAY_WRITE = """(relay_jobs.owner IN (:me, '') OR NOT EXISTS (
     WHERE lease.owner = relay_jobs.owner AND lease.lease_until > :now
 ))"""
 
+# Nor may it be written over when an answer is stored that the job does not carry (:knows
+# false): its runner reads it and takes the answer instead.
+_KNOWS_ANSWER = "(:knows OR relay_jobs.answer IS NULL)"
+
 # The whole job, its payload too: a job unknown so far, or one starting afresh.
 SAVE = (
     _INSERT
@@ -185,7 +193,7 @@ SAVE = (
     token_hash = excluded.token_hash, error_detail = excluded.error_detail,
     result = excluded.result,
     answer = CASE WHEN relay_jobs.token_hash IS excluded.token_hash THEN relay_jobs.answer END
-WHERE {_MAY_WRITE}"""
+WHERE {_MAY_WRITE} AND {_KNOWS_ANSWER}"""
 )
 
 # A step of a known job: the columns that change, not the payload. No row changed: the job
@@ -195,7 +203,18 @@ UPDATE relay_jobs SET state = :state, attempts = :attempts, deliveries = :delive
     error = :error, deadline = :deadline, updated_at = :updated_at, owner = :owner,
     token_hash = :token_hash, error_detail = :error_detail, result = :result,
     answer = CASE WHEN token_hash IS :token_hash THEN answer END
+WHERE id = :id AND {_MAY_WRITE} AND {_KNOWS_ANSWER}
+"""
+
+# A deferred job parked: held by nobody, or by :me when its token was answered meanwhile (its
+# runner takes the answer at once). No row: unknown, or another owner's.
+PARK = f"""
+UPDATE relay_jobs SET state = :state, attempts = :attempts, deliveries = :deliveries,
+    error = :error, deadline = :deadline, updated_at = :updated_at,
+    error_detail = :error_detail, result = :result,
+    owner = CASE WHEN answer IS NULL THEN '' ELSE :me END
 WHERE id = :id AND {_MAY_WRITE}
+RETURNING {", ".join(codec.ROW)}
 """
 
 JOB = ", ".join(codec.ROW)
@@ -258,5 +277,5 @@ UNFINISHED_PAYLOADS = f"SELECT {JOB} FROM relay_jobs WHERE {_UNFINISHED} ORDER B
 UNFINISHED_INSTANCES = f"SELECT DISTINCT process_instance_id FROM relay_jobs WHERE {_UNFINISHED}"
 
 # The job a reply token's hash names, and keeping its answer (once).
-ANSWER_FIND = "SELECT state, answer IS NOT NULL, deadline FROM relay_jobs WHERE token_hash = :hash"
+ANSWER_FIND = "SELECT state, answer, deadline FROM relay_jobs WHERE token_hash = :hash"
 ANSWER_SET = "UPDATE relay_jobs SET answer = :answer WHERE token_hash = :hash AND answer IS NULL"

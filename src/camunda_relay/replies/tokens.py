@@ -4,7 +4,8 @@ A handler of a reply topic that passes the work on (to a payment provider, a bat
 person) reads ``task.reply_token``, hands it to whoever will answer, and raises
 :class:`~camunda_relay.task.DeferReply`. The job then waits in the journal, held by nobody,
 with its reply deadline running. Whoever holds the token answers, once, from any process
-that can reach the journal:
+that can reach the journal (the same answer again, a retry after a lost response, is
+accepted again; another answer is refused):
 
 - :func:`send_reply` (the reply's variables) or :func:`fail_reply` (a reason: the waiting
   execution gets an incident with it), from Python;
@@ -14,13 +15,16 @@ that can reach the journal:
 
 Answering only writes the answer into the journal; a worker serving the topic claims the
 job and delivers the reply on the same path as every reply (to the instance the task came
-from, too early retried, already delivered confirmed, once). Past the deadline the token is
+from, too early retried, already delivered confirmed, once). An answer that comes while the
+handler still runs is delivered too, whatever becomes of that attempt: no later attempt runs
+past it. Past the deadline the token is
 expired and the waiting execution gets an incident.
 
 A token is 32 random bytes (``secrets``), URL-safe text, derived from nothing: it reveals
 nothing about the instance; it never starts with ``-`` (a command line would take it for an
 option). The journal keeps only its SHA-256. Each attempt of the work gets a new token (a
-re-run after a crash too); the last one handed out is the one that answers.
+re-run after a crash too); the last one handed out is the one that answers, unless an earlier
+one was answered first: that answer is taken before any new attempt starts.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ _MAX_REASON = 3900  # what an incident's message column takes (see replies.incid
 _REFUSED = {
     Verdict.UNKNOWN: "unknown reply token (never issued, superseded by a later attempt, or "
     "its job is gone)",
-    Verdict.USED: "this reply token was used already: a token answers once",
+    Verdict.USED: "this reply token was answered already, with another answer: a token "
+    "takes one answer (the same answer again is accepted)",
     Verdict.EXPIRED: "this reply token has expired: its reply deadline passed, or its job "
     "went on without it",
 }

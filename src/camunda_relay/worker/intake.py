@@ -18,7 +18,7 @@ from camunda_relay.router import CompleteVariables, Registration
 from camunda_relay.task import Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes
-from camunda_relay.worker.replies import Replies, Stopped, TakenOver
+from camunda_relay.worker.replies import Replies, Stopped, TakenOver, with_token
 from camunda_relay.worker.slots import Slot
 
 __all__ = ["Intake"]
@@ -70,7 +70,11 @@ class Intake:
         ctx = self._ctx
         assert registration.reply is not None
         reply = registration.reply
-        job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
+        # The first attempt's reply token is recorded with the job (a synced write), before
+        # its handler can hand it out.
+        job = with_token(
+            Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
+        )
         await ctx.failpoints.hit("after_fetch")
         try:
             fresh = await ctx.journal.record(job)
@@ -87,7 +91,7 @@ class Intake:
             return None  # its runner here decides (the lock runs out, the task comes back)
         if known is not None:  # offered again after it was dropped or failed: afresh
             job = await self._jobs.keep(
-                known.advance(
+                with_token(known).advance(
                     JobState.RECORDED,
                     task=task,
                     attempts=0,

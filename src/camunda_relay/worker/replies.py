@@ -5,8 +5,14 @@ records and completes a fetched task first.
 The job runs under the run key ``job:<id>``, the one runner a job has however it was
 started (fetched, resumed after a restart, taken over, adopted by the reconciler). Each step
 saves the job before the next begins; a journal that cannot be written is retried until it
-answers (nothing goes on unrecorded). Every wait answers a stop: the job then stays in the
-journal as it was last saved and resumes at the next start (or at a peer).
+answers (nothing goes on unrecorded: :mod:`~camunda_relay.worker.keeping`). Every wait
+answers a stop: the job then stays in the journal as it was last saved and resumes at the
+next start (or at a peer).
+
+An answer to a reply token accepted while its attempt ran is a promise: a step that would go
+past it (a new attempt, the handler's own result, its failure, its deferral) is refused by
+the journal, and the runner takes the answer instead (:meth:`Replies._take`); a job resumed
+with a stored answer takes it before anything else.
 """
 
 from __future__ import annotations
@@ -24,33 +30,31 @@ from camunda_relay.replies.tokens import new_token
 from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
 from camunda_relay.worker.context import Context
+from camunda_relay.worker.keeping import Answered, Keeper, Parked, Stopped, TakenOver
 from camunda_relay.worker.outcomes import Outcomes, describe, for_log
 from camunda_relay.worker.plain import call_handler
 from camunda_relay.worker.slots import Slot
 
-__all__ = ["Replies", "Stopped", "TakenOver"]
+__all__ = ["Replies", "Stopped", "TakenOver", "with_token"]
 
 log = logging.getLogger(__name__)
 
 
-class TakenOver(Exception):
-    """The journal refused a save: another worker holds the job now (this one lost its lease)."""
+# States in which a stored answer is taken before anything else (no attempt goes past it).
+_TAKES_ANSWER = frozenset({JobState.RECORDED, JobState.ACKNOWLEDGED, JobState.DEFERRED})
 
 
-class Stopped(Exception):
-    """The worker stops while a step waits: the job stays as last saved."""
-
-
-class Parked(Exception):
-    """The job waits for its reply token's answer, in the journal: the runner ends."""
+def with_token(job: Job) -> Job:
+    """``job`` with a fresh reply token (kept in memory) and its hash."""
+    token, digest = new_token()
+    return dataclasses.replace(job, token_hash=digest, reply_token=token)
 
 
 def _attempt(job: Job, attempts: int) -> Job:
-    """``job`` acknowledged with ``attempts`` and a fresh reply token for that attempt."""
-    token, digest = new_token()
-    return job.advance(
-        JobState.ACKNOWLEDGED, attempts=attempts, token_hash=digest, reply_token=token
-    )
+    """``job`` acknowledged with ``attempts`` and a fresh reply token for that attempt, not
+    carrying an answer: its save is refused when one is stored (:class:`Answered`)."""
+    fresh = with_token(job)
+    return fresh.advance(JobState.ACKNOWLEDGED, attempts=attempts, answer=None)
 
 
 class Replies:
@@ -61,6 +65,7 @@ class Replies:
         self._outcomes = outcomes
         self._correlator = correlator
         self._incidents = incidents
+        self._keeper = Keeper(ctx)
 
     # -- starting ------------------------------------------------------------------------
 
@@ -80,7 +85,15 @@ class Replies:
         # One write for "acknowledged" and "first attempt started", not waited on to reach
         # the disk: lost with the machine, the job is back in "recorded", as a crash just
         # after the completion leaves it (history tells it was completed; the work runs).
-        job = await self.keep(_attempt(job, 1), synced=False)
+        # The attempt's token was recorded with the job (synced): a token its handler hands
+        # out is known even then. A job resumed in "recorded" gets a new one, synced here.
+        recorded_token = job.reply_token is not None and job.attempts == 0
+        first = (
+            job.advance(JobState.ACKNOWLEDGED, attempts=1, answer=None)
+            if recorded_token
+            else _attempt(job, 1)
+        )
+        job = await self.keep(first, synced=not recorded_token)
         self._ctx.stats.completed += 1
         log.debug("task completed; work runs in the background", extra=job.task.log_context())
         return job
@@ -115,17 +128,25 @@ class Replies:
 
     async def _carry_on(self, job: Job, registration: Registration, *, counted: bool) -> None:
         while not job.state.finished:
-            if job.state is JobState.RECORDED:
-                job = await self._decide(job)
-            elif job.state is JobState.ACKNOWLEDGED:
-                job = await self._work(job, registration, counted=counted)
-            elif job.state is JobState.DEFERRED:
-                job = await self._answered(job, registration)
-            elif job.state is JobState.DONE:
-                job = await self._deliver(job)
-            elif job.state is JobState.FAILING:
-                job = await self._raise_incident(job)
+            try:
+                job = await self._step(job, registration, counted=counted)
+            except Answered as answered:  # a step would have gone past a stored answer
+                job = answered.job
             counted = False
+
+    async def _step(self, job: Job, registration: Registration, *, counted: bool) -> Job:
+        if job.answer is not None and job.state in _TAKES_ANSWER:
+            return await self._take(job, registration)
+        if job.state is JobState.RECORDED:
+            return await self._decide(job)
+        if job.state is JobState.ACKNOWLEDGED:
+            return await self._work(job, registration, counted=counted)
+        if job.state is JobState.DEFERRED:
+            return await self._answered(job, registration)
+        if job.state is JobState.DONE:
+            return await self._deliver(job)
+        assert job.state is JobState.FAILING
+        return await self._raise_incident(job)
 
     async def _decide(self, job: Job) -> Job:
         """Ask history, with backoff, whether the recorded job's task was completed."""
@@ -211,47 +232,51 @@ class Replies:
     # -- deferred replies ----------------------------------------------------------------
 
     async def _defer(self, job: Job, registration: Registration) -> Job:
-        """The handler deferred the reply: save it so with its deadline, then go on at once
-        when its token was answered meanwhile, else park it."""
+        """The handler deferred the reply: park the job with its deadline (one write); go on
+        at once when its token was answered meanwhile."""
         now = self._ctx.clock.wall()
         deadline = now + self._allowed(registration).total_seconds()
-        job = await self.keep(
+        job = await self._keeper.park(
             job.advance(JobState.DEFERRED, at=now, deadline=deadline, reply_token=None)
         )
         self._ctx.stats.replies_deferred += 1
         log.info(
             "reply %r deferred to its token's holder", job.message, extra=job.task.log_context()
         )
-        return await self._answered(await self._fresh(job), registration)
-
-    async def _fresh(self, job: Job) -> Job:
-        """``job`` as the journal has it now (with an answer that came meanwhile)."""
-        try:
-            stored = await self._ctx.journal.get(job.id)
-        except JournalError:
-            return job  # parked as it is: a claim finds an answer later
-        return stored if stored is not None and stored.state is job.state else job
+        if job.answer is not None:
+            return await self._take(job, registration)
+        raise Parked
 
     async def _answered(self, job: Job, registration: Registration) -> Job:
         """A deferred job: the answer's outcome, an incident past the deadline, else parked."""
-        now = self._ctx.clock.wall()
+        if job.answer is not None:
+            return await self._take(job, registration)
+        if job.deadline is not None and job.deadline <= self._ctx.clock.wall():
+            return await self._failing(job, "the deferred reply got no answer within its deadline")
+        job = await self._keeper.park(job)
+        if job.answer is not None:
+            return await self._take(job, registration)
+        raise Parked
+
+    async def _take(self, job: Job, registration: Registration) -> Job:
+        """Take the answer stored for the job: its reply is what gets delivered, its failure
+        what the incident says, whatever became of the attempt that handed the token out."""
         answer = job.answer
-        if answer is not None and answer.failure is not None:
+        assert answer is not None
+        if job.state is JobState.RECORDED:  # its acknowledgement was lost with a machine
+            job = job.advance(JobState.ACKNOWLEDGED, at=job.updated_at)
+        if answer.failure is not None:
             return await self._failing(
                 job, "the deferred reply was answered with a failure", detail=answer.failure
             )
-        if answer is not None:
-            deadline = now + self._allowed(registration).total_seconds()
-            log.info("deferred reply %r answered", job.message, extra=job.task.log_context())
-            return await self.keep(
-                job.advance(
-                    JobState.DONE, at=now, result=dict(answer.variables or {}), deadline=deadline
-                )
+        now = self._ctx.clock.wall()
+        deadline = now + self._allowed(registration).total_seconds()
+        log.info("deferred reply %r answered", job.message, extra=job.task.log_context())
+        return await self.keep(
+            job.advance(
+                JobState.DONE, at=now, result=dict(answer.variables or {}), deadline=deadline
             )
-        if job.deadline is not None and job.deadline <= now:
-            return await self._failing(job, "the deferred reply got no answer within its deadline")
-        await self.release(job.id, job.task)  # held by nobody, claimed once answered or late
-        raise Parked
+        )
 
     async def _deliver(self, job: Job) -> Job:
         ctx = self._ctx
@@ -314,26 +339,8 @@ class Replies:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _wait(self, seconds: float) -> None:
-        if not await self._ctx.stop.wait(seconds):
-            raise Stopped
+        await self._keeper.wait(seconds)
 
     async def keep(self, job: Job, *, synced: bool = True) -> Job:
-        """Save ``job``, retrying while the journal cannot be written; :class:`TakenOver`
-        when another worker holds it now, :class:`Stopped` at a stop meanwhile. ``synced``:
-        see :meth:`~camunda_relay.journal.base.Journal.save`."""
-        ctx = self._ctx
-        attempt = 0
-        while True:
-            try:
-                saved = await ctx.journal.save(job, synced=synced)
-            except JournalError as error:
-                ctx.journal_health.failed(error, "saved a job")
-                ctx.stats.journal_errors += 1
-                await self._wait(ctx.poll_backoff.delay(attempt))
-                attempt += 1
-                continue
-            if not ctx.journal_health.ok:
-                ctx.journal_health.answered()
-            if not saved:
-                raise TakenOver(job.id)
-            return job
+        """:meth:`Keeper.keep <camunda_relay.worker.keeping.Keeper.keep>`: save ``job``."""
+        return await self._keeper.keep(job, synced=synced)
