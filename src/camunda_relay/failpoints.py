@@ -5,13 +5,23 @@ Off unless ``CAMUNDA_RELAY_FAILPOINTS`` is set (read once, when a worker starts)
     CAMUNDA_RELAY_FAILPOINTS="after_complete_before_work=kill,before_correlate=sleep:2:0.5"
 
 Each entry is ``name=action[:argument][:probability]`` with the actions ``kill`` (SIGKILL
-this process), ``stop`` (SIGSTOP it), ``raise`` (raise :class:`FailpointError`) and
-``sleep:SECONDS``. The probability (0..1, default 1) is drawn from a random generator seeded
-by ``CAMUNDA_RELAY_FAILPOINTS_SEED`` when given, so a run can be repeated.
+this process), ``stop`` (SIGSTOP it), ``raise`` (raise :class:`FailpointError`),
+``sleep:SECONDS`` and, at the journal's points only, ``fail`` (the journal call raises
+:class:`~camunda_relay.errors.JournalUnavailable`, as a database that does not answer). The
+probability (0..1, default 1) is drawn from a random generator seeded by
+``CAMUNDA_RELAY_FAILPOINTS_SEED`` when given, so a run can be repeated.
 
 The names, in the order a reply job meets them: ``after_fetch``, ``after_record``,
 ``after_complete_before_work``, ``mid_work``, ``after_work_before_correlate``,
 ``after_correlate_before_journal``.
+
+And one pair per journal write (:data:`JOURNAL_NAMES`, hit by
+:class:`~camunda_relay.journal.failing.FailpointJournal`): ``journal_<write>`` before the
+write (a ``fail`` there writes nothing) and ``journal_<write>_lost`` after it committed (a
+``fail`` there is a response lost after the commit). The writes: ``record``,
+``save_<state>`` for each state a job is saved in (``save_acknowledged``, ``save_done``,
+``save_deferred``, ``save_delivered``, ...), ``park`` (a deferred job given up), ``claim``,
+``release`` (one job given back), ``release_lease``, ``renew``, ``prune`` and ``delete``.
 """
 
 from __future__ import annotations
@@ -23,9 +33,10 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from camunda_relay.errors import ConfigurationError
+from camunda_relay.errors import ConfigurationError, JournalUnavailable
+from camunda_relay.replies.job import JobState
 
-__all__ = ["NAMES", "FailpointError", "Failpoints"]
+__all__ = ["JOURNAL_NAMES", "JOURNAL_WRITES", "NAMES", "FailpointError", "Failpoints"]
 
 NAMES = frozenset(
     {
@@ -37,7 +48,23 @@ NAMES = frozenset(
         "after_correlate_before_journal",
     }
 )
-_ACTIONS = frozenset({"kill", "stop", "raise", "sleep"})
+JOURNAL_WRITES = (
+    "record",
+    *(f"save_{state.value}" for state in JobState),
+    "park",
+    "claim",
+    "release",
+    "release_lease",
+    "renew",
+    "prune",
+    "delete",
+)
+"""The journal's writes that have failpoints, ``journal_<write>`` and ``journal_<write>_lost``."""
+
+JOURNAL_NAMES = frozenset(
+    f"journal_{write}{after}" for write in JOURNAL_WRITES for after in ("", "_lost")
+)
+_ACTIONS = frozenset({"kill", "stop", "raise", "sleep", "fail"})
 
 
 class FailpointError(RuntimeError):
@@ -54,9 +81,31 @@ class _Rule:
 class Failpoints:
     """The failpoints of one worker; :meth:`hit` is a no-op for names without a rule."""
 
-    def __init__(self, rules: Mapping[str, _Rule] | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        rules: Mapping[str, _Rule] | None = None,
+        seed: int | None = None,
+        *,
+        journal: bool = False,
+    ) -> None:
+        """``journal``: watch the journal's points even with no rule for them yet (a test
+        arms them later with :meth:`once`)."""
         self._rules = dict(rules or {})
+        self._journal = journal
         self._random = random.Random(seed)
+        self._once: dict[str, str] = {}  # name -> action, fired at the next hit only
+        self.fired: list[str] = []  # the names whose rule fired, in order
+
+    def once(self, name: str, action: str = "fail") -> None:
+        """Fire ``action`` at the next hit of ``name`` only (for tests that fail one write
+        in turn)."""
+        _check(name, action)
+        self._once[name] = action
+
+    @property
+    def journal_active(self) -> bool:
+        """Whether any rule names a journal point (the worker then wraps its journal)."""
+        return self._journal or any(name in JOURNAL_NAMES for name in self._rules)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Failpoints:
@@ -70,9 +119,13 @@ class Failpoints:
         return bool(self._rules)
 
     async def hit(self, name: str) -> None:
-        rule = self._rules.get(name)
-        if rule is None or self._random.random() >= rule.probability:
+        once = self._once.pop(name, None)
+        rule = _Rule(once, 0.0, 1.0) if once is not None else self._rules.get(name)
+        if rule is None or (once is None and self._random.random() >= rule.probability):
             return
+        self.fired.append(name)
+        if rule.action == "fail":
+            raise JournalUnavailable(f"journal write failed at failpoint {name}")
         if rule.action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif rule.action == "stop":
@@ -87,12 +140,9 @@ def _parse(spec: str) -> dict[str, _Rule]:
     rules: dict[str, _Rule] = {}
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         name, _, action_text = entry.partition("=")
-        if name not in NAMES:
-            raise ConfigurationError(f"unknown failpoint {name!r} (known: {sorted(NAMES)})")
         parts = action_text.split(":")
         action = parts[0]
-        if action not in _ACTIONS:
-            raise ConfigurationError(f"failpoint {name}: unknown action {action!r}")
+        _check(name, action)
         try:
             if action == "sleep":
                 seconds = float(parts[1])
@@ -106,3 +156,15 @@ def _parse(spec: str) -> dict[str, _Rule]:
             raise ConfigurationError(f"failpoint {name}: probability must be within 0..1")
         rules[name] = _Rule(action, seconds, probability)
     return rules
+
+
+def _check(name: str, action: str) -> None:
+    if name not in NAMES and name not in JOURNAL_NAMES:
+        raise ConfigurationError(
+            f"unknown failpoint {name!r} (known: {sorted(NAMES)}, and journal_<write> / "
+            f"journal_<write>_lost for the writes {', '.join(JOURNAL_WRITES)})"
+        )
+    if action not in _ACTIONS:
+        raise ConfigurationError(f"failpoint {name}: unknown action {action!r}")
+    if action == "fail" and name not in JOURNAL_NAMES:
+        raise ConfigurationError(f"failpoint {name}: 'fail' is for the journal's points only")

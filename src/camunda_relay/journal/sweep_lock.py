@@ -43,8 +43,10 @@ LOCK_SUFFIX = ".sweep-lock"
 def sweep_lock(journal: Journal) -> AbstractAsyncContextManager[bool]:
     """``async with sweep_lock(journal) as held:``: ``held`` is True when this caller may
     sweep now (the lock is released on exit), False when another holder sweeps."""
+    from camunda_relay.journal.failing import unwrapped
     from camunda_relay.journal.sqlite import SqliteJournal
 
+    journal = unwrapped(journal)  # a journal with failpoints locks as the one it wraps
     if isinstance(journal, SqliteJournal):
         return _file_lock(journal.path.with_name(journal.path.name + LOCK_SUFFIX))
     postgres = _postgres_class()

@@ -35,6 +35,7 @@ from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.errors import ConfigurationError, JournalError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
+from camunda_relay.journal.failing import FailpointJournal
 from camunda_relay.nodes import RESOLVE_EVERY, Node
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
@@ -101,14 +102,20 @@ class Worker:
             max_in_flight=settings.max_in_flight, max_pending_replies=settings.max_pending_replies
         )
         self.stats = WorkerStats(slots=slots)
+        failpoints = failpoints or Failpoints()
         self._ctx = ctx = Context(
             worker_id=self.worker_id,
             settings=settings,
             router=router,
             client=self.client,
-            journal=self.journal,
+            # Its writes pass the journal's failpoints, when a test or the harness set one.
+            journal=(
+                FailpointJournal(self.journal, failpoints)
+                if failpoints.journal_active
+                else self.journal
+            ),
             clock=clock,
-            failpoints=failpoints or Failpoints(),
+            failpoints=failpoints,
             executor=ThreadPoolExecutor(
                 max_workers=settings.max_in_flight, thread_name_prefix="relay-handler"
             ),
@@ -200,7 +207,7 @@ class Worker:
             await self.client.aclose()
         try:
             if self._started and not self._journal_refused:  # else it holds no lease
-                await self.journal.release()  # unfinished jobs: another worker takes them now
+                await self._ctx.journal.release()  # unfinished jobs: another worker takes them now
         except Exception as error:  # noqa: BLE001 - the lease then runs out by itself
             log.warning("could not release the journal lease at shutdown (%s)", error)
         finally:
