@@ -16,6 +16,13 @@ Environment:
 - ``FAULT_TOPIC``: the topic served (default ``messageSending``);
 - ``FAULT_PARK_FILE``: the work of an instance whose variable ``park`` is set waits, after its
   work time, until this file exists (S19: a pod holding many long jobs).
+- ``FAULT_DEFER``: the reply is deferred (S23, S25): the work applies its effect, then hands
+  its reply token out as ``<instance>.token`` in ``FAULT_TOKEN_DIR`` (JSON: the token and the
+  effect id) for the harness to answer. ``defer``: it raises ``DeferReply`` at once;
+  ``raise``: it waits until the harness has answered (``<instance>.answered`` appears), then
+  raises (the retry policy runs again); ``hang``: it waits for the answer, then for ever
+  (the worker is killed meanwhile). A later attempt of the same instance hands its new
+  token to nobody and defers (the token's holder answered the first one).
 
 The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
 ``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
@@ -24,11 +31,13 @@ The process variable ``mode`` picks a bad result for the input tests (S13): ``lo
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from datetime import timedelta
+from pathlib import Path
 
-from camunda_relay import Reply, Router, Task
+from camunda_relay import DeferReply, Reply, Router, Task
 from harness.ledger import Ledger
 
 TOPIC = "messageSending"
@@ -84,6 +93,32 @@ def _bad_result(mode: str) -> dict[str, object] | None:
     return None
 
 
+class _Deferral:
+    """The deferred-reply modes of ``FAULT_DEFER`` (see the module docstring)."""
+
+    def __init__(self, mode: str, folder: str) -> None:
+        self.mode = mode
+        self.folder = Path(folder)
+
+    async def hand_out(self, task: Task, effect_id: str) -> None:
+        instance = task.process_instance_id
+        token_file = self.folder / f"{instance}.token"
+        if token_file.exists():  # a later attempt: its holder answered the first token
+            raise DeferReply
+        partial = token_file.with_suffix(".partial")
+        text = json.dumps({"token": task.reply_token, "effect_id": effect_id})
+        await asyncio.to_thread(partial.write_text, text)
+        await asyncio.to_thread(partial.replace, token_file)
+        if self.mode == "defer":
+            raise DeferReply
+        answered = self.folder / f"{instance}.answered"
+        while not await asyncio.to_thread(answered.exists):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        if self.mode == "raise":
+            raise RuntimeError("the attempt fails after its token was answered")
+        await asyncio.Event().wait()  # "hang": the worker is killed meanwhile
+
+
 def make_router() -> Router:
     router = Router()
     message = os.environ.get("FAULT_REPLY_MESSAGE", "sample_response")
@@ -91,6 +126,8 @@ def make_router() -> Router:
     ledger = Ledger(os.environ["FAULT_LEDGER"])
     name = os.environ.get("FAULT_WORKER_NAME") or f"pid-{os.getpid()}"
     park = _Park(os.environ["FAULT_PARK_FILE"]) if os.environ.get("FAULT_PARK_FILE") else None
+    defer_mode = os.environ.get("FAULT_DEFER", "")
+    deferral = _Deferral(defer_mode, os.environ["FAULT_TOKEN_DIR"]) if defer_mode else None
 
     @router.task(
         os.environ.get("FAULT_TOPIC") or TOPIC,
@@ -106,6 +143,8 @@ def make_router() -> Router:
         mode = str(task.variables.get("mode") or "normal")
         bad = _bad_result(mode)
         effect_id, _ = await asyncio.to_thread(ledger.apply, key, instance, attempt, name)
+        if deferral is not None:
+            await deferral.hand_out(task, effect_id)
         result: dict[str, object] = {
             "effect_id": effect_id,
             "processed_for": instance,

@@ -1094,10 +1094,15 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S14": s14,
     "S15": s15,
 }
-SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20")
+SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20", "S23")
 _ = CANARY_PAYLOAD
 
 # S17-S21 live in a module of their own, which uses the helpers above.
 from harness.scenarios_scale import SCALE_SCENARIOS  # noqa: E402
 
 SCENARIOS.update(SCALE_SCENARIOS)
+
+# S23 and S25, deferred replies' answers, too.
+from harness.scenarios_answers import ANSWER_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(ANSWER_SCENARIOS)
