@@ -153,8 +153,8 @@ def _deferring_worker(lab: Lab, name: str, mode: str, tokens: Path, **settings: 
     return lab.worker(
         name,
         work="0.2",
-        fault_defer=mode,
-        fault_token_dir=str(tokens),
+        FAULT_DEFER=mode,
+        FAULT_TOKEN_DIR=str(tokens),
         reply_deadline=DEADLINE,
         **settings,
     )
@@ -172,38 +172,42 @@ def s23(ctx: Context) -> dict[str, Any]:
     def body(lab: Lab) -> dict[str, Any]:
         raising, killed = count // 2, count - count // 2
         channel: Callable[[int], str] = lambda n: ("cli", "http")[n % 2]  # noqa: E731
-        # Phase 1: answered, then the attempt raises (the retry policy would run it again).
         port = free_port()
+        journal = lab.folder / "journal-w1.sqlite3"
+        # Phase 1: answered, then the attempt raises (the retry policy would run it again).
         tokens = lab.folder / "tokens-raise"
-        _deferring_worker(lab, "w1", "raise", tokens, http_port=str(port), reply_secret=SECRET)
-        first = lab.start_instances(raising)
-        holder = Holder(lab, tokens, lab.folder / "journal-w1.sqlite3", port)
-        holder.answer_all(first, channel)
-        # Phase 2: answered, then the pod is killed while the work still runs.
-        port2 = free_port()
-        tokens2 = lab.folder / "tokens-kill"
-        w2 = _deferring_worker(
-            lab, "w2", "hang", tokens2, http_port=str(port2), reply_secret=SECRET
+        worker = _deferring_worker(
+            lab, "w1", "raise", tokens, http_port=str(port), reply_secret=SECRET
         )
+        first = lab.start_instances(raising)
+        holder = Holder(lab, tokens, journal, port)
+        holder.answer_all(first, channel)
+        lab.wait_finished(first, float(DEADLINE) + 60)
+        # Phase 2: answered, then the pod is killed while the work still runs; it restarts
+        # (under a new worker id: it takes the dead one's jobs when their lease ran out).
+        tokens2 = lab.folder / "tokens-kill"
+        tokens2.mkdir()
+        worker.stop()
+        worker.start(FAULT_DEFER="hang", FAULT_TOKEN_DIR=str(tokens2))
         second = lab.start_instances(killed)
-        holder2 = Holder(lab, tokens2, lab.folder / "journal-w2.sqlite3", port2)
+        holder2 = Holder(lab, tokens2, journal, port)
         holder2.answer_all(second, channel)
-        w2.kill9()
+        worker.kill9()
         lab.mark("fault-end")
-        w2.start()  # a new worker id: it takes the dead one's jobs when its lease ran out
-        verdict = _finish(
+        worker.start()
+        lab.wait_finished(lab.instances, float(DEADLINE) + 120)  # then judge the answers
+        return _finish(
             lab,
             Expectation(
                 reruns=True,
                 extra={
                     "S23-raise": _delivered_as_answered(lab, holder),
                     "S23-kill": _delivered_as_answered(lab, holder2),
-                    "S23-no-attempt-after-the-answer": _single_attempts(lab, first),
+                    "S23-no-attempt-after-the-answer": _single_attempts(lab, [*first, *second]),
                 },
             ),
             timeout=float(DEADLINE) + 120,
         )
-        return verdict
 
     return _run(ctx, "S23", body)
 
@@ -257,6 +261,7 @@ def s25(ctx: Context) -> dict[str, Any]:
             rounds[write] = round(time.monotonic() - started, 1)
         lab.notes["round_seconds"] = rounds
         lab.mark("fault-end")
+        lab.wait_finished(lab.instances, 120)  # then judge the answers
         fired = _fired(lab)
         lab.notes["failpoints_fired"] = fired
         return _finish(
