@@ -53,11 +53,19 @@ class Holder:
         self.refused: dict[str, str] = {}  # instance -> why
         self.repeats_refused = 0
 
-    def answer_all(self, instances: list[str], channels: Callable[[int], str]) -> bool:
-        """Answer every instance's token as it appears; True when all were answered."""
+    def answer_all(
+        self,
+        instances: list[str],
+        channels: Callable[[int], str],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> bool:
+        """Answer every instance's token as it appears (until the worker is gone); True
+        when all were answered."""
         pending = {instance: n for n, instance in enumerate(instances)}
 
         def step() -> bool:
+            if not alive():
+                return True
             for instance, n in list(pending.items()):
                 token_file = self.folder / f"{instance}.token"
                 if token_file.exists():
@@ -181,7 +189,7 @@ def s23(ctx: Context) -> dict[str, Any]:
         )
         first = lab.start_instances(raising)
         holder = Holder(lab, tokens, journal, port)
-        holder.answer_all(first, channel)
+        holder.answer_all(first, channel, alive=worker.alive)
         lab.wait_finished(first, float(DEADLINE) + 60)
         # Phase 2: answered, then the pod is killed while the work still runs; it restarts
         # (under a new worker id: it takes the dead one's jobs when their lease ran out).
@@ -191,7 +199,7 @@ def s23(ctx: Context) -> dict[str, Any]:
         worker.start(FAULT_DEFER="hang", FAULT_TOKEN_DIR=str(tokens2))
         second = lab.start_instances(killed)
         holder2 = Holder(lab, tokens2, journal, port)
-        holder2.answer_all(second, channel)
+        holder2.answer_all(second, channel, alive=worker.alive)
         worker.kill9()
         lab.mark("fault-end")
         worker.start()
@@ -238,8 +246,8 @@ claim rounds' own-jobs rule addresses)."""
 
 def s25(ctx: Context) -> dict[str, Any]:
     """The journal fails on one write, each write in turn (a round of deferred replies per
-    write, answered after parking, the write failing before it and after it committed at
-    random): no state half-made, the next round heals it, every answer delivered."""
+    write, answered after parking, the write failing once before it and once after it
+    committed): no state half-made, the next round heals it, every answer delivered."""
     per_round = max(ctx.count(24) // len(S25_WRITES), 2)
 
     def body(lab: Lab) -> dict[str, Any]:
@@ -256,8 +264,8 @@ def s25(ctx: Context) -> dict[str, Any]:
                 worker.start(CAMUNDA_RELAY_FAILPOINTS=spec)
             started = time.monotonic()
             batch = lab.start_instances(per_round)
-            holder.answer_all(batch, lambda n: "python")
-            lab.wait_finished(batch, 120)
+            holder.answer_all(batch, lambda n: "python", alive=worker.alive)
+            wait_until(lambda: not worker.alive() or not lab.unfinished(batch), timeout=120)
             rounds[write] = round(time.monotonic() - started, 1)
         lab.notes["round_seconds"] = rounds
         lab.mark("fault-end")
@@ -282,14 +290,11 @@ def s25(ctx: Context) -> dict[str, Any]:
 
 
 def _spec(write: str) -> str:
-    """The round's failpoints: the write fails before it or after it committed, at random
-    (a lost claim is left out, see :data:`S25_WRITES`); the lease's release, met once per
-    stop, always fails."""
-    if write == "release_lease":
-        return "journal_release_lease=fail"
-    if write == "claim":
-        return "journal_claim=fail:0.5"
-    return f"journal_{write}=fail:0.5,journal_{write}_lost=fail:0.5"
+    """The round's failpoints: the write fails once before it reached the journal and once
+    after it committed (a lost claim is left out, see :data:`S25_WRITES`), then never."""
+    if write in ("claim", "release_lease"):
+        return f"journal_{write}=fail:1:x1"
+    return f"journal_{write}=fail:1:x1,journal_{write}_lost=fail:1:x1"
 
 
 def _fired(lab: Lab) -> dict[str, int]:

@@ -4,12 +4,13 @@ Off unless ``CAMUNDA_RELAY_FAILPOINTS`` is set (read once, when a worker starts)
 
     CAMUNDA_RELAY_FAILPOINTS="after_complete_before_work=kill,before_correlate=sleep:2:0.5"
 
-Each entry is ``name=action[:argument][:probability]`` with the actions ``kill`` (SIGKILL
+Each entry is ``name=action[:argument][:probability][:xTIMES]`` with the actions ``kill`` (SIGKILL
 this process), ``stop`` (SIGSTOP it), ``raise`` (raise :class:`FailpointError`),
 ``sleep:SECONDS`` and, at the journal's points only, ``fail`` (the journal call raises
 :class:`~camunda_relay.errors.JournalUnavailable`, as a database that does not answer). The
 probability (0..1, default 1) is drawn from a random generator seeded by
-``CAMUNDA_RELAY_FAILPOINTS_SEED`` when given, so a run can be repeated.
+``CAMUNDA_RELAY_FAILPOINTS_SEED`` when given, so a run can be repeated; ``xTIMES`` fires it
+that many times at most (``journal_park=fail:1:x1``: the first parking fails, no other).
 
 The names, in the order a reply job meets them: ``after_fetch``, ``after_record``,
 ``after_complete_before_work``, ``mid_work``, ``after_work_before_correlate``,
@@ -76,6 +77,7 @@ class _Rule:
     action: str
     seconds: float
     probability: float
+    times: int | None = None  # fired at most this often (None: no limit)
 
 
 class Failpoints:
@@ -123,6 +125,8 @@ class Failpoints:
         rule = _Rule(once, 0.0, 1.0) if once is not None else self._rules.get(name)
         if rule is None or (once is None and self._random.random() >= rule.probability):
             return
+        if rule.times is not None and self.fired.count(name) >= rule.times:
+            return
         self.fired.append(name)
         if rule.action == "fail":
             raise JournalUnavailable(f"journal write failed at failpoint {name}")
@@ -141,6 +145,12 @@ def _parse(spec: str) -> dict[str, _Rule]:
     for entry in filter(None, (part.strip() for part in spec.split(","))):
         name, _, action_text = entry.partition("=")
         parts = action_text.split(":")
+        times = None
+        if len(parts) > 1 and parts[-1].startswith("x"):
+            try:
+                times = int(parts.pop()[1:])
+            except ValueError:
+                raise ConfigurationError(f"failpoint {name}: cannot read {action_text!r}") from None
         action = parts[0]
         _check(name, action)
         try:
@@ -154,7 +164,7 @@ def _parse(spec: str) -> dict[str, _Rule]:
             raise ConfigurationError(f"failpoint {name}: cannot read {action_text!r}") from None
         if not 0.0 <= probability <= 1.0:
             raise ConfigurationError(f"failpoint {name}: probability must be within 0..1")
-        rules[name] = _Rule(action, seconds, probability)
+        rules[name] = _Rule(action, seconds, probability, times)
     return rules
 
 

@@ -151,6 +151,23 @@ def test_a_failed_write_writes_nothing_and_a_lost_one_writes() -> None:
     asyncio.run(scenario())
 
 
+def test_a_failpoint_fires_at_most_its_times() -> None:
+    async def scenario() -> None:
+        points = Failpoints.from_environment(
+            {"CAMUNDA_RELAY_FAILPOINTS": "journal_park=fail:1:x2,journal_claim=fail:x1"}
+        )
+        for _ in range(2):
+            with pytest.raises(JournalUnavailable):
+                await points.hit("journal_park")
+        await points.hit("journal_park")
+        with pytest.raises(JournalUnavailable):
+            await points.hit("journal_claim")
+        await points.hit("journal_claim")
+        assert points.fired == ["journal_park", "journal_park", "journal_claim"]
+
+    asyncio.run(scenario())
+
+
 def test_journal_failpoints_are_read_from_the_environment() -> None:
     points = Failpoints.from_environment({"CAMUNDA_RELAY_FAILPOINTS": "journal_park=fail:0.5"})
     assert points.journal_active
