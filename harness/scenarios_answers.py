@@ -265,7 +265,7 @@ def s25(ctx: Context) -> dict[str, Any]:
             started = time.monotonic()
             batch = lab.start_instances(per_round)
             holder.answer_all(batch, lambda n: "python", alive=worker.alive)
-            wait_until(lambda: not worker.alive() or not lab.unfinished(batch), timeout=120)
+            _round_end(lab, worker, batch)
             rounds[write] = round(time.monotonic() - started, 1)
         lab.notes["round_seconds"] = rounds
         lab.mark("fault-end")
@@ -287,6 +287,12 @@ def s25(ctx: Context) -> dict[str, Any]:
         )
 
     return _run(ctx, "S25", body)
+
+
+def _round_end(lab: Lab, worker: Any, batch: list[str]) -> None:
+    """Wait until the round's instances finished (or the worker is gone: a74488b refuses
+    the journal's failpoints)."""
+    wait_until(lambda: not worker.alive() or not lab.unfinished(batch), timeout=120)
 
 
 def _spec(write: str) -> str:
