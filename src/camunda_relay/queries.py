@@ -95,6 +95,20 @@ class Queries(Transport):
         raw = await self._object("GET", path, params={"deserializeValues": "false"})
         return decode_all(raw)
 
+    async def process_instances(
+        self, process_instance_ids: Sequence[str], *, activity_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The running instances among ``process_instance_ids`` (one POST query, one page of
+        them all); with ``activity_ids``, only those waiting in one of those activities now
+        (the engine's ``activityIdIn``: a leaf activity instance with one of the ids)."""
+        if not process_instance_ids:
+            return []  # the engine refuses an empty id list
+        query: dict[str, object] = {"processInstanceIds": list(process_instance_ids)}
+        if activity_ids is not None:
+            query["activityIdIn"] = list(activity_ids)
+        params = _query(maxResults=len(process_instance_ids))
+        return await self._list("POST", "/process-instance", json=query, params=params)
+
     async def historic_activity_instances(
         self, *, process_instance_id: str, activity_id: str | None = None
     ) -> list[dict[str, Any]]:

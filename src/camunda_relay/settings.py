@@ -213,6 +213,10 @@ class Settings:
     reply_deadline: timedelta = timedelta(minutes=10)
     reply_secret: str | None = field(default=None, repr=False)
     shutdown_grace: timedelta = timedelta(seconds=25)
+    # How often the worker asks the engine whether the instances of its running reply jobs
+    # still wait for their replies (0: never), and how long a cancelled handler may clean up.
+    cancel_check_interval: timedelta = timedelta(seconds=30)
+    cancel_grace: timedelta = timedelta(seconds=10)
     journal: str = field(default=".camunda-relay/journal.sqlite3", repr=False)
     journal_lease: timedelta = timedelta(seconds=60)
     journal_retention: timedelta = timedelta(days=7)
@@ -339,6 +343,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "reply_deadline": _seconds,
     "reply_secret": _optional_text,
     "shutdown_grace": _seconds,
+    "cancel_check_interval": _seconds,
+    "cancel_grace": _seconds,
     "journal": _text,
     "journal_lease": _bounded(positive=True),
     "journal_retention": _seconds,

@@ -3,8 +3,8 @@
 ``--var NAME=VALUE`` (repeatable; VALUE is JSON when it parses, as for ``start``) sends the
 reply with those variables; ``--fail "reason"`` ends it in an incident with that reason. The
 answer goes into the journal (``--journal``, else ``CAMUNDA_JOURNAL``); a worker serving the
-topic delivers it. An unknown, used or expired token is one line and exit code 1. Neither the
-token nor a value is ever printed.
+topic delivers it. An unknown, used, expired or cancelled token ("the process instance was
+cancelled") is one line and exit code 1. Neither the token nor a value is ever printed.
 """
 
 from __future__ import annotations

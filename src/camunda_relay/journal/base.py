@@ -159,6 +159,7 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"  # no job has that token now (never issued, superseded, pruned)
     USED = "used"  # the token was answered before
     EXPIRED = "expired"  # the deadline passed, or the job went on without the answer
+    CANCELLED = "cancelled"  # the job's instance no longer waits (the job ended cancelled)
 
 
 _ANSWERABLE = frozenset({JobState.ACKNOWLEDGED, JobState.DEFERRED})
@@ -169,9 +170,12 @@ def judge_answer(
 ) -> Verdict:
     """Whether the job found for a token (``state`` None: none) takes an answer now: while
     its attempt runs (the token's holder may answer before the handler returned) or while it
-    waits deferred, before its deadline; the one rule every journal applies."""
+    waits deferred, before its deadline; the one rule every journal applies. A cancelled
+    job's token says so, whatever came before (nobody waits for its reply any more)."""
     if state is None:
         return Verdict.UNKNOWN
+    if state is JobState.CANCELLED:
+        return Verdict.CANCELLED
     if answered:
         return Verdict.USED
     if state is JobState.DEFERRED and deadline is not None and deadline <= now:

@@ -82,8 +82,11 @@ ROW = (
 """The columns :func:`from_row` reads a job from, in its order."""
 
 # The reply token lives in memory only (the handler's attempt); the journal keeps its hash.
+# The cancellation event is the running attempt's too.
 _TASK_FIELDS = tuple(
-    field.name for field in dataclasses.fields(Task) if field.name != "reply_token"
+    field.name
+    for field in dataclasses.fields(Task)
+    if field.name not in ("reply_token", "cancelled")
 )
 _TASK_DATETIMES = frozenset({"lock_expiration"})
 _PLAIN = (str, int, float, bool, type(None))

@@ -5,9 +5,9 @@ Off unless ``CAMUNDA_REPLY_SECRET`` is set: :func:`reply_routes` is then empty. 
 carries the secret as ``Authorization: Bearer <secret>`` (compared in constant time) and a
 JSON body, ``{"token": "...", "variables": {"name": value}}`` or ``{"token": "...",
 "failure": "reason"}``. Answers, JSON: 200 ``{"status": "accepted"}``; 400 a body that is
-not one of those; 401 a missing or wrong secret; 404 unknown token; 409 used; 410 expired;
-503 the journal does not answer. The token, the secret and the variables' values are
-never logged.
+not one of those; 401 a missing or wrong secret; 404 unknown token; 409 used; 410 expired,
+or "the process instance was cancelled"; 503 the journal does not answer. The token, the
+secret and the variables' values are never logged.
 
 A route is a :data:`RouteHandler`, ``(method, path, headers, body) -> (status, content
 type, body)`` with header names in lower case, called from the server's thread (not an event
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/reply"
 _JSON = "application/json"
-_STATUS = {"unknown": 404, "used": 409, "expired": 410}
+_STATUS = {"unknown": 404, "used": 409, "expired": 410, "cancelled": 410}
 
 
 def reply_routes(

@@ -15,7 +15,8 @@ that can reach the journal:
 Answering only writes the answer into the journal; a worker serving the topic claims the
 job and delivers the reply on the same path as every reply (to the instance the task came
 from, too early retried, already delivered confirmed, once). Past the deadline the token is
-expired and the waiting execution gets an incident.
+expired and the waiting execution gets an incident. When the instance is cancelled meanwhile
+(or moves on without the reply), the job ends ``cancelled`` and its token answers so.
 
 A token is 32 random bytes (``secrets``), URL-safe text, derived from nothing: it reveals
 nothing about the instance; it never starts with ``-`` (a command line would take it for an
@@ -48,6 +49,7 @@ _REFUSED = {
     Verdict.USED: "this reply token was used already: a token answers once",
     Verdict.EXPIRED: "this reply token has expired: its reply deadline passed, or its job "
     "went on without it",
+    Verdict.CANCELLED: "the process instance was cancelled: nobody waits for this reply any more",
 }
 
 

@@ -46,6 +46,8 @@ class WorkerStats:
     replies_failed: int = 0
     replies_deferred: int = 0  # handlers that handed out a reply token instead of a result
     dropped: int = 0
+    replies_cancelled: int = 0  # reply jobs ended because their instance no longer waits
+    tasks_cancelled: int = 0  # plain tasks whose handler was cancelled (the task is gone)
     taken_over: int = 0  # jobs another worker holds now (this one lost its lease)
     last_poll_ok: float | None = None  # the clock's monotonic time of the last good fetch
     engine_errors: int = 0

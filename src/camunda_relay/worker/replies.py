@@ -23,6 +23,7 @@ from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.tokens import new_token
 from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
+from camunda_relay.worker.cancellation import Cancelled, Scope, Watcher, cancelled
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes, describe, for_log
 from camunda_relay.worker.plain import call_handler
@@ -55,12 +56,18 @@ def _attempt(job: Job, attempts: int) -> Job:
 
 class Replies:
     def __init__(
-        self, ctx: Context, outcomes: Outcomes, correlator: Correlator, incidents: Incidents
+        self,
+        ctx: Context,
+        outcomes: Outcomes,
+        correlator: Correlator,
+        incidents: Incidents,
+        watcher: Watcher,
     ) -> None:
         self._ctx = ctx
         self._outcomes = outcomes
         self._correlator = correlator
         self._incidents = incidents
+        self._watcher = watcher
 
     # -- starting ------------------------------------------------------------------------
 
@@ -149,22 +156,41 @@ class Replies:
             attempt += 1
 
     async def _work(self, job: Job, registration: Registration, *, counted: bool) -> Job:
-        """Run the handler until it succeeds or the retries are used up. ``counted``: the
+        """Run the handler until it succeeds or the retries are used up, watched for its
+        instance going away meanwhile (then the job ends ``cancelled``). ``counted``: the
         first attempt is on record already (saved with the acknowledgement)."""
+        with self._watcher.watching(job) as scope:
+            return await self._attempts(job, registration, counted=counted, scope=scope)
+
+    async def _attempts(
+        self, job: Job, registration: Registration, *, counted: bool, scope: Scope
+    ) -> Job:
         ctx = self._ctx
         policy = registration.retries if registration.retries is not None else ctx.settings.retries
         pause = registration.retry_timeout or ctx.settings.retry_timeout
+        grace = ctx.settings.cancel_grace.total_seconds()
         while True:
             # Every attempt is on record, with its token's hash, before it starts.
             if not counted or job.reply_token is None:
                 job = await self.keep(_attempt(job, job.attempts + (0 if counted else 1)))
             counted = False
+            if scope.requested:  # cancelled during the pause between attempts
+                return await self._cancelled(job, scope.reason)
             try:
                 await ctx.failpoints.hit("mid_work")
-                task = dataclasses.replace(job.task, reply_token=job.reply_token)
-                result = await call_handler(ctx, registration, task)
+                task = dataclasses.replace(
+                    job.task, reply_token=job.reply_token, cancelled=scope.signal
+                )
+                result = await scope.run(
+                    call_handler(ctx, registration, task),
+                    is_async=registration.is_async,
+                    grace=grace,
+                    clock=ctx.clock,
+                )
             except asyncio.CancelledError:
                 raise
+            except Cancelled as stop:
+                return await self._cancelled(job, stop.reason)
             except DeferReply:
                 return await self._defer(job, registration)
             except BpmnError as error:
@@ -207,6 +233,12 @@ class Replies:
     def _allowed(self, registration: Registration) -> timedelta:
         reply = registration.reply
         return (reply.deadline if reply else None) or self._ctx.settings.reply_deadline
+
+    async def _cancelled(self, job: Job, reason: str) -> Job:
+        """The instance no longer waits: the job ends ``cancelled`` (no message, no incident)."""
+        job = await self.keep(job.advance(JobState.CANCELLED, error=reason, reply_token=None))
+        cancelled(self._ctx, job, reason)
+        return job
 
     # -- deferred replies ----------------------------------------------------------------
 
@@ -262,6 +294,10 @@ class Replies:
             raise Stopped
         if outcome.state is JobState.FAILING:
             return await self._failing(outcome, outcome.error or "not delivered", advanced=True)
+        if outcome.state is JobState.CANCELLED:
+            job = await self.keep(outcome)
+            cancelled(ctx, job, outcome.error or "the process instance no longer waits")
+            return job
         await ctx.failpoints.hit("after_correlate_before_journal")
         # Not waited on to reach the disk: lost with the machine, the job is back in "done",
         # as a crash just before this write leaves it (history confirms the delivery).

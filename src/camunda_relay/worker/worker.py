@@ -9,7 +9,8 @@ This facade composes the parts and owns the lifecycle; each part fits in one sit
 - :mod:`~camunda_relay.worker.replies`: a reply job's runner (work, deliver, incident);
 - :mod:`~camunda_relay.worker.recovery`: the journal lease, taking jobs over, the
   reconciler's sweep, orphans, the history check;
-- :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine.
+- :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine;
+- :mod:`~camunda_relay.worker.cancellation`: cancelling work whose instance no longer waits.
 
 Each task runs as its own asyncio task, so one task's error never touches another; sync
 handlers run on a thread pool, async ones on the loop. :meth:`Worker.shutdown` stops
@@ -36,12 +37,14 @@ from camunda_relay.errors import ConfigurationError, JournalError
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.nodes import RESOLVE_EVERY, Node
+from camunda_relay.replies.cancellation import InstanceCheck
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
 from camunda_relay.replies.reconciler import Reconciler
 from camunda_relay.router import Router
 from camunda_relay.settings import MAX_WORKER_ID, Settings
 from camunda_relay.task import Task
+from camunda_relay.worker.cancellation import Watcher
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
 from camunda_relay.worker.health import Health
 from camunda_relay.worker.intake import Intake
@@ -119,7 +122,10 @@ class Worker:
         outcomes = Outcomes(ctx)
         self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
         self._plain = Plain(ctx, outcomes)
-        self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
+        self._watcher = Watcher(ctx, InstanceCheck(self.client, self.correlator.catch_activities))
+        self._replies = Replies(
+            ctx, outcomes, self.correlator, Incidents(self.client), self._watcher
+        )
         self._intake = Intake(ctx, outcomes, self._replies)
         self._outcomes = outcomes
         self._poller = Poller(ctx, outcomes, self._spawn)
@@ -286,6 +292,7 @@ class Worker:
                 ("lease", recovery.keep_lease),
                 ("claim", recovery.keep_claiming),
                 ("reconcile", recovery.keep_sweeping),
+                ("cancel", self._watcher.keep_watching),
             )
         ]
         try:
@@ -349,6 +356,12 @@ class Worker:
         if self._ctx.history_full is None:
             await self._recovery.check_history()
         return await self._recovery.resume(own=True)
+
+    async def check_cancelled(self) -> int:
+        """One cancellation round now (the worker runs one every
+        ``CAMUNDA_CANCEL_CHECK_INTERVAL``): cancel the reply jobs whose instances no longer
+        wait for their replies; returns how many."""
+        return await self._watcher.round()
 
     async def drain(self) -> None:
         """Wait until every job started so far has finished."""
