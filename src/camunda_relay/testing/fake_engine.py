@@ -21,7 +21,10 @@ knowing it). Message subscriptions carry a ``createdDate`` (:attr:`FakeInstance.
 History: the activity instances of each task and each passage of the catch event, with
 start and end times from a clock that moves one millisecond per event, so a worker can tell
 rounds apart; ``start(rounds=N)`` models a loop (the catch event leads back to a new task
-N-1 times); ``history_level`` below ``"full"`` keeps no external-task log and no details.
+N-1 times); ``history_level`` below ``"full"`` keeps no external-task log and no details;
+:attr:`FakeEngine.history_lags` names instances whose history is not written yet. The runtime
+query ``POST /process-instance`` (``processInstanceIds``, ``activityIdIn``) lists running
+instances.
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ class FakeEngine:
         self.history_level = history_level
         self.json_variables = json_variables  # False: an engine without Spin's JSON format
         self.json_probes = 0  # the worker's start-up probes (EngineClient.stores_json)
+        # Instances whose history is not written yet (a history backend that lags): history
+        # queries leave them out.
+        self.history_lags: set[str] = set()
         self._ticks = itertools.count(1)
         self.faults_hit: list[tuple[str, str]] = []  # (route, kind) of each fault applied
         self.tasks: dict[str, FakeTask] = {}
@@ -208,6 +214,9 @@ class FakeEngine:
         """Cancel an instance: its open task is gone (404), nobody waits for a message."""
         instance = self.instances[instance_id]
         instance.state = "cancelled"
+        for entry in instance.history:
+            if entry["endTime"] is None:
+                entry["endTime"], entry["canceled"] = self._now(), True
         for task in self.tasks.values():
             if task.instance_id == instance_id and not task.done:
                 task.deleted = True
@@ -280,6 +289,8 @@ class FakeEngine:
             return self._task_log_entries(params)
         if (method, path) == ("POST", "/history/process-instance"):
             return self._historic_query(body)
+        if (method, path) == ("POST", "/process-instance"):
+            return self._runtime_query(body)
         if (method, path) == ("POST", "/message"):
             return self._correlate(body)
         if (method, path) == ("GET", "/execution"):
@@ -497,13 +508,29 @@ class FakeEngine:
         found = [
             self._historic_record(i)
             for i in self.instances.values()
-            if wanted is None or i.id in wanted
+            if (wanted is None or i.id in wanted) and i.id not in self.history_lags
+        ]
+        return httpx.Response(200, json=found)
+
+    def _runtime_query(self, body: dict[str, Any]) -> httpx.Response:
+        """Running instances (``processInstanceIds``); with ``activityIdIn``, those waiting
+        in one of those activities (the catch event, or the task)."""
+        wanted, activities = body.get("processInstanceIds"), body.get("activityIdIn")
+        at = {"waiting": CATCH, "task": "send_message"}
+        found = [
+            {"id": i.id, "businessKey": i.business_key, "ended": False, "suspended": False}
+            for i in self.instances.values()
+            if (wanted is None or i.id in wanted)
+            and i.state not in ("completed", "error", "cancelled")
+            and (activities is None or at.get(i.state) in activities)
         ]
         return httpx.Response(200, json=found)
 
     def _passages(self, params: httpx.QueryParams) -> httpx.Response:
         instance = self.instances.get(params.get("processInstanceId", ""))
-        return httpx.Response(200, json=[] if instance is None else instance.history)
+        if instance is None or instance.id in self.history_lags:
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json=instance.history)
 
     def _historic(self, instance_id: str) -> httpx.Response:
         instance = self.instances.get(instance_id)
