@@ -649,3 +649,33 @@ def test_a_worker_that_slept_past_its_lease_cannot_save(
         assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
 
     store.run(scenario)
+
+
+# -- cancelled: a finished state -------------------------------------------------------------
+
+
+def test_a_cancelled_job_is_finished_held_by_nobody_never_claimed_and_pruned(
+    store: Store,
+) -> None:
+    async def scenario() -> None:
+        worker_a = store.journal("worker-a")
+        await worker_a.record(make_job(1, state=JobState.ACKNOWLEDGED))
+        await worker_a.record(make_job(2, state=JobState.ACKNOWLEDGED))
+        cancelled = make_job(
+            1, state=JobState.CANCELLED, error="the process instance was cancelled"
+        )
+        assert await worker_a.save(cancelled) is True
+        assert await worker_a.get("task-1") == cancelled
+        assert ids(await worker_a.unfinished()) == ["task-2"]
+        assert await worker_a.unfinished_instances() == {"instance-2"}
+        assert ids(await worker_a.jobs(states=[JobState.CANCELLED])) == ["task-1"]
+        assert (await worker_a.counts())[JobState.CANCELLED] == 1
+        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-2"]
+        await worker_a.release()
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-2"]
+        # held by nobody: the task offered again starts it afresh, whoever fetches it
+        assert await store.journal("other").save(make_job(1, state=JobState.RECORDED)) is True
+        await store.journal("other").save(cancelled)
+        assert await worker_a.prune(finished_before=1_760_000_001.5) == 1
+
+    store.run(scenario)

@@ -76,6 +76,10 @@ SETTINGS = Settings(
     journal_lease=timedelta(seconds=3),  # housekeeping (renew, resume) every second
     shutdown_grace=timedelta(seconds=1),
     reply_deadline=timedelta(hours=1),
+    # A cancellation round every second: a cancelled instance's running work is cancelled
+    # within a few steps (WORK is half a second).
+    cancel_check_interval=timedelta(seconds=1),
+    cancel_grace=timedelta(milliseconds=300),
 )
 # Regression tests below start from a crashed worker whose lease has run out.
 EXPIRED_LEASE = timedelta(seconds=-1)
@@ -359,9 +363,12 @@ class WorkerMachine(RuleBasedStateMachine):
         self.fake.inject("POST /external-task/fetchAndLock", FETCH_FAULTS[kind])
 
     @precondition(lambda self: HISTORY_FAULTS)
-    @rule(data=st.data(), what=st.sampled_from(["passages", "instance", "task log"]))
+    @rule(
+        data=st.data(),
+        what=st.sampled_from(["passages", "instance", "task log", "runtime", "instances"]),
+    )
     def history_fault(self, data: st.DataObject, what: str) -> None:
-        """The next history query of this kind answers 503."""
+        """The next history (or runtime instance) query of this kind answers 503."""
         if what == "instance":
             instances = sorted(self.fake.instances)
             if not instances:
@@ -371,6 +378,8 @@ class WorkerMachine(RuleBasedStateMachine):
             route = {
                 "passages": "GET /history/activity-instance",
                 "task log": "GET /history/external-task-log/count",
+                "runtime": "POST /process-instance",  # the cancellation round's question
+                "instances": "POST /history/process-instance",
             }[what]
         self.fake.inject(route, Fault("status", 503))
 
@@ -471,6 +480,17 @@ class WorkerMachine(RuleBasedStateMachine):
             assert len(jobs) <= 1, f"{instance_id}: effects applied by jobs {sorted(jobs)}"
 
     @invariant()
+    def cancelled_only_when_the_instance_is_gone_and_then_no_message(self) -> None:
+        for job in self._jobs():
+            instance = self.fake.instances[job.task.process_instance_id]
+            if job.state is JobState.CANCELLED:
+                assert instance.state == "cancelled", f"job {job.id} cancelled: {job.error}"
+                assert job.deliveries == 0, f"job {job.id} cancelled after a delivery"
+        for instance in self.fake.instances.values():
+            if instance.state == "cancelled":
+                assert instance.passages == 0, f"{instance.id} got a message, then cancelled"
+
+    @invariant()
     def no_job_lost_no_false_failure(self) -> None:
         unfinished = {job.id for job in self._jobs() if not job.state.finished}
         for task in self.fake.tasks.values():
@@ -529,6 +549,9 @@ class WorkerMachine(RuleBasedStateMachine):
             assert instance.passages == 1, f"{instance.id} never finished ({instance.state})"
             assert len(applied[instance.id]) == 1, f"{instance.id}: effects {applied[instance.id]}"
         self.no_job_lost_no_false_failure()
+        self.cancelled_only_when_the_instance_is_gone_and_then_no_message()
+        for state in sorted({job.state.value for job in self._jobs()}):
+            event(f"job state at the end: {state}")
         unfinished = [job.id for job in self._jobs() if not job.state.finished]
         assert unfinished == [], f"jobs never finished: {unfinished}"
 
