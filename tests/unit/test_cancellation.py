@@ -10,6 +10,7 @@ The watcher's loop is off (``cancel_check_interval`` 0); each test runs its roun
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
@@ -31,8 +32,12 @@ from camunda_relay import (
     Worker,
     send_reply,
 )
+from camunda_relay.journal.sqlite import SqliteJournal
 from camunda_relay.replies.http import reply_routes
+from camunda_relay.replies.tokens import new_token
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
+from tests.support.journals import make_job
+from tests.support.tools import run_cli
 
 T = TypeVar("T")
 
@@ -394,3 +399,31 @@ def test_a_stop_still_cancels_a_watched_handler_without_ending_its_job() -> None
 
     assert run(scenario()) is JobState.ACKNOWLEDGED
     assert handler.cancelled  # cancelled by the stop, as before
+
+
+def test_pending_shows_cancelled_jobs_and_reply_says_the_instance_was_cancelled(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite3"
+    token, digest = new_token()
+
+    async def save() -> None:
+        journal = SqliteJournal(path, owner="worker", lease=timedelta(0))
+        try:
+            job = make_job(1, state=JobState.CANCELLED, token_hash=digest)
+            await journal.save(dataclasses.replace(job, error="the process instance was cancelled"))
+        finally:
+            await journal.close()
+
+    asyncio.run(save())
+    env = {"CAMUNDA_JOURNAL": str(path)}
+    listed = run_cli("pending", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "(not shown: 1 cancelled;" in listed.stdout
+    shown = run_cli("pending", "--state", "cancelled", env=env)
+    assert "task-1" in shown.stdout
+    assert "the process instance was cancelled" in shown.stdout
+    answered = run_cli("reply", token, "--var", "x=1", env=env)
+    assert answered.returncode == 1
+    assert "the process instance was cancelled" in answered.stderr
+    assert token not in answered.stderr + answered.stdout

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from camunda_relay.client import EngineClient
+from camunda_relay.errors import EngineError
 from camunda_relay.replies.correlator import CANCELLED, ENDED, round_start
 from camunda_relay.replies.job import Job
 from camunda_relay.variables import engine_date
@@ -65,7 +66,12 @@ class InstanceCheck:
         self._round += 1
         catch: dict[str, frozenset[str]] = {}
         for job in jobs:
-            ids = await self._catch_activities(job)
+            try:
+                ids = await self._catch_activities(job)
+            except EngineError as error:
+                if error.retryable:
+                    raise
+                continue  # its model cannot be read (gone, no right to): not decided
             if ids:  # a model without the catch event: the correlator reports that
                 catch[job.id] = ids
         watched = [job for job in jobs if job.id in catch]
