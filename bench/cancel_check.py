@@ -6,7 +6,8 @@ whose instances wait at the catch event (the steady state), on a real engine.
     python -m bench.cancel_check ... --jobs 10000 --rounds 5
 
 Starts N instances of the seed process, completes their tasks as a worker would (so each
-waits at the catch event), builds the N jobs from the fetched tasks, then times rounds: the
+waits at the catch event), builds the N jobs from the fetched tasks (``--existing``: from N
+instances already waiting for the seed's message, without starting any), then times rounds: the
 wall time of the round and the worker process's CPU (``time.process_time``), the median of
 ``--rounds``; and one round more after a tenth of the instances were deleted (the rare round
 that also asks history). The engine is left with the instances (a fresh one is best).
@@ -56,6 +57,28 @@ async def _take(client: EngineClient, count: int) -> list[Task]:
     return tasks
 
 
+async def _waiting(client: EngineClient, count: int) -> list[Task]:
+    """Tasks standing for ``count`` instances already waiting for the seed's message."""
+    definition = await client.process_definition("correlation-message")
+    assert definition is not None
+    found: list[Task] = []
+    while len(found) < count:
+        page = await client.message_subscriptions(MESSAGE, first=len(found), max_results=5000)
+        found += [
+            Task(
+                id=f"bench-{item['processInstanceId']}",
+                topic=TOPIC,
+                worker_id=WORKER,
+                process_instance_id=item["processInstanceId"],
+                process_definition_id=definition["id"],
+            )
+            for item in page
+        ]
+        if len(page) < 5000:
+            break
+    return found[:count]
+
+
 async def _timed(call: Callable[[], Awaitable[object]], rounds: int) -> tuple[float, float]:
     walls, cpus = [], []
     for _ in range(rounds):
@@ -75,10 +98,12 @@ async def main(args: argparse.Namespace) -> None:
         journal=":memory:",
     )
     endpoint = Endpoint(args.url, args.user, args.password)
-    started = await loadgen.start_instances(endpoint, loadgen.keys("cancel", args.jobs), lanes=8)
-    print(f"started {len(started.ids)} instances ({started.errors} errors)", flush=True)
+    if not args.existing:
+        keys = loadgen.keys("cancel", args.jobs)
+        started = await loadgen.start_instances(endpoint, keys, lanes=8)
+        print(f"started {len(started.ids)} instances ({started.errors} errors)", flush=True)
     async with EngineClient(settings) as client:
-        tasks = await _take(client, args.jobs)
+        tasks = await (_waiting(client, args.jobs) if args.existing else _take(client, args.jobs))
         jobs = [Job(task=task, message=MESSAGE, state=JobState.ACKNOWLEDGED) for task in tasks]
         check = InstanceCheck(client, Correlator(client).catch_activities)
         assert await check.gone(jobs) == {}  # warm: the model read once, the JIT of the engine
@@ -107,4 +132,5 @@ if __name__ == "__main__":
     parser.add_argument("--password")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--existing", action="store_true", help="use instances already waiting")
     asyncio.run(main(parser.parse_args()))

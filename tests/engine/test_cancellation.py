@@ -291,3 +291,102 @@ def test_a_plain_handler_is_cancelled_when_extend_lock_finds_its_task_gone(
     instance_id = run(with_worker(router, settings_for(engine), scenario))
     assert seen == [instance_id]
     assert incidents(rest, [instance_id]) == []
+
+
+LOOP_MODEL = """<?xml version="1.0" encoding="UTF-8"?>
+<bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
+  xmlns:camunda="http://camunda.org/schema/1.0/bpmn" id="loop-cancel-defs" targetNamespace="t">
+  <bpmn:message id="reply_msg" name="relay_cancel_reply" />
+  <bpmn:process id="relay-cancel-loop" isExecutable="true" camunda:historyTimeToLive="1">
+    <bpmn:startEvent id="start" />
+    <bpmn:sequenceFlow id="f1" sourceRef="start" targetRef="work" />
+    <bpmn:serviceTask id="work" camunda:type="external" camunda:topic="relay-cancel-loop" />
+    <bpmn:sequenceFlow id="f2" sourceRef="work" targetRef="wait" />
+    <bpmn:intermediateCatchEvent id="wait" camunda:asyncBefore="true">
+      <bpmn:messageEventDefinition id="wait_def" messageRef="reply_msg" />
+    </bpmn:intermediateCatchEvent>
+    <bpmn:sequenceFlow id="f3" sourceRef="wait" targetRef="again" />
+    <bpmn:exclusiveGateway id="again" />
+    <bpmn:sequenceFlow id="back" sourceRef="again" targetRef="work">
+      <bpmn:conditionExpression>${again}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:sequenceFlow id="out" sourceRef="again" targetRef="end">
+      <bpmn:conditionExpression>${!again}</bpmn:conditionExpression>
+    </bpmn:sequenceFlow>
+    <bpmn:endEvent id="end" />
+  </bpmn:process>
+</bpmn:definitions>
+"""
+
+
+def test_an_async_continuation_before_the_catch_event_and_a_loop_back_are_never_a_cancel(
+    engine: Engine, rest: httpx.Client
+) -> None:
+    """The instance waits in the catch event's async continuation (its job held suspended)
+    while round 1's work runs; round 2's work runs while history holds round 1's ended
+    passage of the catch event and the instance waits in the continuation again."""
+    key = "relay-cancel-loop"
+    releases = [asyncio.Event(), asyncio.Event()]
+    running: list[str] = []
+    router = Router()
+
+    @router.task(key, reply=MESSAGE)
+    async def work(task: Task) -> dict[str, object]:
+        number = len(running)
+        running.append(task.id)
+        await releases[number].wait()
+        return {"again": number == 0}
+
+    def suspend(suspended: bool) -> None:
+        (definition,) = rest.get("/job-definition", params={"processDefinitionKey": key}).json()
+        body = {"suspended": suspended, "includeJobs": True}
+        response = rest.put(f"/job-definition/{definition['id']}/suspended", json=body)
+        assert response.status_code == 204, response.text
+
+    def subscribed(instance_id: str) -> bool:
+        # Not POST /process-instance with activityIdIn: it lists an instance in the catch
+        # event's async continuation already (a transition instance of that activity).
+        params = {"processInstanceId": instance_id, "messageEventSubscriptionName": MESSAGE}
+        return bool(rest.get("/execution", params=params).json())
+
+    def in_continuation(instance_id: str) -> bool:
+        jobs = rest.get("/job", params={"processInstanceId": instance_id}).json()
+        return len(jobs) == 1 and jobs[0]["suspended"] is True
+
+    async def scenario(worker: Worker) -> str:
+        await worker.client.deploy("cancellation-loop", {"loop.bpmn": LOOP_MODEL.encode()})
+        await asyncio.to_thread(suspend, True)
+        (instance_id,) = await start(worker, key, 1)
+        for round_number in (1, 2):
+            await eventually(
+                lambda n=round_number: asyncio.sleep(0, len(running) == n),
+                timeout=60,
+                what=f"round {round_number}",
+            )
+            await eventually(
+                lambda: asyncio.to_thread(in_continuation, instance_id),
+                timeout=60,
+                what="the instance in the async continuation",
+            )
+            for _ in range(3):
+                assert await worker.check_cancelled() == 0
+            await asyncio.to_thread(suspend, False)
+            await eventually(
+                lambda: asyncio.to_thread(subscribed, instance_id),
+                timeout=60,
+                what="the instance at the catch event",
+            )
+            assert await worker.check_cancelled() == 0
+            await asyncio.to_thread(suspend, True)  # round 2's continuation is held too
+            releases[round_number - 1].set()
+        await eventually(
+            lambda: asyncio.sleep(0, worker.stats.replies_delivered == 2), timeout=60, what="2"
+        )
+        assert worker.stats.replies_cancelled == 0
+        return instance_id
+
+    settings = settings_for(engine, cancel_check_interval=timedelta(0))
+    instance_id = run(with_worker(router, settings, scenario))
+    assert history(rest, [instance_id])[instance_id]["state"] == "COMPLETED"
+    passages = [p for p in wait_passages(rest, instance_id) if p["endTime"] is not None]
+    assert [p["canceled"] for p in passages] == [False, False]

@@ -7,7 +7,9 @@ One batched question a round, whatever the number of jobs (:meth:`InstanceCheck.
 1. ``POST /process-instance`` with the jobs' ``processInstanceIds`` and ``activityIdIn`` their
    catch events: the instances waiting at a catch event now. In a model where the catch
    event follows the task directly (no async continuation), that is every instance, and the
-   round ends here. One query per :data:`PAGE` instances (an engine may cap a page there).
+   round ends here. One query per :data:`PAGE` instances: the engine's cost of an id list
+   grows faster than the list (measured on H2: 1,000 ids 0.3-0.6 s, 3,000 ids 3.5 s, 9,000
+   ids 17 s), so long lists go in pages of 1,000.
 2. Only for the others, ``POST /history/process-instance`` with their ids: those that have
    an end are gone ("the process instance was cancelled" when it was cancelled or deleted,
    ``EXTERNALLY_TERMINATED``; "the process instance ended" otherwise).
@@ -39,8 +41,8 @@ from camunda_relay.variables import engine_date
 
 __all__ = ["CANCELLED", "ENDED", "MOVED_ON", "PAGE", "InstanceCheck"]
 
-PAGE = 5_000
-"""Instance ids per query: what an engine with a max results limit still answers."""
+PAGE = 1_000
+"""Instance ids per query (see the module docstring)."""
 
 MOVED_ON = "the process instance moved past the catch event"
 
