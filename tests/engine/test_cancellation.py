@@ -27,7 +27,7 @@ from camunda_relay import (
     send_reply,
 )
 from tests.engine.test_worker import eventually, run, settings_for, with_worker
-from tests.support.engine import Engine
+from tests.support.engine import WORKER_USER, Engine
 
 MODEL = (Path(__file__).parents[1] / "support" / "models" / "cancel.bpmn").read_text()
 KEY, TOPIC, MESSAGE, MOVE_ON = (
@@ -57,6 +57,7 @@ def deployed(engine: Engine) -> None:
                 "cancel.bpmn": MODEL.encode(),
                 "cancel-sync.bpmn": variant("relay-cancel-sync").encode(),
                 "cancel-deferred.bpmn": variant("relay-cancel-deferred").encode(),
+                "cancel-rights.bpmn": variant("relay-cancel-rights").encode(),
                 "cancel-plain.bpmn": PLAIN_MODEL.encode(),
             }
             await client.deploy("cancellation-tests", files)
@@ -390,3 +391,51 @@ def test_an_async_continuation_before_the_catch_event_and_a_loop_back_are_never_
     assert history(rest, [instance_id])[instance_id]["state"] == "COMPLETED"
     passages = [p for p in wait_passages(rest, instance_id) if p["endTime"] is not None]
     assert [p["canceled"] for p in passages] == [False, False]
+
+
+def test_the_least_privilege_worker_user_can_run_the_cancellation_round(
+    engine: Engine, rest: httpx.Client, deployed: None
+) -> None:
+    """The round's queries (runtime instances, their history) need no right the worker
+    group lacks: with one missing, the engine would list nothing and nothing would ever be
+    cancelled."""
+    key = "relay-cancel-rights"
+    handler_cancelled: list[str] = []
+    running = asyncio.Event()
+    router = Router()
+
+    @router.task(key, reply=MESSAGE)
+    async def work(task: Task) -> dict[str, object]:
+        running.set()
+        try:
+            await asyncio.sleep(600)
+        except asyncio.CancelledError:
+            handler_cancelled.append(task.process_instance_id)
+            raise
+        return {}
+
+    async def scenario(worker: Worker) -> str:
+        (instance_id,) = await start_as_admin(rest, key)
+        await eventually(lambda: asyncio.sleep(0, running.is_set()), timeout=60, what="runs")
+        assert await worker.check_cancelled() == 0
+        await delete(rest, instance_id)
+        assert await worker.check_cancelled() == 1
+        await eventually(
+            lambda: asyncio.sleep(0, worker.stats.replies_cancelled == 1), timeout=30, what="end"
+        )
+        return instance_id
+
+    settings = settings_for(
+        engine,
+        user=WORKER_USER,
+        password=engine.worker_password,
+        cancel_check_interval=timedelta(0),
+    )
+    instance_id = run(with_worker(router, settings, scenario))
+    assert handler_cancelled == [instance_id]
+
+
+async def start_as_admin(rest: httpx.Client, key: str) -> list[str]:
+    response = await asyncio.to_thread(rest.post, f"/process-definition/key/{key}/start", json={})
+    assert response.status_code == 200, response.text
+    return [str(response.json()["id"])]
