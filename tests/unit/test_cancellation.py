@@ -33,6 +33,7 @@ from camunda_relay import (
     send_reply,
 )
 from camunda_relay.journal.sqlite import SqliteJournal
+from camunda_relay.replies import cancellation
 from camunda_relay.replies.http import reply_routes
 from camunda_relay.replies.tokens import new_token
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
@@ -147,6 +148,30 @@ def test_one_batched_runtime_query_a_round_when_every_instance_waits() -> None:
 
     calls = run(with_worker(fake, handler.router(), scenario))
     assert calls == ["POST /process-instance"]
+
+
+def test_more_jobs_than_a_page_are_asked_about_in_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cancellation, "PAGE", 5)
+    fake = FakeEngine()
+    ids = [fake.start(f"bk-{number}") for number in range(12)]
+    handler = Blocked()
+
+    async def scenario(worker: Worker) -> list[str]:
+        await until(lambda: len(handler.running) == 12, "handlers run")
+        assert await worker.check_cancelled() == 0
+        fake.calls.clear()
+        fake.cancel(ids[0])
+        fake.cancel(ids[11])  # in the first page and in the last
+        assert await worker.check_cancelled() == 2
+        calls = list(fake.calls)
+        await until(lambda: worker.stats.replies_cancelled == 2, "both cancelled")
+        handler.release.set()
+        return calls
+
+    calls = run(with_worker(fake, handler.router(), scenario))
+    assert calls.count("POST /process-instance") == 3
+    assert calls.count("POST /history/process-instance") == 1
+    assert handler.cancelled == {ids[0], ids[11]}
 
 
 @pytest.mark.parametrize("route", ["POST /process-instance", "POST /history/process-instance"])
