@@ -4,10 +4,12 @@ accepts connections, reads what comes and never answers (a hung identity provide
 
 from __future__ import annotations
 
+import contextlib
 import json
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +26,9 @@ class StaticIssuer:
     keys: list[SigningKey] = field(default_factory=list)
     jwks_requests: int = 0
     discovery_requests: int = 0
+    last_jwks_request: float = 0.0  # time.monotonic()
+    hang_jwks: bool = False  # JWK set requests read, never answered (until the end)
+    released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def issuer(self) -> str:
@@ -35,6 +40,9 @@ class StaticIssuer:
             return {"issuer": self.issuer, "jwks_uri": f"{self.issuer}/jwks"}
         if path == "/realms/relay/jwks":
             self.jwks_requests += 1
+            self.last_jwks_request = time.monotonic()
+            if self.hang_jwks:
+                self.released.wait()
             return {"keys": [key.jwk() for key in list(self.keys)]}
         return None
 
@@ -47,11 +55,12 @@ def static_issuer(*keys: SigningKey) -> Iterator[StaticIssuer]:
         def do_GET(self) -> None:
             document = served.document(self.path)
             body = json.dumps(document).encode()
-            self.send_response(404 if document is None else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(OSError):  # the engine gave up waiting
+                self.send_response(404 if document is None else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -63,6 +72,7 @@ def static_issuer(*keys: SigningKey) -> Iterator[StaticIssuer]:
     try:
         yield served
     finally:
+        served.released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

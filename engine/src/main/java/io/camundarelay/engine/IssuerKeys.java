@@ -20,6 +20,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.slf4j.Logger;
@@ -39,9 +40,11 @@ import org.slf4j.LoggerFactory;
  * keeps the keys already known.
  *
  * <p>A token whose key id is not in the set (the issuer rotated its keys, or the id is forged)
- * asks for the set again on that thread, at most once per {@link #MIN_REFETCH}: the request
- * waits for that one fetch (bounded by the timeouts) and any other request with an unknown key
- * id meanwhile waits for the same fetch or, once it is done, is refused without one.
+ * asks for the set again, at most once per {@link #MIN_REFETCH}, on the same background
+ * thread: up to {@link #WAITERS} requests wait for that one fetch (bounded by the timeouts);
+ * any other request with an unknown key id is refused without one. So forged key ids cost the
+ * issuer one fetch per {@link #MIN_REFETCH} and the engine at most {@link #WAITERS} waiting
+ * request threads.
  */
 final class IssuerKeys implements JWKSource<SecurityContext> {
 
@@ -51,6 +54,7 @@ final class IssuerKeys implements JWKSource<SecurityContext> {
   static final Duration MIN_REFETCH = Duration.ofSeconds(10);
   static final Duration FIRST_RETRY = Duration.ofSeconds(5);
   static final Duration MAX_RETRY = Duration.ofMinutes(1);
+  static final int WAITERS = 8;
   private static final int SIZE_LIMIT = 512 * 1024;
 
   private static final Logger LOG = LoggerFactory.getLogger(IssuerKeys.class);
@@ -58,6 +62,7 @@ final class IssuerKeys implements JWKSource<SecurityContext> {
   private final String issuer;
   private final ResourceRetriever retriever;
   private final ScheduledExecutorService fetcher;
+  private final Semaphore waiters = new Semaphore(WAITERS);
   private volatile JWKSet keys;
   private volatile URL jwksUri;
   private Duration retry = FIRST_RETRY;
@@ -104,7 +109,7 @@ final class IssuerKeys implements JWKSource<SecurityContext> {
       return found;
     }
     CompletableFuture<Void> fetch = refetch();
-    if (fetch == null) {
+    if (fetch == null || !waiters.tryAcquire()) {
       return found;
     }
     try {
@@ -114,6 +119,8 @@ final class IssuerKeys implements JWKSource<SecurityContext> {
     } catch (InterruptedException error) {
       Thread.currentThread().interrupt();
       return found;
+    } finally {
+      waiters.release();
     }
     return selector.select(keys);
   }

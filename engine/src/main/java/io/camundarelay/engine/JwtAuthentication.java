@@ -5,7 +5,6 @@ import jakarta.servlet.http.HttpServletResponse;
 import java.util.Collection;
 import java.util.List;
 import java.util.concurrent.Semaphore;
-import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 import org.camunda.bpm.engine.ProcessEngine;
 import org.camunda.bpm.engine.rest.security.auth.AuthenticationProvider;
@@ -30,17 +29,16 @@ import org.springframework.security.oauth2.jwt.JwtValidationException;
  * request goes to Camunda's Basic provider.
  *
  * <p>The issuer's keys are fetched in the background ({@link IssuerKeys}): while the issuer has
- * not answered yet, a bearer token is refused (401) at once, without a call to the issuer. At
- * most {@link #CONCURRENT_CHECKS} tokens are checked at a time (a check waits for a key fetch
- * when its key id is unknown); a token beyond that waits {@link #CHECK_WAIT_MS} ms for a turn,
- * then is refused. So bearer tokens never hold more than that many request threads, and Basic
- * requests are served whatever the identity provider does. A refused token is a DEBUG line
- * naming the reason, never the token.
+ * not answered yet, a bearer token is refused (401) at once, without a call to the issuer; a
+ * check waits for the issuer only when its key id is unknown, and only a few checks at a time
+ * do. At most {@link #CONCURRENT_CHECKS} tokens are checked at a time; a token beyond that is
+ * refused at once. So bearer tokens never hold more than that many request threads, and Basic
+ * requests are served whatever the identity provider, or a flood of tokens, does. A refused
+ * token is a DEBUG line naming the reason, never the token.
  */
 public final class JwtAuthentication implements AuthenticationProvider {
 
-  static final int CONCURRENT_CHECKS = 16;
-  static final long CHECK_WAIT_MS = 200;
+  static final int CONCURRENT_CHECKS = 32;
 
   private static final String BEARER = "Bearer ";
   private static final Logger LOG = LoggerFactory.getLogger(JwtAuthentication.class);
@@ -70,16 +68,11 @@ public final class JwtAuthentication implements AuthenticationProvider {
       LOG.debug("bearer token refused: the JWT issuer {} has not answered yet", keys.issuer());
       return AuthenticationResult.unsuccessful();
     }
-    Jwt jwt;
-    try {
-      if (!checks.tryAcquire(CHECK_WAIT_MS, TimeUnit.MILLISECONDS)) {
-        LOG.debug("bearer token refused: {} tokens are being checked", CONCURRENT_CHECKS);
-        return AuthenticationResult.unsuccessful();
-      }
-    } catch (InterruptedException error) {
-      Thread.currentThread().interrupt();
+    if (!checks.tryAcquire()) {
+      LOG.debug("bearer token refused: {} tokens are being checked", CONCURRENT_CHECKS);
       return AuthenticationResult.unsuccessful();
     }
+    Jwt jwt;
     try {
       jwt = decoder.decode(header.substring(BEARER.length()).trim());
     } catch (JwtValidationException error) {
