@@ -15,7 +15,10 @@ Environment:
 - ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well;
 - ``FAULT_TOPIC``: the topic served (default ``messageSending``);
 - ``FAULT_PARK_FILE``: the work of an instance whose variable ``park`` is set waits, after its
-  work time, until this file exists (S19: a pod holding many long jobs).
+  work time, until this file exists (S19: a pod holding many long jobs);
+- ``FAULT_HOSTS_FILE``: a hosts-style file (``address name`` per line, read at every lookup)
+  whose names resolve to its addresses in this process only, every other name as usual
+  (S27: a name whose addresses change, as a Kubernetes headless Service's do).
 
 The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
 ``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
@@ -26,7 +29,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from camunda_relay import Reply, Router, Task
 from harness.ledger import Ledger
@@ -82,6 +88,39 @@ def _bad_result(mode: str) -> dict[str, object] | None:
     if mode == "raise":
         raise RuntimeError("the work failed on purpose")
     return None
+
+
+def _hosts(path: str) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            address, *aliases = line.split("#", 1)[0].split() or [""]
+            for name in aliases:
+                names.setdefault(name.lower(), []).append(address)
+    return names
+
+
+def _resolving_from(path: str, real: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+    """``socket.getaddrinfo`` with the names of the hosts file ``path`` answered from it."""
+
+    def getaddrinfo(
+        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
+        name = host.decode() if isinstance(host, bytes) else host
+        addresses = _hosts(path).get(str(name).lower()) if name else None
+        if not addresses:
+            return real(host, port, family, type, proto, flags)
+        kind = type or socket.SOCK_STREAM
+        return [
+            (socket.AF_INET, kind, proto or socket.IPPROTO_TCP, "", (address, int(port or 0)))
+            for address in addresses
+        ]
+
+    return getaddrinfo
+
+
+if os.environ.get("FAULT_HOSTS_FILE"):  # a worker process's own name service, not the library's
+    socket.getaddrinfo = _resolving_from(os.environ["FAULT_HOSTS_FILE"], socket.getaddrinfo)
 
 
 def make_router() -> Router:

@@ -1101,3 +1101,8 @@ _ = CANARY_PAYLOAD
 from harness.scenarios_scale import SCALE_SCENARIOS  # noqa: E402
 
 SCENARIOS.update(SCALE_SCENARIOS)
+
+# S27 (engine nodes) likewise.
+from harness.scenarios_nodes import NODES_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(NODES_SCENARIOS)
