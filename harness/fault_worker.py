@@ -29,12 +29,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
 from camunda_relay import Reply, Router, Task
+from harness import hosts
 from harness.ledger import Ledger
 
 TOPIC = "messageSending"
@@ -90,37 +88,8 @@ def _bad_result(mode: str) -> dict[str, object] | None:
     return None
 
 
-def _hosts(path: str) -> dict[str, list[str]]:
-    names: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            address, *aliases = line.split("#", 1)[0].split() or [""]
-            for name in aliases:
-                names.setdefault(name.lower(), []).append(address)
-    return names
-
-
-def _resolving_from(path: str, real: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
-    """``socket.getaddrinfo`` with the names of the hosts file ``path`` answered from it."""
-
-    def getaddrinfo(
-        host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
-    ) -> list[Any]:
-        name = host.decode() if isinstance(host, bytes) else host
-        addresses = _hosts(path).get(str(name).lower()) if name else None
-        if not addresses:
-            return real(host, port, family, type, proto, flags)
-        kind = type or socket.SOCK_STREAM
-        return [
-            (socket.AF_INET, kind, proto or socket.IPPROTO_TCP, "", (address, int(port or 0)))
-            for address in addresses
-        ]
-
-    return getaddrinfo
-
-
 if os.environ.get("FAULT_HOSTS_FILE"):  # a worker process's own name service, not the library's
-    socket.getaddrinfo = _resolving_from(os.environ["FAULT_HOSTS_FILE"], socket.getaddrinfo)
+    hosts.install(os.environ["FAULT_HOSTS_FILE"])
 
 
 def make_router() -> Router:
