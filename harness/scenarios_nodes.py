@@ -72,6 +72,9 @@ def s27(ctx: Context) -> dict[str, Any]:
 
 
 def _scenario(ctx: Context, lab: Lab, cluster: Cluster) -> dict[str, Any]:
+    # Work waiting at both nodes before the worker starts: both polls fill the slots at once.
+    count = ctx.count(24)
+    warm = cluster.start(0, count // 2) + cluster.start(1, count - count // 2)
     lab.worker(
         url=f"http://{NAME}:{cluster.port}/engine-rest",
         url_resolve="all",
@@ -83,8 +86,6 @@ def _scenario(ctx: Context, lab: Lab, cluster: Cluster) -> dict[str, Any]:
     )
     if not wait_until(_resolved(lab, 2, 0), timeout=120):
         raise RuntimeError("the worker did not resolve the name to both nodes")
-    count = ctx.count(24)
-    warm = cluster.start(0, count // 2) + cluster.start(1, count - count // 2)
     if not lab.wait_finished(warm, BOUND):
         raise RuntimeError("the work on both nodes did not finish before the fault")
 
