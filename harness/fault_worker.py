@@ -15,7 +15,10 @@ Environment:
 - ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well;
 - ``FAULT_TOPIC``: the topic served (default ``messageSending``);
 - ``FAULT_PARK_FILE``: the work of an instance whose variable ``park`` is set waits, after its
-  work time, until this file exists (S19: a pod holding many long jobs).
+  work time, until this file exists (S19: a pod holding many long jobs);
+- ``FAULT_HOSTS_FILE``: a hosts-style file (``address name`` per line, read at every lookup)
+  whose names resolve to its addresses in this process only, every other name as usual
+  (S27: a name whose addresses change, as a Kubernetes headless Service's do).
 
 The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
 ``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
@@ -29,6 +32,7 @@ import random
 from datetime import timedelta
 
 from camunda_relay import Reply, Router, Task
+from harness import hosts
 from harness.ledger import Ledger
 
 TOPIC = "messageSending"
@@ -82,6 +86,10 @@ def _bad_result(mode: str) -> dict[str, object] | None:
     if mode == "raise":
         raise RuntimeError("the work failed on purpose")
     return None
+
+
+if os.environ.get("FAULT_HOSTS_FILE"):  # a worker process's own name service, not the library's
+    hosts.install(os.environ["FAULT_HOSTS_FILE"])
 
 
 def make_router() -> Router:

@@ -1112,3 +1112,8 @@ SCENARIOS.update(SCALE_SCENARIOS)
 from harness.scenarios_cancel import CANCEL_SCENARIOS  # noqa: E402
 
 SCENARIOS.update(CANCEL_SCENARIOS)
+
+# S27 (engine nodes) likewise.
+from harness.scenarios_nodes import NODES_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(NODES_SCENARIOS)

@@ -53,7 +53,7 @@ from camunda_relay.worker.plain import Plain
 from camunda_relay.worker.poller import Poller
 from camunda_relay.worker.recovery import Recovery
 from camunda_relay.worker.replies import Replies
-from camunda_relay.worker.slots import Slots
+from camunda_relay.worker.slots import Held, Slots
 
 __all__ = ["JOURNAL_START_WAIT", "Worker", "default_worker_id"]
 
@@ -311,26 +311,40 @@ class Worker:
             await self._watched(self._poller.name, self._poller.run)
             return
         running: dict[Node, tuple[Poller, asyncio.Future[None]]] = {}
+        leaving: dict[Poller, asyncio.Future[None]] = {}
         try:
             while True:
                 for node in [node for node in running if node not in nodes.current]:
+                    # Its long poll in flight finishes; what it brings runs (Poller.leave).
                     poller, loop = running.pop(node)
-                    loop.cancel()
-                    await asyncio.wait({loop})
+                    poller.leave()
                     ctx.health.forget(poller.name)
+                    leaving[poller] = loop
+                leaving = {poller: loop for poller, loop in leaving.items() if not loop.done()}
                 for node in nodes.current:
                     if node not in running:
                         poller = Poller(ctx, self._outcomes, self._spawn, node)
-                        loop = asyncio.ensure_future(self._watched(poller.name, poller.run))
+                        loop = asyncio.ensure_future(self._node_loop(poller))
                         running[node] = (poller, loop)
                 ctx.slots.pollers = len(running)
                 self._node_pollers = [poller for poller, _ in running.values()]
+                self._node_pollers.extend(leaving)
                 if not await ctx.stop.wait(RESOLVE_EVERY if nodes.resolving else None):
                     break
                 await nodes.refresh()
         finally:
-            if running:
-                await asyncio.wait({loop for _, loop in running.values()})
+            loops = {loop for _, loop in running.values()} | set(leaving.values())
+            if loops:
+                await asyncio.wait(loops)
+
+    async def _node_loop(self, poller: Poller) -> None:
+        """One engine node's poll loop; its end is a liveness failure unless the node left
+        or the worker stops."""
+        try:
+            await poller.run()
+        finally:
+            if not poller.left:
+                self._ctx.health.ended(poller.name)
 
     async def _watched(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run one of the worker's loops; its end is a liveness failure unless stopping."""
@@ -343,11 +357,11 @@ class Worker:
         """Fetch once, run everything fetched to the end (replies delivered); return the
         number of tasks fetched. For tests and scripts: deterministic, no background."""
         await self._start()
-        tasks = await self._poller.once(long_poll)
-        for task in tasks:
-            self._spawn(task)
+        fetched = await self._poller.once(long_poll)
+        for task, held in fetched:
+            self._spawn(task, held)
         await self.drain()
-        return len(tasks)
+        return len(fetched)
 
     async def resume(self) -> int:
         """One claim round now: start the unfinished journal jobs nobody runs (this worker's
@@ -367,15 +381,13 @@ class Worker:
         """Wait until every job started so far has finished."""
         await self._ctx.runs.drain()
 
-    def _spawn(self, task: Task) -> None:
+    def _spawn(self, task: Task, held: Held) -> None:
+        """Run a fetched task with the slots its fetch took for it."""
         ctx = self._ctx
         registration = self.router[task.topic]
-        lock = ctx.slots.locks.take()
-        if registration.reply is not None:
-            reply = ctx.slots.replies.take()
-            coroutine = self._intake.fetched(task, registration, lock, reply)
-            if not ctx.runs.start(f"task:{task.id}", coroutine):
-                lock.release()
-                reply.release()
-        elif not ctx.runs.start(f"task:{task.id}", self._plain.run(task, registration, lock)):
-            lock.release()
+        if held.reply is not None:
+            coroutine = self._intake.fetched(task, registration, held.lock, held.reply)
+        else:
+            coroutine = self._plain.run(task, registration, held.lock)
+        if not ctx.runs.start(f"task:{task.id}", coroutine):
+            held.release()
