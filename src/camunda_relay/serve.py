@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -99,8 +100,9 @@ Routes = Mapping[str, "RouteHandler | Route"]
 
 MAX_BODY = 1024 * 1024
 """The largest request body the server reads (bytes)."""
-MAX_CONNECTIONS = 256
-"""Connections open at once (the oldest one without a complete request makes room)."""
+MAX_CONNECTIONS = 2048
+"""Connections open at once (the oldest one without a complete request makes room); at most
+half the process's file descriptor limit. An idle connection costs about 6 KiB."""
 MAX_HANDLERS = 16
 """Routes answering at once; a request beyond is answered 503."""
 REQUEST_DEADLINE = 10.0
@@ -152,7 +154,7 @@ class HttpServer:
         self._live = live
         self._ready = ready
         self._routes = dict(routes or {})
-        self._max_connections = max_connections
+        self._max_connections = min(max_connections, _descriptor_room())
         self._max_handlers = max_handlers
         self._deadline = request_deadline
         self._handlers = 0
@@ -290,7 +292,7 @@ class HttpServer:
                 f"HTTP server: {self._max_handlers} requests being answered (the limit): "
                 "a request was answered 503",
             )
-            return 503, _TEXT, b"busy, try again later\n", True
+            return 503, _TEXT, b"busy, try again later\n", False
         self._handlers += 1
         try:
             return await self._route(self._routes[max(matches, key=len)], request, bare)
@@ -304,8 +306,8 @@ class HttpServer:
         headers = {name.lower(): value for name, value in request.headers.items()}
         if isinstance(route, Route):
             refused = route.admit(method, path, headers)
-            if refused is not None:
-                return (*refused, True)  # the body stays unread: no keep-alive
+            if refused is not None:  # aiohttp discards the unread body (2 s at most)
+                return (*refused, False)
         try:
             body = await _read_body(request)
         except _TooLarge:
@@ -357,6 +359,13 @@ async def _read_body(request: web.BaseRequest) -> bytes:
         if size > MAX_BODY:
             raise _TooLarge
         parts.append(chunk)
+
+
+def _descriptor_room() -> int:
+    """Half the process's file descriptor limit: the journal, the engine client and the
+    log keep the other half."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft // 2)
 
 
 def _verdict(verdict: Verdict) -> Answer:
