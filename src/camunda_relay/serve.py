@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -43,12 +42,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from camunda_relay.errors import ConfigurationError
-from camunda_relay.serve_limits import Connections, wire_logger
+from camunda_relay.serve_limits import (
+    Connections,
+    Malformed,
+    TooLarge,
+    descriptor_room,
+    read_body,
+    wire_logger,
+)
 from camunda_relay.throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
@@ -154,7 +159,7 @@ class HttpServer:
         self._live = live
         self._ready = ready
         self._routes = dict(routes or {})
-        self._max_connections = min(max_connections, _descriptor_room())
+        self._max_connections = min(max_connections, descriptor_room(MAX_CONNECTIONS))
         self._max_handlers = max_handlers
         self._deadline = request_deadline
         self._handlers = 0
@@ -309,10 +314,10 @@ class HttpServer:
             if refused is not None:  # aiohttp discards the unread body (2 s at most)
                 return (*refused, False)
         try:
-            body = await _read_body(request)
-        except _TooLarge:
+            body = await read_body(request, MAX_BODY)
+        except TooLarge:
             return 413, _TEXT, b"request body too large\n", True
-        except _Malformed:
+        except Malformed:
             return 400, _TEXT, b"malformed body\n", True
         try:
             if isinstance(route, Route):
@@ -332,40 +337,6 @@ class HttpServer:
 
     def _readyz(self) -> Answer:
         return _verdict(self._ready())
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Malformed(Exception):
-    pass
-
-
-async def _read_body(request: web.BaseRequest) -> bytes:
-    """The body, with a ``Content-Length`` or chunked, up to :data:`MAX_BODY` bytes."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _TooLarge
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        try:
-            chunk = await request.content.readany()
-        except RequestPayloadError:  # chunks that do not parse
-            raise _Malformed from None
-        if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _TooLarge
-        parts.append(chunk)
-
-
-def _descriptor_room() -> int:
-    """Half the process's file descriptor limit: the journal, the engine client and the
-    log keep the other half."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, soft // 2)
 
 
 def _verdict(verdict: Verdict) -> Answer:

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from camunda_relay.throttled_log import ThrottledLog
 
-__all__ = ["Connections", "wire_logger"]
+__all__ = ["Connections", "Malformed", "TooLarge", "descriptor_room", "read_body", "wire_logger"]
 
 log = logging.getLogger("camunda_relay.serve")
 
@@ -143,3 +144,38 @@ class Connections(web.Server):
                     f"HTTP server: {len(expired)} connection(s) closed: no complete request "
                     f"answered within {self._deadline:g} s",
                 )
+
+
+class TooLarge(Exception):
+    """The body is over the size limit."""
+
+
+class Malformed(Exception):
+    """The chunks of a chunked body do not parse."""
+
+
+async def read_body(request: web.BaseRequest, limit: int) -> bytes:
+    """The body, with a ``Content-Length`` or chunked, up to ``limit`` bytes
+    (:class:`TooLarge` beyond, :class:`Malformed`; ``ConnectionError``: the client left)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            chunk = await request.content.readany()
+        except RequestPayloadError:
+            raise Malformed from None
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        parts.append(chunk)
+
+
+def descriptor_room(wanted: int) -> int:
+    """``wanted`` connections, or half the process's file descriptor limit when that is less
+    (the journal, the engine client and the log keep the other half)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return wanted if soft == resource.RLIM_INFINITY else min(wanted, max(16, soft // 2))

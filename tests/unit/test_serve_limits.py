@@ -105,8 +105,8 @@ def test_connections_are_bounded_and_a_probe_still_gets_in(sockets: list[socket.
     try:
         sockets += half_sent(server.port, 20, b"GET /healthz HTTP/1.1\r\n")
         probe = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=30)
-        wait_for(lambda: sum(map(closed_by_server, sockets)) >= 12, "the oldest ones shed")
         assert server.open_connections <= 8
+        wait_for(lambda: sum(map(closed_by_server, sockets)) >= 12, "the oldest ones shed")
     finally:
         server.close()
     assert probe.status_code == 200
@@ -146,7 +146,7 @@ def test_more_requests_than_handlers_are_answered_503() -> None:
         release.wait(timeout=60)
         return 200, "text/plain", b"done"
 
-    server = serve({"/slow": slow})
+    server = serve({"/slow": slow}, request_deadline=120)
     base = f"http://127.0.0.1:{server.port}"
     threads = [
         threading.Thread(target=httpx.get, args=(f"{base}/slow",), kwargs={"timeout": 90})
@@ -277,13 +277,14 @@ def test_many_refusals_are_one_warning(caplog: pytest.LogCaptureFixture) -> None
         release.wait(timeout=60)
         return 200, "text/plain", b""
 
-    server = serve({"/slow": slow}, max_handlers=1)
+    server = serve({"/slow": slow}, max_handlers=1, request_deadline=120)
     base = f"http://127.0.0.1:{server.port}"
     blocker = threading.Thread(target=httpx.get, args=(f"{base}/slow",), kwargs={"timeout": 90})
     try:
         blocker.start()
         wait_for(lambda: len(entered) == 1, "the one handler busy")
-        statuses = [httpx.get(f"{base}/slow", timeout=30).status_code for _ in range(100)]
+        with httpx.Client(base_url=base, timeout=30) as web:
+            statuses = [web.get("/slow").status_code for _ in range(100)]
     finally:
         release.set()
         blocker.join(timeout=90)
