@@ -97,7 +97,8 @@ class Route(ABC):
         """The answer to a complete request."""
 
     async def close(self) -> None:
-        """The server stops: give back what the route holds (called on the server's loop)."""
+        """Give back what the route holds; later requests may be refused (called on the
+        server's loop, perhaps more than once)."""
         return None
 
 
@@ -245,15 +246,25 @@ class HttpServer:
         thread.join(timeout=5)
         self._loop = None
 
+    def close_routes(self) -> None:
+        """Let the routes give back what they hold (:meth:`Route.close`) while the probes and
+        metrics go on being served: the worker is stopping."""
+        if self._loop is not None:
+            closing = asyncio.run_coroutine_threadsafe(self._close_routes(), self._loop)
+            closing.result(timeout=10)
+
+    async def _close_routes(self) -> None:
+        for route in self._routes.values():
+            if isinstance(route, Route):
+                await route.close()
+
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
         if self._web is not None:
             self._web.stop_sweeping()
             await self._web.shutdown(1.0)
-        for route in self._routes.values():
-            if isinstance(route, Route):
-                await route.close()
+        await self._close_routes()
         if self._server is not None:
             await self._server.wait_closed()
         if self._pool is not None:

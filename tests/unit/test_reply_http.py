@@ -221,3 +221,18 @@ def test_a_secret_from_a_file_loses_its_newline_and_one_with_inner_space_is_refu
     assert "\n" not in str(raised.value)
     assert "whitespace" in str(raised.value)
     assert "two words" not in str(raised.value)
+
+
+def test_a_stopping_worker_answers_503_while_its_probes_go_on(
+    tmp_path: Path, served: list[Server]
+) -> None:
+    """The worker command closes the routes before the worker's journal: an answer in the
+    shutdown's grace period is a 503 (try again), not a failure on a closed journal."""
+    path = tmp_path / "journal.sqlite3"
+    token = deferred_file(path, deadline=4e9)
+    server = serve_file(served, path)
+    server.http.close_routes()
+    status, answer = server.post({"token": token, "variables": {}})
+    probe = httpx.get(f"http://127.0.0.1:{server.http.port}/healthz", timeout=30)
+    assert (status, answer) == (503, {"error": "the journal does not answer; try again later"})
+    assert probe.status_code == 200

@@ -102,6 +102,8 @@ async def serve(router: Router, settings: Settings) -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if server is not None:  # POST /reply answers 503 from now on; the probes go on
+            await asyncio.to_thread(server.close_routes)
         await worker.shutdown()
         if server is not None:
             server.close()

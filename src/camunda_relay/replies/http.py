@@ -98,8 +98,11 @@ class _JournalAccess:
         self._opener = opener
         self._shared = shared
         self._own: Journal | None = None
+        self._closed = False
 
     async def run(self, call: Callable[[Journal], Coroutine[None, None, None]]) -> None:
+        if self._closed:
+            raise JournalUnavailable("the worker is stopping")
         if self._shared is None:
             if self._own is None:
                 self._own = self._opener()
@@ -118,6 +121,9 @@ class _JournalAccess:
             future.cancel()
 
     async def close(self) -> None:
+        """No more answers (503); the endpoint's own journal is closed, a shared one is the
+        worker's to close."""
+        self._closed = True
         own, self._own = self._own, None
         if own is not None:
             await own.close()
