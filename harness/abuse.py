@@ -26,6 +26,7 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -286,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-seconds", type=float, default=30.0, help="abuse at least this long")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--src", default=None, help="run the worker from this src folder")
+    parser.add_argument("--keep", action="store_true", help="keep the folder (engine, log)")
     parser.add_argument("--probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe is not None:
@@ -321,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                 worker.kill()
         bundled_engine.stop(engine.pid)
     _report(args, figures, finished, folder / "worker.log")
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
     return 0 if finished >= args.instances else 1
 
 
