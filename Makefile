@@ -132,3 +132,12 @@ bench-http: $(BENCH_STAMP) engine
 .PHONY: bench-cluster
 bench-cluster: $(STAMP) engine
 	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
+
+# The worker's HTTP server under abuse (harness/abuse.py): 1,000 slow connections and 1,000
+# requests with a wrong secret against a worker draining a batch on the bundled engine; prints
+# the drain, the /healthz latency, the worker's threads and memory, and the log's size. Not in
+# make test (it measures, it asserts nothing timed); about two minutes. ABUSE_ARGS="--src DIR"
+# runs the worker from another checkout's src.
+.PHONY: abuse
+abuse: engine
+	$(BIN)/python -m harness.abuse $(ABUSE_ARGS)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.oauth import shown_token_url
 
 __all__ = [
     "ENV_PREFIX",
@@ -259,6 +260,8 @@ class Settings:
         if self.user and self.password is None:
             raise SettingsError("CAMUNDA_USER is set but CAMUNDA_PASSWORD is not")
         _check_oauth(self)
+        if self.reply_secret is not None:
+            _check_reply_secret(self)
         if self.reply_secret is not None and len(self.reply_secret) < MIN_REPLY_SECRET:
             raise SettingsError(
                 f"CAMUNDA_REPLY_SECRET must have at least {MIN_REPLY_SECRET} characters "
@@ -397,19 +400,37 @@ def _check_oauth(settings: Settings) -> None:
         )
     if settings.user or settings.token:
         raise SettingsError("set either CAMUNDA_OAUTH_* or CAMUNDA_USER/CAMUNDA_TOKEN, not both")
+    shown = shown_token_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError when out of range or not a number
     except ValueError as error:
-        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL {url} is not a valid URL ({error})") from None
+        raise SettingsError(
+            f"CAMUNDA_OAUTH_TOKEN_URL {shown} is not a valid URL ({error})"
+        ) from None
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
-        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL must be an http(s) URL with a host: {url}")
+        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL must be an http(s) URL with a host: {shown}")
     if parts.scheme == "http" and not (host in _LOOPBACK or host.startswith("127.")):
         raise SettingsError(
             f"CAMUNDA_OAUTH_TOKEN_URL must use https:// off loopback (the client secret goes "
-            f"there): {url}"
+            f"there): {shown}"
         )
+
+
+def _check_reply_secret(settings: Settings) -> None:
+    """The reply secret without the whitespace around it (a Kubernetes Secret made from a
+    file ends in a newline: the header a caller sends never does); whitespace inside it is
+    refused, since no ``Authorization`` header can carry it."""
+    secret = settings.reply_secret or ""
+    stripped = secret.strip()
+    if any(character.isspace() for character in stripped):
+        raise SettingsError(
+            "CAMUNDA_REPLY_SECRET has whitespace inside it: no Authorization header can send "
+            "it; use a secret without spaces or line breaks"
+        )
+    if stripped != secret:
+        object.__setattr__(settings, "reply_secret", stripped)
 
 
 def _env_name(name: str) -> str:

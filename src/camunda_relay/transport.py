@@ -37,7 +37,7 @@ from camunda_relay.http import (
 from camunda_relay.http.aiohttp_stack import AiohttpStack
 from camunda_relay.http.httpx_stack import HttpxStack
 from camunda_relay.nodes import Node, Nodes
-from camunda_relay.oauth import ClientCredentials, TokenProvider
+from camunda_relay.oauth import ClientCredentials, TokenProvider, shown_token_url
 from camunda_relay.settings import Settings
 from camunda_relay.variables import encode_all
 
@@ -159,7 +159,7 @@ class Transport:
                 "POST", url, headers=headers, data=form, timeouts=self._timeout
             )
         except HttpError as error:
-            where = f"token request to {url}"
+            where = f"token request to {shown_token_url(url)}"
             mapped = errors.from_transport_error(error, where)
             if isinstance(mapped, errors.TlsError):
                 raise mapped from error
