@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -19,7 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from camunda_relay import (
     DeferReply,
@@ -36,6 +37,8 @@ from camunda_relay.journal.sqlite import SqliteJournal
 from camunda_relay.replies import cancellation
 from camunda_relay.replies.http import reply_routes
 from camunda_relay.replies.tokens import new_token
+from camunda_relay.serve import HttpServer
+from camunda_relay.worker.health import Verdict as Health
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
 from tests.support.journals import make_job
 from tests.support.tools import run_cli
@@ -342,6 +345,10 @@ def test_a_delivery_that_finds_the_instance_cancelled_ends_cancelled_without_an_
     assert fake.instances[instance].passages == 0
 
 
+def _ok() -> Health:
+    return Health(True)
+
+
 def test_a_parked_deferred_job_is_cancelled_and_its_token_answers_410(tmp_path: Path) -> None:
     fake = FakeEngine()
     instance = fake.start("bk")
@@ -368,11 +375,22 @@ def test_a_parked_deferred_job_is_cancelled_and_its_token_answers_410(tmp_path: 
             await send_reply(worker.journal, tokens[0], {"late": 1})
 
     run(with_worker(fake, router, scenario, settings))
-    route = reply_routes(Settings(journal=str(path), reply_secret=SECRET))["/reply"]
-    body = json.dumps({"token": tokens[0], "variables": {}}).encode()
-    status, _, answer = route("POST", "/reply", {"authorization": f"Bearer {SECRET}"}, body)
-    assert status == 410
-    assert "the process instance was cancelled" in json.loads(answer)["error"]
+    routes = reply_routes(Settings(journal=str(path), reply_secret=SECRET))
+    server = HttpServer(
+        "127.0.0.1", 0, registry=CollectorRegistry(), live=_ok, ready=_ok, routes=routes
+    )
+    server.start()
+    try:
+        answer = httpx.post(
+            f"http://127.0.0.1:{server.port}/reply",
+            json={"token": tokens[0], "variables": {}},
+            headers={"authorization": f"Bearer {SECRET}"},
+            timeout=30,
+        )
+    finally:
+        server.close()
+    assert answer.status_code == 410
+    assert "the process instance was cancelled" in answer.json()["error"]
     assert fake.incidents == []
 
 
