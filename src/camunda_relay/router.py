@@ -77,6 +77,7 @@ class Registration:
     retry_timeout: timedelta | None = None
     local_variables: bool = False
     filters: TopicFilter | None = None
+    extension_properties: bool = False
 
     @property
     def name(self) -> str:
@@ -106,6 +107,7 @@ class Router:
         process_definition_version_tag: str | None = None,
         business_key: str | None = None,
         process_variables: Mapping[str, object] | None = None,
+        extension_properties: bool = False,
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of ``topic``.
 
@@ -121,10 +123,15 @@ class Router:
         ``process_definition_version_tag``, ``business_key`` and ``process_variables``
         (name → value, by equality; the engine fetches a task when *any* of the names
         matches, while the other filters must all match).
+
+        ``extension_properties=True`` fetches the activity's extension properties
+        (``camunda:property`` in the model) into ``task.extension_properties``.
         """
         reply, fetched = _checked(topic, reply, lock_duration, retries, variables, local_variables)
         if topic in self._registrations:
             raise ConfigurationError(f"topic {topic!r} is already registered")
+        if not isinstance(extension_properties, bool):
+            raise ConfigurationError("extension_properties must be True or False")
         filters = TopicFilter.of(
             tenant_ids=tenant_ids,
             without_tenant_id=without_tenant_id,
@@ -151,6 +158,7 @@ class Router:
                 retry_timeout=retry_timeout,
                 local_variables=local_variables,
                 filters=filters if filters.body() else None,
+                extension_properties=extension_properties,
             )
             return handler
 

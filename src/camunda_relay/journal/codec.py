@@ -112,6 +112,8 @@ def _task_payload(task: Task) -> dict[str, object]:
         value = getattr(task, name)
         if name == "variables":
             data[name] = _encode_values(value)
+        elif name == "extension_properties":
+            data[name] = dict(value)
         elif name in _TASK_DATETIMES:
             data[name] = value.isoformat() if value is not None else None
         elif isinstance(value, _PLAIN):
