@@ -192,7 +192,7 @@ class EngineClient(Queries):
         locked = await self._list(
             "POST", path, json=body, timeouts=timeouts, gated=False, node=node
         )
-        tasks = [_task(raw, worker_id) for raw in locked]
+        tasks = [self.bind_files(_task(raw, worker_id)) for raw in locked]
         if node is not None:  # several nodes: the task's requests go to this one first
             for task in tasks:
                 self.remember(task.id, node)

@@ -11,12 +11,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar, cast
 
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.filters import TopicFilter
 from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
+from camunda_relay.typed import typed_handler
 
 __all__ = ["Handler", "Registration", "Reply", "Router"]
 
@@ -124,8 +125,10 @@ class Router:
         (name → value, by equality; the engine fetches a task when *any* of the names
         matches, while the other filters must all match).
 
-        ``extension_properties=True`` fetches the activity's extension properties
-        (``camunda:property`` in the model) into ``task.extension_properties``.
+        A handler may take typed variables after the task and return a dataclass or a
+        pydantic model (:mod:`camunda_relay.typed`). ``extension_properties=True`` fetches
+        the activity's extension properties (``camunda:property`` in the model) into
+        ``task.extension_properties``.
         """
         reply, fetched = _checked(topic, reply, lock_duration, retries, variables, local_variables)
         if topic in self._registrations:
@@ -147,10 +150,11 @@ class Router:
                 raise ConfigurationError(f"handler for {topic!r} is not callable")
             if topic in self._registrations:
                 raise ConfigurationError(f"topic {topic!r} is already registered")
+            runs = cast(Handler, typed_handler(handler) or handler)
             self._registrations[topic] = Registration(
                 topic=topic,
-                handler=handler,
-                is_async=inspect.iscoroutinefunction(handler),
+                handler=runs,
+                is_async=inspect.iscoroutinefunction(runs),
                 reply=reply,
                 lock_duration=lock_duration,
                 variables=fetched,

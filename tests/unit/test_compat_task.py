@@ -13,6 +13,7 @@ import camunda_relay.compat as compat
 from camunda_relay import BpmnError, Complete, RetryLater, VariableError
 from camunda_relay.client import _task
 from camunda_relay.compat import ExternalTask, TaskResult, TaskResultMissing
+from camunda_relay.variables import File
 
 
 def wire(retries: int | None = None, **changes: Any) -> dict[str, Any]:
@@ -158,11 +159,21 @@ def test_the_clients_typed_form_is_read_as_the_value_it_stands_for() -> None:
     assert outcome.variables == {"n": 5, "s": "x", "d": {"day": "mon"}}
 
 
-def test_a_file_in_the_clients_typed_form_is_refused_naming_the_variable() -> None:
+def test_a_java_object_in_the_clients_typed_form_is_refused_naming_the_variable() -> None:
     _, ours = both()
-    result = ours.complete({"doc": {"value": "aGk=", "type": "File", "valueInfo": {}}})
-    with pytest.raises(VariableError, match="'doc'"):
+    java = {"serializationDataFormat": "application/x-java-serialized-object"}
+    result = ours.complete({"obj": {"value": "rO0=", "type": "Object", "valueInfo": java}})
+    with pytest.raises(VariableError, match="'obj'"):
         result.outcome()
+
+
+def test_a_file_in_the_clients_typed_form_is_sent_as_a_file() -> None:
+    _, ours = both()
+    info = {"filename": "a.txt", "mimeType": "text/plain"}
+    result = ours.complete({"doc": {"value": "aGk=", "type": "File", "valueInfo": info}})
+    (doc,) = result.outcome().variables.values()
+    assert isinstance(doc, File)
+    assert (doc.name, doc.data, doc.mime_type) == ("a.txt", b"hi", "text/plain")
 
 
 def test_bpmn_error_becomes_camunda_relays_bpmn_error() -> None:

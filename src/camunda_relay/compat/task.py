@@ -37,7 +37,8 @@ class TaskResultMissing(Exception):
 def plain_variables(values: Mapping[str, object] | None) -> dict[str, object]:
     """The client's variables as camunda-relay sends them: a plain value as it is, and the
     client's typed form ``{"value": v, "type": "Integer", "valueInfo": {...}}`` as the
-    Python value it stands for. A File or Object in that form cannot be sent this way."""
+    Python value it stands for (a File as a :class:`~camunda_relay.variables.File`). A
+    Java-serialised Object in that form cannot be sent."""
     plain: dict[str, object] = {}
     for name, value in (values or {}).items():
         if isinstance(value, Mapping) and "value" in value and set(value) <= _TYPED_KEYS:

@@ -93,6 +93,10 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _encode_value(name: str, value: object) -> dict[str, object]:
+    if isinstance(value, variables.File) and not value.loaded:
+        # A fetched File's description only: its bytes stay in the engine.
+        typed = variables.File(value.name, b"", value.mime_type, value.encoding).typed(name)
+        return {**typed, "value": None}
     if isinstance(value, variables.Unreadable):
         return {
             "type": value.type,

@@ -162,6 +162,7 @@ class Replies:
             try:
                 await ctx.failpoints.hit("mid_work")
                 task = dataclasses.replace(job.task, reply_token=job.reply_token)
+                task = ctx.client.bind_files(task)  # Files read back from the journal
                 result = await call_handler(ctx, registration, task)
             except asyncio.CancelledError:
                 raise
