@@ -172,12 +172,13 @@ def _hints(handler: Callable[..., object], parameters: int) -> dict[str, Any]:
 def _inputs(
     handler: Callable[..., object], hints: Mapping[str, Any]
 ) -> list[tuple[str, Any, object]]:
-    """The handler's variable parameters: (name, type, default), after the task."""
+    """The handler's variable parameters: (name, type, default), the annotated ones after
+    the task (one without an annotation is left to its default, as before)."""
     parameters = list(inspect.signature(handler).parameters.values())[1:]
     return [
-        (p.name, hints.get(p.name, Any), p.default)
+        (p.name, hints[p.name], p.default)
         for p in parameters
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        if p.name in hints and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
 
 

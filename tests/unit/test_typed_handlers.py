@@ -143,10 +143,14 @@ def test_without_annotations_nothing_changes() -> None:
 
     def wrapper(task: Task, *args: object, **kwargs: object) -> None: ...
 
+    def defaulted(task, retries=3):  # type: ignore[no-untyped-def]
+        return {"retries": retries}
+
     assert typed_handler(plain) is None
     assert typed_handler(untyped) is None
     assert typed_handler(completes) is None
     assert typed_handler(wrapper) is None
+    assert typed_handler(defaulted) is None
     router = Router()
     router.task("t")(plain)
     assert router["t"].handler is plain
