@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import os
 import subprocess
@@ -28,7 +27,8 @@ from camunda_relay.bundled_engine import ensure_built
 from camunda_relay.testing.engine import PASSWORD, USER, free_port, start_engine
 from camunda_relay.variables import File
 
-TOPIC, MESSAGE, KEY = "fileRss", "fileRssDone", "file-rss"
+TOPIC, MESSAGE = "fileRss", "fileRssDone"
+KEY = "file-rss"
 MODEL = f"""<?xml version="1.0" encoding="UTF-8"?>
 <bpmn:definitions xmlns:bpmn="http://www.omg.org/spec/BPMN/20100524/MODEL"
                   xmlns:camunda="http://camunda.org/schema/1.0/bpmn"
@@ -75,12 +75,13 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-def measure(size_mb: int) -> None:
+def measure(sizes: list[int]) -> None:
     jar = ensure_built(progress=lambda line: None)
     with tempfile.TemporaryDirectory(prefix="file-rss-") as state:
         engine = start_engine(jar, Path(state), free_port())
         try:
-            run_once(engine.rest_url, size_mb)
+            for size_mb in sizes:
+                run_once(engine.rest_url, size_mb)
         finally:
             engine.stop()
 
@@ -89,30 +90,42 @@ def run_once(url: str, size_mb: int) -> None:
     rest = httpx.Client(base_url=url, auth=(USER, PASSWORD), timeout=300)
     files = {f"{KEY}.bpmn": (f"{KEY}.bpmn", MODEL.encode(), "application/xml")}
     rest.post("/deployment/create", data={"deployment-name": KEY}, files=files).raise_for_status()
+    # The file goes in as the API's multipart upload (a JSON body of its base64 would be over
+    # the engine's JSON string limit), before the worker starts: it then fetches the task.
+    started = rest.post(
+        f"/process-definition/key/{KEY}/start", json={"businessKey": uuid.uuid4().hex}
+    )
+    started.raise_for_status()
+    instance = started.json()["id"]
+    content = os.urandom(size_mb * 1024 * 1024)
+    uploaded = rest.post(
+        f"/process-instance/{instance}/variables/doc/data",
+        files={"data": ("input.bin", content, "application/octet-stream")},
+        data={"valueType": "File"},
+    )
+    if uploaded.status_code != 204:
+        raise SystemExit(f"upload refused: {uploaded.status_code} {uploaded.text[:300]}")
     worker = subprocess.Popen(
         [sys.executable, "-m", "bench.file_rss", "--worker", url], stdout=subprocess.PIPE
     )
     assert worker.stdout is not None
-    worker.stdout.readline()  # "ready"
-    time.sleep(2)  # its first long poll is out: the idle RSS
+    worker.stdout.readline()  # "ready": settings read, before the first fetch
     idle, _ = rss_kib(worker.pid)
-    content = os.urandom(size_mb * 1024 * 1024)
-    doc = {
-        "type": "File",
-        "value": base64.b64encode(content).decode(),
-        "valueInfo": {"filename": "input.bin"},
-    }
-    started = rest.post(
-        f"/process-definition/key/{KEY}/start",
-        json={"businessKey": uuid.uuid4().hex, "variables": {"doc": doc}},
-    )
-    started.raise_for_status()
-    instance = started.json()["id"]
-    del doc
     peak = idle
     began = time.monotonic()
     while rest.get(f"/history/process-instance/{instance}").json()["state"] != "COMPLETED":
         peak = max(peak, rss_kib(worker.pid)[0])
+        incidents = rest.get("/incident", params={"processInstanceId": instance}).json()
+        if incidents:
+            _, hwm = rss_kib(worker.pid)
+            worker.terminate()
+            worker.wait(60)
+            print(  # noqa: T201
+                f"file {size_mb} MiB: worker RSS idle {idle / 1024:.0f} MiB, peak "
+                f"{max(peak, hwm) / 1024:.0f} MiB; the reply failed: "
+                f"{incidents[0]['incidentMessage'][:300]}"
+            )
+            return
         if time.monotonic() - began > 600:
             raise SystemExit("the instance did not finish within 10 minutes")
         time.sleep(0.05)
@@ -134,13 +147,13 @@ def run_once(url: str, size_mb: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size-mb", type=int, default=50)
+    parser.add_argument("--size-mb", type=int, action="append", help="repeatable; 50 by default")
     parser.add_argument("--worker", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker_main(args.worker)
     else:
-        measure(args.size_mb)
+        measure(args.size_mb or [50])
 
 
 if __name__ == "__main__":

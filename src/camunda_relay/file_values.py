@@ -7,8 +7,9 @@ them): the task holds a File whose bytes are loaded on first :meth:`File.read` (
 variable-data endpoints: the task's own scope first (local variables, an input mapping),
 then the process instance's. Reading again answers from memory.
 
-A file over :data:`MAX_FILE_BYTES` is refused, sending or loading, with one
-:class:`~camunda_relay.errors.VariableError` naming the variable and the sizes.
+A File over :data:`MAX_SENT_FILE_BYTES` is refused before it is sent, and one over
+:data:`MAX_FILE_BYTES` when it is loaded, with one :class:`~camunda_relay.errors.VariableError`
+naming the variable and the sizes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from dataclasses import dataclass, field
 
 from camunda_relay.errors import VariableError
 
-__all__ = ["MAX_FILE_BYTES", "File", "FileLoader", "file_value", "too_large"]
+__all__ = ["MAX_FILE_BYTES", "MAX_SENT_FILE_BYTES", "File", "FileLoader", "file_value", "too_large"]
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
-"""The largest File sent or loaded (64 MiB): a File travels in memory, base64 inside JSON
-when sent, so it costs a few times its size while it goes through."""
+"""The largest File loaded (64 MiB): its bytes are held in memory."""
+MAX_SENT_FILE_BYTES = 15_000_000
+"""The largest File sent: the engine's REST API takes a File as base64 text in JSON, and its
+JSON parser (Jackson's default limit) refuses a text over 20,000,000 characters, which is
+15,000,000 bytes in base64 (measured: 14 MiB through, 16 MiB refused)."""
 
 FileLoader = Callable[[], Awaitable[bytes]]
 """Loads a fetched File's bytes (bound by the engine client to the task and the name)."""
@@ -32,10 +36,8 @@ FileLoader = Callable[[], Awaitable[bytes]]
 _LOAD_TIMEOUT = 600.0  # seconds a plain handler waits for read_sync()
 
 
-def too_large(name: str, size: int) -> VariableError:
-    return VariableError(
-        name, f"a File of {size:,} bytes is over the limit of {MAX_FILE_BYTES:,} bytes"
-    )
+def too_large(name: str, size: int, limit: int = MAX_FILE_BYTES) -> VariableError:
+    return VariableError(name, f"a File of {size:,} bytes is over the limit of {limit:,} bytes")
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,8 +98,8 @@ class File:
         """The REST API's typed value; the bytes must be here and within the limit."""
         if self.data is None:
             raise VariableError(variable, "a File is sent with its data: read() it first")
-        if len(self.data) > MAX_FILE_BYTES:
-            raise too_large(variable, len(self.data))
+        if len(self.data) > MAX_SENT_FILE_BYTES:
+            raise too_large(variable, len(self.data), MAX_SENT_FILE_BYTES)
         info: dict[str, object] = {"filename": self.name}
         if self.mime_type is not None:
             info["mimeType"] = self.mime_type

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from camunda_relay import EngineClient, NotFound, Settings, VariableError
-from camunda_relay.file_values import MAX_FILE_BYTES
+from camunda_relay.file_values import MAX_FILE_BYTES, MAX_SENT_FILE_BYTES
 from camunda_relay.journal import codec
 from camunda_relay.replies.job import Answer, Job
 from camunda_relay.task import Task
@@ -82,14 +82,27 @@ def test_read_sync_loads_on_the_loop_from_a_thread_and_refuses_on_the_loop() -> 
 
 
 def test_a_file_over_the_limit_is_one_line_naming_it_and_the_sizes() -> None:
-    big = File("big.bin", bytes(MAX_FILE_BYTES + 1))
+    assert encode("upload", File("ok.bin", bytes(MAX_SENT_FILE_BYTES)))["type"] == "File"
+    big = File("big.bin", bytes(MAX_SENT_FILE_BYTES + 1))
     with pytest.raises(VariableError) as raised:
         encode("upload", big)
-    message = str(raised.value)
-    assert message == (
-        f"variable 'upload': a File of {MAX_FILE_BYTES + 1:,} bytes is over the limit of "
-        f"{MAX_FILE_BYTES:,} bytes"
+    assert str(raised.value) == (
+        "variable 'upload': a File of 15,000,001 bytes is over the limit of 15,000,000 bytes"
     )
+
+
+def test_a_loaded_file_over_the_limit_is_refused_naming_it() -> None:
+    seen: list[str] = []
+    big = httpx.Response(200, content=bytes(MAX_FILE_BYTES + 1))
+
+    async def scenario() -> None:
+        async with engine_with({"/execution/ex/localVariables/doc/data": big}, seen) as client:
+            doc = client.bind_files(fetched_task()).variables["doc"]
+            assert isinstance(doc, File)
+            await doc.read()
+
+    with pytest.raises(VariableError, match=r"'doc': a File of 67,108,865 bytes is over"):
+        asyncio.run(scenario())
 
 
 def test_a_fetched_file_without_bytes_is_not_sent_back_unread() -> None:
