@@ -85,6 +85,9 @@ class Task:
     priority: int = 0
     lock_expiration: datetime | None = None
     variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # The activity's extension properties (``camunda:property`` in the model), fetched only
+    # for a topic registered with ``extension_properties=True``.
+    extension_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Stable across re-runs of the same job (after a crash): the handler's idempotency key.
     job_id: str = ""
     # A reply topic's handler only: the token that answers this attempt's reply later, once
@@ -98,6 +101,9 @@ class Task:
     def __post_init__(self) -> None:
         if not isinstance(self.variables, MappingProxyType):
             object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
+        if not isinstance(self.extension_properties, MappingProxyType):
+            properties = MappingProxyType(dict(self.extension_properties))
+            object.__setattr__(self, "extension_properties", properties)
         if not self.job_id:
             object.__setattr__(self, "job_id", self.id)
 
@@ -139,7 +145,8 @@ class BpmnError(Exception):
 class RetryLater(Exception):
     """Report a failure now and let the engine offer the task again after ``after``.
 
-    ``retries`` overrides the number of retries left (0 creates an incident at once).
+    ``retries`` overrides the number of retries left (0 creates an incident at once);
+    ``details`` replaces the traceback as the failure's error details.
     """
 
     def __init__(
@@ -148,10 +155,12 @@ class RetryLater(Exception):
         *,
         after: timedelta | None = None,
         retries: int | None = None,
+        details: str | None = None,
     ) -> None:
         super().__init__(message)
         self.after = after
         self.retries = retries
+        self.details = details
 
 
 class DeferReply(Exception):

@@ -96,6 +96,10 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _encode_value(name: str, value: object) -> dict[str, object]:
+    if isinstance(value, variables.File) and not value.loaded:
+        # A fetched File's description only: its bytes stay in the engine.
+        typed = variables.File(value.name, b"", value.mime_type, value.encoding).typed(name)
+        return {**typed, "value": None}
     if isinstance(value, variables.Unreadable):
         return {
             "type": value.type,
@@ -115,6 +119,8 @@ def _task_payload(task: Task) -> dict[str, object]:
         value = getattr(task, name)
         if name == "variables":
             data[name] = _encode_values(value)
+        elif name == "extension_properties":
+            data[name] = dict(value)
         elif name in _TASK_DATETIMES:
             data[name] = value.isoformat() if value is not None else None
         elif isinstance(value, _PLAIN):

@@ -121,14 +121,16 @@ class Outcomes:
         policy = registration.retries if registration.retries is not None else ctx.settings.retries
         retries = policy if task.retries is None else max(task.retries - 1, 0)
         timeout = registration.retry_timeout or ctx.settings.retry_timeout
+        details = "".join(traceback.format_exception(error))
         if isinstance(error, RetryLater):
             retries = error.retries if error.retries is not None else retries
             timeout = error.after if error.after is not None else timeout
+            details = error.details if error.details is not None else details
         await ctx.client.handle_failure(
             task.id,
             ctx.worker_id,
             error_message=describe(error),
-            error_details="".join(traceback.format_exception(error)),
+            error_details=details,
             retries=retries,
             retry_timeout=timeout,
         )

@@ -73,6 +73,7 @@ class Poller:
                 variables=registration.variables,
                 local_variables=registration.local_variables,
                 filters=registration.filters,
+                extension_properties=registration.extension_properties,
             )
             for registration in ctx.router
             if registration.reply is None or replies

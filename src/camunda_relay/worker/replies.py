@@ -181,6 +181,7 @@ class Replies:
                 task = dataclasses.replace(
                     job.task, reply_token=job.reply_token, cancelled=scope.signal
                 )
+                task = ctx.client.bind_files(task)  # Files read back from the journal
                 result = await scope.run(
                     call_handler(ctx, registration, task),
                     is_async=registration.is_async,
