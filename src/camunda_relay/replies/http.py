@@ -29,6 +29,7 @@ from camunda_relay.journal import Journal, open_journal
 from camunda_relay.replies.tokens import fail_reply, send_reply
 from camunda_relay.serve import MAX_BODY, RouteHandler
 from camunda_relay.settings import Settings
+from camunda_relay.tracing import remote_parent
 
 __all__ = ["PATH", "reply_routes"]
 
@@ -83,7 +84,8 @@ class _Endpoint:
         except ValueError as error:
             return _answer(400, error=str(error))
         try:
-            asyncio.run(self._deliver(token, variables, failure))
+            with remote_parent(headers):  # a traceparent header: the answer joins that trace
+                asyncio.run(self._deliver(token, variables, failure))
         except ReplyTokenError as error:
             status = _STATUS.get(error.verdict, 400)
             log.info("reply endpoint: an answer was refused (%s)", error.verdict)

@@ -6,6 +6,8 @@ other exception reports a failure with decreasing retries (0 left: an incident).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -43,8 +45,11 @@ async def run_handler(
     if registration.is_async:
         result = await registration.handler(task)  # type: ignore[misc]
     else:
+        # In the caller's context (as asyncio.to_thread): the handler's own spans and log
+        # lines belong to the task's trace.
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(ctx.executor, registration.handler, task)
+        call = functools.partial(contextvars.copy_context().run, registration.handler, task)
+        result = await loop.run_in_executor(ctx.executor, call)
     if result is None:
         return {}
     json_variables = ctx.client.json_variables is not False
@@ -68,12 +73,13 @@ class Plain:
         self._outcomes = outcomes
 
     async def run(self, task: Task, registration: Registration, lock: Slot) -> None:
-        with lock:
+        with lock, self._ctx.tracing.receive(task) as task:
             duration = registration.lock_duration or self._ctx.settings.lock_duration
             keeper = asyncio.ensure_future(self._keep_lock(task, duration))
             try:
                 try:
-                    result = await run_handler(self._ctx, registration, task)
+                    with self._ctx.tracing.handler(task, _attempt(self._ctx, registration, task)):
+                        result = await run_handler(self._ctx, registration, task)
                 except BpmnError as error:
                     keeper.cancel()
                     await self._outcomes.report(self._outcomes.bpmn_error(task, error), task)
@@ -112,3 +118,11 @@ class Plain:
                 return
             except EngineError as error:
                 log.warning("lock extension failed (%s)", type(error).__name__)
+
+
+def _attempt(ctx: Context, registration: Registration, task: Task) -> int:
+    """The attempt a plain task's fetch is, as told by its retries left (1 on the first)."""
+    if task.retries is None:
+        return 1
+    policy = registration.retries if registration.retries is not None else ctx.settings.retries
+    return max(policy - task.retries + 1, 1)

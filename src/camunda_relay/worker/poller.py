@@ -52,7 +52,7 @@ class Poller:
             TopicRequest(
                 topic=registration.topic,
                 lock_duration=registration.lock_duration or ctx.settings.lock_duration,
-                variables=registration.variables,
+                variables=ctx.tracing.fetched_variables(registration.variables),
                 local_variables=registration.local_variables,
                 filters=registration.filters,
             )
@@ -142,9 +142,16 @@ class Poller:
 
         async def fetch() -> list[Task]:
             try:
-                return await ctx.client.fetch_and_lock(
-                    ctx.worker_id, topics, max_tasks=capacity, long_poll=long_poll, node=self._node
-                )
+                with ctx.tracing.fetch() as span:
+                    tasks = await ctx.client.fetch_and_lock(
+                        ctx.worker_id,
+                        topics,
+                        max_tasks=capacity,
+                        long_poll=long_poll,
+                        node=self._node,
+                    )
+                    span.fetched(tasks)
+                return tasks
             finally:
                 ctx.slots.unreserve(capacity)
 

@@ -162,7 +162,8 @@ class Replies:
             try:
                 await ctx.failpoints.hit("mid_work")
                 task = dataclasses.replace(job.task, reply_token=job.reply_token)
-                result = await call_handler(ctx, registration, task)
+                with ctx.tracing.handler(task, job.attempts):
+                    result = await call_handler(ctx, registration, task)
             except asyncio.CancelledError:
                 raise
             except DeferReply:
@@ -237,12 +238,14 @@ class Replies:
         now = self._ctx.clock.wall()
         answer = job.answer
         if answer is not None and answer.failure is not None:
+            self._ctx.tracing.answered(job)
             return await self._failing(
                 job, "the deferred reply was answered with a failure", detail=answer.failure
             )
         if answer is not None:
             deadline = now + self._allowed(registration).total_seconds()
             log.info("deferred reply %r answered", job.message, extra=job.task.log_context())
+            self._ctx.tracing.answered(job)
             return await self.keep(
                 job.advance(
                     JobState.DONE, at=now, result=dict(answer.variables or {}), deadline=deadline
@@ -256,7 +259,9 @@ class Replies:
     async def _deliver(self, job: Job) -> Job:
         ctx = self._ctx
         await ctx.failpoints.hit("after_work_before_correlate")
-        outcome = await self._correlator.deliver(job, wait=ctx.stop.wait)
+        with ctx.tracing.correlate(job) as span:
+            outcome = await self._correlator.deliver(span.carrying(job), wait=ctx.stop.wait)
+            span.outcome(outcome.state.value)
         if outcome.state is JobState.DONE:  # stopped while retrying
             await self.keep(outcome)
             raise Stopped
@@ -290,12 +295,14 @@ class Replies:
         attempt = 0
         while True:
             try:
-                landed = await self._incidents.for_reply(
-                    process_instance_id=job.task.process_instance_id,
-                    message_name=job.message,
-                    reason=reason,
-                    configuration=job.id,
-                )
+                with ctx.tracing.incident(job) as span:
+                    landed = await self._incidents.for_reply(
+                        process_instance_id=job.task.process_instance_id,
+                        message_name=job.message,
+                        reason=reason,
+                        configuration=job.id,
+                    )
+                    span.outcome("raised" if landed else "no execution")
             except EngineError as error:
                 if attempt == 0:
                     log.warning(
