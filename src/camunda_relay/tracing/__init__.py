@@ -103,6 +103,10 @@ class Tracing:
         """A fetched task: yields it with the job's trace context in its variables."""
         return contextlib.nullcontext(task)
 
+    def within(self, task: Task) -> contextlib.AbstractContextManager[None]:
+        """The job's trace context as the current one (its log lines carry its ids)."""
+        return contextlib.nullcontext()
+
     def handler(self, task: Task, attempt: int) -> contextlib.AbstractContextManager[Span]:
         """One attempt of the task's handler."""
         return _NOTHING

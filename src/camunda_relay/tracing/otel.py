@@ -102,6 +102,14 @@ class OtelTracing(Tracing):
             yield dataclasses.replace(task, variables={**task.variables, **carried})
 
     @contextmanager
+    def within(self, task: Task) -> Iterator[None]:
+        token = otel_context.attach(_extract(task, self._variables))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    @contextmanager
     def handler(self, task: Task, attempt: int) -> Iterator[Span]:
         attributes = {**_of_task(task), "camunda.attempt": attempt}
         parent = _extract(task, self._variables)

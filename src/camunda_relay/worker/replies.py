@@ -88,7 +88,7 @@ class Replies:
     # -- the job's runner ----------------------------------------------------------------
 
     async def _run(self, job: Job, registration: Registration, slot: Slot, counted: bool) -> None:
-        with slot:
+        with slot, self._ctx.tracing.within(job.task):
             try:
                 await self._carry_on(job, registration, counted=counted)
             except TakenOver:
