@@ -271,10 +271,12 @@ def test_the_cli_worker_traces_the_seed_flow_from_otel_variables_alone(
             what="the correlation's span",
         )
         wait_for(
-            lambda: rest.get(
-                "/history/process-instance", params={"processInstanceId": instance_id}
-            ).json()[0]["state"]
-            == "COMPLETED",
+            lambda: (
+                rest.get(
+                    "/history/process-instance", params={"processInstanceId": instance_id}
+                ).json()[0]["state"]
+                == "COMPLETED"
+            ),
             timeout=60,
             what="the instance's end",
         )
@@ -295,4 +297,3 @@ def test_the_cli_worker_traces_the_seed_flow_from_otel_variables_alone(
     assert all(line["trace_id"] == start.trace_id for line in delivered)
     assert {line["span_id"] for line in delivered} <= {s.span_id for s in spans}
     assert SECRET not in stderr
-
