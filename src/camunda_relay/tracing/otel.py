@@ -36,7 +36,10 @@ if TYPE_CHECKING:
     from camunda_relay.replies.job import Job
     from camunda_relay.settings import Settings
 
-__all__ = ["OtelTracing", "from_environment"]
+__all__ = ["FLUSH_MS", "OtelTracing", "from_environment"]
+
+FLUSH_MS = 3000
+"""How long a worker's shutdown waits for the last spans to be exported (milliseconds)."""
 
 _W3C = TraceContextTextMapPropagator()
 _HEADERS = ("traceparent", "tracestate")
@@ -161,9 +164,11 @@ class OtelTracing(Tracing):
         return [*names, *(name for name in self._variables if name not in names)]
 
     def flush(self) -> None:
+        """Export what is recorded, waiting :data:`FLUSH_MS` at most (a collector that does
+        not answer must not hold up a shutdown)."""
         flush = getattr(self._provider or trace.get_tracer_provider(), "force_flush", None)
         if flush is not None:
-            flush()
+            flush(FLUSH_MS)
 
     # -- spans -------------------------------------------------------------------------------
 
