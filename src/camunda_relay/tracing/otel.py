@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -227,12 +228,20 @@ def _of_job(job: Job) -> dict[str, str | int]:
 def _extract(task: Task, variables: tuple[str, str]) -> otel_context.Context:
     """The trace context a task carries in its variables; an empty one (a new trace) when it
     carries none or one that is not W3C."""
-    carrier = {
-        header: value
-        for header, name in zip(_HEADERS, variables, strict=True)
-        if isinstance(value := task.variables.get(name), str) and value
-    }
-    return _W3C.extract(carrier, context=otel_context.Context()) if carrier else _ROOT
+    parent = task.variables.get(variables[0])
+    if not isinstance(parent, str) or not parent:
+        return _ROOT
+    state = task.variables.get(variables[1])
+    return _parsed(parent, state if isinstance(state, str) else None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(traceparent: str, tracestate: str | None) -> otel_context.Context:
+    """A job's context is read for each of its spans: parsed once (contexts are immutable)."""
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _W3C.extract(carrier, context=otel_context.Context())
 
 
 _ROOT = otel_context.Context()
