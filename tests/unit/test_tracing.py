@@ -30,6 +30,8 @@ from camunda_relay.replies.job import Answer
 from camunda_relay.tracing import OFF, configured, from_environment
 from camunda_relay.tracing.otel import OtelTracing
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
+from tests.support.otlp import receiver
+from tests.support.tools import run_cli
 from tests.unit.test_reply_http import AUTH, deferred_job, post
 
 SECRET = "canary-secret-value"
@@ -302,3 +304,30 @@ def test_post_reply_with_a_traceparent_header_answers_inside_that_trace(
         "accepted",
         "used",
     ]
+
+
+def test_the_cli_answers_inside_the_trace_its_traceparent_names(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    token = deferred_job(path, deadline=4e9)
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with receiver() as otlp:
+        done = run_cli(
+            "reply",
+            token,
+            "--var",
+            "paid=true",
+            "--journal",
+            str(path),
+            env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                "OTEL_SERVICE_NAME": "answering-cli",
+                "TRACEPARENT": parent,
+            },
+        )
+        assert done.returncode == 0, done.stderr
+        otlp.wait_for(lambda: otlp.named("answer reply"), timeout=30, what="the answer's span")
+        (span,) = otlp.named("answer reply")
+    assert span.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent_id == "00f067aa0ba902b7"
+    assert span.service == "answering-cli"
+    assert token not in json.dumps(span.attributes)
