@@ -79,8 +79,10 @@ e2e-containers: $(STAMP)
 # Tracing in a real Jaeger (v1.75.0, built once from the Go module proxy into build/e2e-tracing/,
 # never committed): one trace per instance from the starter's span through the worker's spans to
 # the next worker downstream, read back from Jaeger's query API, and a screenshot of one trace's
-# page (Chromium: apt-get install -y chromium) in build/e2e-tracing/trace.png (Jaeger's placeholder:
-# a binary built from the Go module has no UI assets). About 3 minutes once Jaeger is built.
+# page (Chromium: apt-get install -y chromium) in build/e2e-tracing/trace.png. A binary built from
+# the Go module has no UI assets (Jaeger's placeholder page is shot then);
+# E2E_TRACING_ARGS="--ui-assets DIR" serves a jaeger-ui build (a clone of jaeger-ui at v1.75.0,
+# npm ci, npm run build: DIR is its packages/jaeger-ui/build). About 3 minutes once Jaeger is built.
 # E2E_TRACING_ARGS="--instances 20".
 .PHONY: e2e-tracing
 e2e-tracing: engine

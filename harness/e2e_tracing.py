@@ -15,9 +15,10 @@ correlation); the worker's JSON log lines must carry the same trace ids. Chromiu
 package, driven by playwright) takes a screenshot of one trace in Jaeger's UI:
 ``build/e2e-tracing/trace.png``. A binary built from the Go module carries no UI assets (they
 come from jaeger-ui's own npm build), so the page is then Jaeger's placeholder: said in one
-line, not counted as a failure. Exit code 0 when every check holds.
+line, not counted as a failure; ``--ui-assets DIR`` serves a jaeger-ui build from DIR. Exit
+code 0 when every check holds.
 
-    python -m harness.e2e_tracing [--instances 5]
+    python -m harness.e2e_tracing [--instances 5] [--ui-assets DIR]
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ extensions:
   jaeger_query:
     storage:
       traces: memstore
-    http:
+{ui}    http:
       endpoint: 127.0.0.1:{query}
     grpc:
       endpoint: 127.0.0.1:{query_grpc}
@@ -160,10 +161,11 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 class Jaeger:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, ui_assets: Path | None) -> None:
         self.ports = {name: free_port() for name in ("query", "query_grpc", "health", "otlp")}
         config = folder / "jaeger.yaml"
-        config.write_text(CONFIG.format(**self.ports))
+        ui = f"    ui:\n      assets_path: {ui_assets}\n" if ui_assets else ""
+        config.write_text(CONFIG.format(ui=ui, **self.ports))
         self.log = (folder / "jaeger.log").open("w")
         self.process = subprocess.Popen(
             [str(jaeger_binary()), "--config", str(config)],
@@ -301,12 +303,14 @@ def start_orders(engine: Engine, jaeger: Jaeger, count: int) -> dict[str, str]:
     return started
 
 
-def run(count: int) -> int:
+def run(count: int, ui_assets: Path | None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     jaeger_binary()
+    if ui_assets is not None and not (ui_assets / "index.html").exists():
+        raise SystemExit(f"--ui-assets {ui_assets}: no index.html there (a jaeger-ui build)")
     with tempfile.TemporaryDirectory(prefix="e2e-tracing-") as name:
         folder = Path(name)
-        jaeger = Jaeger(folder)
+        jaeger = Jaeger(folder, ui_assets)
         try:
             started, traces, stderr = through_the_engine(jaeger, folder, count)
             failures = report(started, traces, stderr)
@@ -385,7 +389,14 @@ def _complete(trace: dict[str, Any] | None) -> dict[str, Any] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="one trace per instance in a real Jaeger")
     parser.add_argument("--instances", type=int, default=5)
-    return run(parser.parse_args(argv).instances)
+    parser.add_argument(
+        "--ui-assets",
+        type=Path,
+        default=None,
+        help="a jaeger-ui build (its packages/jaeger-ui/build folder) for Jaeger to serve",
+    )
+    args = parser.parse_args(argv)
+    return run(args.instances, args.ui_assets)
 
 
 if __name__ == "__main__":
