@@ -160,6 +160,13 @@ def _text(value: object) -> str:
     return value
 
 
+def _name(value: object) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("expected a variable name")
+    return text
+
+
 def _optional_text(value: object) -> str | None:
     return _text(value) or None
 
@@ -236,6 +243,8 @@ class Settings:
     oauth_scope: str | None = None
     oauth_audience: str | None = None
     oauth_client_auth: Literal["basic", "post"] = "basic"
+    trace_variable: str = "traceparent"
+    trace_state_variable: str = "tracestate"
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -366,6 +375,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "oauth_scope": _optional_text,
     "oauth_audience": _optional_text,
     "oauth_client_auth": lambda v: _choice(v, ("basic", "post")),
+    "trace_variable": lambda v: _name(v),
+    "trace_state_variable": lambda v: _name(v),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 

@@ -14,6 +14,7 @@ import traceback
 import click
 import httpx
 
+from camunda_relay import tracing
 from camunda_relay.cli._logging import configure
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.failpoints import Failpoints
@@ -72,7 +73,12 @@ async def serve(router: Router, settings: Settings) -> None:
     meanwhile."""
     from camunda_relay.worker import Worker
 
-    worker = Worker(router, settings, failpoints=Failpoints.from_environment(os.environ))
+    worker = Worker(
+        router,
+        settings,
+        failpoints=Failpoints.from_environment(os.environ),
+        tracing=tracing.from_environment(settings, os.environ),
+    )
     server = None
     loop = asyncio.get_running_loop()
     try:

@@ -27,7 +27,8 @@ payload of either version (a version-1 payload's own copies of the columns are n
 
 An :class:`~camunda_relay.replies.job.Answer` (what a reply token's holder sent) is kept in
 a column of its own, beside the payload (:func:`dumps_answer`): ``{"variables": {...}}`` in
-the same typed form, or ``{"failure": "reason"}``. The reply token itself is never stored,
+the same typed form, or ``{"failure": "reason"}``, with ``"trace": {"traceparent": ...}``
+(the answerer's trace context) while tracing is on. The reply token itself is never stored,
 only its hash.
 """
 
@@ -204,6 +205,8 @@ def dumps_answer(answer: Answer) -> str:
         if answer.failure is not None
         else {"variables": _encode_values(answer.variables or {})}
     )
+    if answer.trace:
+        data["trace"] = dict(answer.trace)
     return _dumps(data)
 
 
@@ -216,11 +219,20 @@ def loads_answer(text: str | bytes | Mapping[str, Any] | None) -> Answer | None:
         data = json.loads(text) if isinstance(text, str | bytes) else text
         if not isinstance(data, Mapping):
             raise TypeError("the answer is not a JSON object")
+        trace = _trace(data.get("trace"))
         if data.get("failure") is not None:
-            return Answer(failure=str(data["failure"]))
-        return Answer(variables=_decode_values(data.get("variables", {})))
+            return Answer(failure=str(data["failure"]), trace=trace)
+        return Answer(variables=_decode_values(data.get("variables", {})), trace=trace)
     except (ValueError, TypeError, KeyError, RecursionError):
         raise CorruptJob("a stored reply answer cannot be read") from None
+
+
+def _trace(data: object) -> dict[str, str] | None:
+    """An answer's trace context; None for none, or one that is not text (never an error:
+    it only links spans)."""
+    if not isinstance(data, Mapping):
+        return None
+    return {str(k): v for k, v in data.items() if isinstance(v, str)} or None
 
 
 # -- reading ---------------------------------------------------------------------------------

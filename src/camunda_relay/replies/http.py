@@ -38,6 +38,7 @@ from camunda_relay.replies.tokens import fail_reply, send_reply
 from camunda_relay.serve import MAX_BODY, REQUEST_DEADLINE, Answer, Route
 from camunda_relay.settings import Settings
 from camunda_relay.throttled_log import ThrottledLog
+from camunda_relay.tracing import remote_parent
 
 __all__ = ["HTTP_STATUS", "PATH", "reply_routes"]
 
@@ -166,7 +167,8 @@ class _Endpoint(Route):
             token, variables, failure = _parse(body)
         except ValueError as error:
             return _answer(400, error=str(error))
-        return await self._deliver(token, variables, failure)
+        with remote_parent(headers):  # a traceparent header: the answer joins that trace
+            return await self._deliver(token, variables, failure)
 
     async def close(self) -> None:
         await self._journal.close()

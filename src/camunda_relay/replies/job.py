@@ -135,10 +135,12 @@ ANSWERED = frozenset({_S.DELIVERED, _S.FAILED})
 @dataclass(frozen=True)
 class Answer:
     """What the holder of a reply token sent: the reply's variables, or a failure (its
-    ``reason`` becomes the incident's message)."""
+    ``reason`` becomes the incident's message); ``trace``: the answerer's W3C trace context
+    (``traceparent``, ``tracestate``), kept while tracing is on."""
 
     variables: Mapping[str, Any] | None = field(default=None, repr=False)
     failure: str | None = field(default=None, repr=False)
+    trace: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
 
 def sql_states(states: frozenset[JobState]) -> str:

@@ -26,6 +26,7 @@ re-run after a crash too); the last one handed out is the one that answers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -35,6 +36,7 @@ from camunda_relay.errors import ReplyTokenError
 from camunda_relay.journal.base import Journal, Verdict
 from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.replies.job import Answer
+from camunda_relay.tracing import answering
 from camunda_relay.variables import encode_all
 
 __all__ = ["fail_reply", "hash_token", "new_token", "send_reply"]
@@ -94,6 +96,9 @@ async def fail_reply(journal: Journal, token: str, reason: str) -> None:
 async def _answer(journal: Journal, token: str, answer: Answer) -> None:
     if not isinstance(token, str) or not _TOKEN.fullmatch(token.strip()):
         raise ReplyTokenError(_REFUSED[Verdict.UNKNOWN])
-    verdict = await journal.answer(hash_token(token.strip()), dumps_answer(answer))
-    if verdict is not Verdict.ACCEPTED:
-        raise ReplyTokenError(_REFUSED[verdict], verdict=verdict.value)
+    with answering() as trace:
+        if trace:
+            answer = dataclasses.replace(answer, trace=trace)
+        verdict = await journal.answer(hash_token(token.strip()), dumps_answer(answer))
+        if verdict is not Verdict.ACCEPTED:
+            raise ReplyTokenError(_REFUSED[verdict], verdict=verdict.value)

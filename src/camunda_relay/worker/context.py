@@ -22,6 +22,7 @@ from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal
 from camunda_relay.router import Router
 from camunda_relay.settings import Settings
+from camunda_relay.tracing import OFF, Tracing
 from camunda_relay.worker.health import READY_SLACK, Health
 from camunda_relay.worker.runs import Runs
 from camunda_relay.worker.slots import Slots
@@ -159,6 +160,7 @@ class Context:
     stop: Stop = field(init=False)
     journal_health: JournalHealth = field(default_factory=JournalHealth)
     history_full: bool | None = None  # does the engine keep the history the worker relies on?
+    tracing: Tracing = OFF
     health: Health = field(init=False)
 
     def __post_init__(self) -> None:

@@ -41,8 +41,8 @@ class Intake:
         claim round takes it up again instead of leaving it held and idle."""
         handed_on = False
         try:
-            with lock:
-                job = await self._record_and_complete(task, registration, lock)
+            with lock, self._ctx.tracing.receive(task) as traced:
+                job = await self._record_and_complete(traced, registration, lock)
             if job is not None:
                 handed_on = True
                 self._jobs.start(job, registration, reply, counted=True)

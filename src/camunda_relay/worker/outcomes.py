@@ -53,7 +53,20 @@ class Outcomes:
     ) -> bool | None:
         """Complete the task, retrying transient errors. False when the task is not ours (or
         not completed); None when no try was answered and history cannot tell whether one
-        went through (a lost answer, then an outage). :class:`InvalidInput` passes through."""
+        went through (a lost answer, then an outage). :class:`InvalidInput` passes through.
+        The job's trace context goes with the completion (tracing on)."""
+        tracing = self._ctx.tracing
+        with tracing.complete(task) as span:
+            done = await self._complete(task, tracing.carried(task, result), local)
+            span.outcome({True: "completed", False: "not completed", None: "uncertain"}[done])
+            return done
+
+    async def _complete(
+        self,
+        task: Task,
+        result: Mapping[str, object] | None,
+        local: Mapping[str, object] | None,
+    ) -> bool | None:
         ctx, extra = self._ctx, task.log_context()
         uncertain = False
         for attempt in range(_COMPLETE_ATTEMPTS):

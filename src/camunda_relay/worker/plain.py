@@ -11,7 +11,9 @@ answered 404 (the handler ended first) is counted the same way."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -50,8 +52,11 @@ async def run_handler(
     if registration.is_async:
         result = await registration.handler(task)  # type: ignore[misc]
     else:
+        # In the caller's context (as asyncio.to_thread): the handler's own spans and log
+        # lines belong to the task's trace.
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(ctx.executor, registration.handler, task)
+        call = functools.partial(contextvars.copy_context().run, registration.handler, task)
+        result = await loop.run_in_executor(ctx.executor, call)
     if result is None:
         return {}
     json_variables = ctx.client.json_variables is not False
@@ -75,21 +80,22 @@ class Plain:
         self._outcomes = outcomes
 
     async def run(self, task: Task, registration: Registration, lock: Slot) -> None:
-        with lock:
+        with lock, self._ctx.tracing.receive(task) as task:
             ctx = self._ctx
             duration = registration.lock_duration or ctx.settings.lock_duration
             scope = Scope(task.job_id)
             keeper = asyncio.ensure_future(self._keep_lock(task, duration, scope))
             try:
                 try:
-                    result = await scope.run(
-                        run_handler(
-                            ctx, registration, dataclasses.replace(task, cancelled=scope.signal)
-                        ),
-                        is_async=registration.is_async,
-                        grace=ctx.settings.cancel_grace.total_seconds(),
-                        clock=ctx.clock,
-                    )
+                    with ctx.tracing.handler(task, _attempt(ctx, registration, task)):
+                        result = await scope.run(
+                            run_handler(
+                                ctx, registration, dataclasses.replace(task, cancelled=scope.signal)
+                            ),
+                            is_async=registration.is_async,
+                            grace=ctx.settings.cancel_grace.total_seconds(),
+                            clock=ctx.clock,
+                        )
                 except Cancelled as stop:
                     self._cancelled(task, stop.reason)
                     return
@@ -152,3 +158,11 @@ class Plain:
 
 
 GONE = "the task is gone: its process instance was cancelled, deleted or moved on"
+
+
+def _attempt(ctx: Context, registration: Registration, task: Task) -> int:
+    """The attempt a plain task's fetch is, as told by its retries left (1 on the first)."""
+    if task.retries is None:
+        return 1
+    policy = registration.retries if registration.retries is not None else ctx.settings.retries
+    return max(policy - task.retries + 1, 1)

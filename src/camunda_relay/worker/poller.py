@@ -70,7 +70,7 @@ class Poller:
             TopicRequest(
                 topic=registration.topic,
                 lock_duration=registration.lock_duration or ctx.settings.lock_duration,
-                variables=registration.variables,
+                variables=ctx.tracing.fetched_variables(registration.variables),
                 local_variables=registration.local_variables,
                 filters=registration.filters,
                 extension_properties=registration.extension_properties,
@@ -166,9 +166,15 @@ class Poller:
 
         async def fetch() -> Fetched:
             try:
-                tasks = await ctx.client.fetch_and_lock(
-                    ctx.worker_id, topics, max_tasks=capacity, long_poll=long_poll, node=self._node
-                )
+                with ctx.tracing.fetch() as span:
+                    tasks = await ctx.client.fetch_and_lock(
+                        ctx.worker_id,
+                        topics,
+                        max_tasks=capacity,
+                        long_poll=long_poll,
+                        node=self._node,
+                    )
+                    span.fetched(tasks)
                 # The slots, before the reservation goes (no await in between).
                 return [(task, self._hold(task)) for task in tasks]
             finally:

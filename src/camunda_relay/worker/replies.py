@@ -95,7 +95,7 @@ class Replies:
     # -- the job's runner ----------------------------------------------------------------
 
     async def _run(self, job: Job, registration: Registration, slot: Slot, counted: bool) -> None:
-        with slot:
+        with slot, self._ctx.tracing.within(job.task):
             try:
                 await self._carry_on(job, registration, counted=counted)
             except TakenOver:
@@ -182,12 +182,13 @@ class Replies:
                     job.task, reply_token=job.reply_token, cancelled=scope.signal
                 )
                 task = ctx.client.bind_files(task)  # Files read back from the journal
-                result = await scope.run(
-                    call_handler(ctx, registration, task),
-                    is_async=registration.is_async,
-                    grace=grace,
-                    clock=ctx.clock,
-                )
+                with ctx.tracing.handler(task, job.attempts):
+                    result = await scope.run(
+                        call_handler(ctx, registration, task),
+                        is_async=registration.is_async,
+                        grace=grace,
+                        clock=ctx.clock,
+                    )
             except asyncio.CancelledError:
                 raise
             except Cancelled as stop:
@@ -270,12 +271,14 @@ class Replies:
         now = self._ctx.clock.wall()
         answer = job.answer
         if answer is not None and answer.failure is not None:
+            self._ctx.tracing.answered(job)
             return await self._failing(
                 job, "the deferred reply was answered with a failure", detail=answer.failure
             )
         if answer is not None:
             deadline = now + self._allowed(registration).total_seconds()
             log.info("deferred reply %r answered", job.message, extra=job.task.log_context())
+            self._ctx.tracing.answered(job)
             return await self.keep(
                 job.advance(
                     JobState.DONE, at=now, result=dict(answer.variables or {}), deadline=deadline
@@ -289,7 +292,9 @@ class Replies:
     async def _deliver(self, job: Job) -> Job:
         ctx = self._ctx
         await ctx.failpoints.hit("after_work_before_correlate")
-        outcome = await self._correlator.deliver(job, wait=ctx.stop.wait)
+        with ctx.tracing.correlate(job) as span:
+            outcome = await self._correlator.deliver(span.carrying(job), wait=ctx.stop.wait)
+            span.outcome(outcome.state.value)
         if outcome.state is JobState.DONE:  # stopped while retrying
             await self.keep(outcome)
             raise Stopped
@@ -327,12 +332,14 @@ class Replies:
         attempt = 0
         while True:
             try:
-                landed = await self._incidents.for_reply(
-                    process_instance_id=job.task.process_instance_id,
-                    message_name=job.message,
-                    reason=reason,
-                    configuration=job.id,
-                )
+                with ctx.tracing.incident(job) as span:
+                    landed = await self._incidents.for_reply(
+                        process_instance_id=job.task.process_instance_id,
+                        message_name=job.message,
+                        reason=reason,
+                        configuration=job.id,
+                    )
+                    span.outcome("raised" if landed else "no execution")
             except EngineError as error:
                 if attempt == 0:
                     log.warning(

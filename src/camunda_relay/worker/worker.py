@@ -44,6 +44,7 @@ from camunda_relay.replies.reconciler import Reconciler
 from camunda_relay.router import Router
 from camunda_relay.settings import MAX_WORKER_ID, Settings
 from camunda_relay.task import Task
+from camunda_relay.tracing import OFF, Tracing
 from camunda_relay.worker.cancellation import Watcher
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
 from camunda_relay.worker.health import Health
@@ -82,6 +83,7 @@ class Worker:
         poll_backoff: Backoff = POLL_BACKOFF,
         failpoints: Failpoints | None = None,
         clock: Clock = SYSTEM,
+        tracing: Tracing = OFF,
     ) -> None:
         if len(router) == 0:
             raise ValueError("the router has no handlers")
@@ -118,6 +120,7 @@ class Worker:
             poll_backoff=poll_backoff,
             slots=slots,
             stats=self.stats,
+            tracing=tracing,
         )
         outcomes = Outcomes(ctx)
         self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
@@ -211,6 +214,7 @@ class Worker:
             log.warning("could not release the journal lease at shutdown (%s)", error)
         finally:
             await self.journal.close()
+            self._ctx.tracing.flush()
 
     async def _start(self) -> None:
         """Announce this worker in the journal, check the history, resume own jobs."""
