@@ -26,13 +26,15 @@ from camunda_relay.cli._logging import JsonFormatter
 from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal.codec import dumps_answer, loads_answer
 from camunda_relay.journal.sqlite import SqliteJournal
+from camunda_relay.replies.http import reply_routes
 from camunda_relay.replies.job import Answer
 from camunda_relay.tracing import OFF, configured, from_environment
 from camunda_relay.tracing.otel import OtelTracing
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
 from tests.support.otlp import receiver
 from tests.support.tools import run_cli
-from tests.unit.test_reply_http import AUTH, deferred_job, post
+from tests.unit.test_reply_http import AUTH, Server, deferred_file
+from tests.unit.test_reply_http import SECRET as REPLY_SECRET
 
 SECRET = "canary-secret-value"
 
@@ -275,11 +277,17 @@ def test_post_reply_with_a_traceparent_header_answers_inside_that_trace(
     provider, exporter = exported
     OtelTracing(provider)
     path = tmp_path / "journal.sqlite3"
-    token = deferred_job(path, deadline=4e9)
+    token = deferred_file(path, deadline=4e9)
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     headers = {**AUTH, "traceparent": parent}
-    assert post(path, {"token": token, "variables": {"paid": True}}, headers)[0] == 200
-    (span,) = _spans(exporter, "answer reply")
+    server = Server(reply_routes(Settings(journal=str(path), reply_secret=REPLY_SECRET)))
+    try:
+        assert server.post({"token": token, "variables": {"paid": True}}, headers)[0] == 200
+        # A refused answer is a span too, with the verdict.
+        assert server.post({"token": token, "variables": {}}, AUTH)[0] == 409
+    finally:
+        server.http.close()
+    span = _spans(exporter, "answer reply")[0]
     assert f"{span.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
     assert span.parent is not None
     assert f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
@@ -298,8 +306,6 @@ def test_post_reply_with_a_traceparent_header_answers_inside_that_trace(
     assert answer is not None
     assert answer.trace is not None
     assert answer.trace["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
-    # A refused answer is a span too, with the verdict.
-    assert post(path, {"token": token, "variables": {}}, AUTH)[0] == 409
     assert [s.attributes["camunda.outcome"] for s in _spans(exporter, "answer reply")] == [  # type: ignore[index]
         "accepted",
         "used",
@@ -308,7 +314,7 @@ def test_post_reply_with_a_traceparent_header_answers_inside_that_trace(
 
 def test_the_cli_answers_inside_the_trace_its_traceparent_names(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
-    token = deferred_job(path, deadline=4e9)
+    token = deferred_file(path, deadline=4e9)
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     with receiver() as otlp:
         done = run_cli(
