@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
 from camunda_relay.errors import ConfigurationError
-from camunda_relay.filters import TopicFilter
+from camunda_relay.filters import TopicFilter, filter_key
 from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
 
@@ -77,6 +77,12 @@ class Registration:
     retry_timeout: timedelta | None = None
     local_variables: bool = False
     filters: TopicFilter | None = None
+
+    @property
+    def filter_key(self) -> str:
+        """The name of this registration's fetch filters that its jobs carry in the journal
+        (``""``: none); a worker takes over only jobs taken under the same key."""
+        return filter_key(self.filters)
 
     @property
     def name(self) -> str:

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import selectors
 from collections import defaultdict
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -60,6 +60,7 @@ from camunda_relay import (
 from camunda_relay import backoff as backoff_module
 from camunda_relay.backoff import Backoff
 from camunda_relay.errors import EngineError
+from camunda_relay.journal.base import UnreadableJob
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
 
 T = TypeVar("T")
@@ -195,9 +196,22 @@ class _SlowJournal:
         return await self._io(lambda: self._inner.jobs(states=states))
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(topics=topics, limit=limit, own=own))
+        return await self._io(
+            lambda: self._inner.claim(topics=topics, limit=limit, filters=filters, running=running)
+        )
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        return await self._io(lambda: self._inner.unreadable())
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        return await self._io(lambda: self._inner.filter_keys(topics))
 
     async def renew(self) -> None:
         await self._io(lambda: self._inner.renew())
