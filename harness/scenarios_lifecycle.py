@@ -260,7 +260,9 @@ def s26(ctx: Context, *, small: bool = False) -> dict[str, Any]:
         pod.start()  # a new id: the old lease runs out, then every job is taken over
         others = [i for i in ids if i != bad_instance]
         rest_finished = lab.wait_finished(others, 300)
-        wait_until(lambda: bool(_log_lines(lab, "pod", f"journal job {bad_job} cannot")), 30)
+        wait_until(
+            lambda: bool(_log_lines(lab, "pod", f"journal job {bad_job} cannot")), timeout=30
+        )
         named = len(_log_lines(lab, "pod", f"journal job {bad_job} cannot be read"))
         listed = _cli(lab, "pending", "--journal", str(journal))
         shown = listed.returncode == 0 and bad_job in listed.stdout

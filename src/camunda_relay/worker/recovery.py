@@ -29,7 +29,8 @@ __all__ = ["CLAIM_BATCH", "Recovery"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 500  # jobs taken over in one round at most (the next round takes more)
+CLAIM_BATCH = 500  # jobs one claim statement takes at most (a round claims batch after batch)
+MAX_BATCHES = 100  # claims in one round at most (50,000 jobs; the next round goes on)
 PRUNE_EVERY = 3600.0  # seconds between two prunings of finished journal jobs
 FIRST_SWEEP = 30.0  # seconds to the first sweep (at once when the journal is empty)
 SWEEP_ALLOWANCE = 900.0  # seconds one sweep (paged queries, history per instance) may take
@@ -72,15 +73,29 @@ class Recovery:
     # -- claiming ----------------------------------------------------------------------------
 
     async def resume(self) -> int:
-        """Claim and start the unfinished jobs this worker will run that nobody runs: those
-        of its reply topics under its fetch filters, held by nobody, by a dead owner, or by
-        this worker id with no runner here (a restart under the same id), however many
-        rounds that takes (docs/journal.md: who runs a job)."""
+        """One claim round: claim and start the unfinished jobs this worker will run that
+        nobody runs: those of its reply topics under its fetch filters, held by nobody, by a
+        dead owner, or by this worker id with no runner here (a restart under the same id).
+        Batch after batch while batches come back full and reply slots are free, so that a
+        round leaves none of them waiting for the next (docs/journal.md: who runs a job)."""
+        started = 0
+        for _ in range(MAX_BATCHES):
+            taken, full = await self._claim_batch()
+            started += taken
+            if not full:
+                break
+        if started:
+            log.info("resumed %d unfinished reply jobs from the journal", started)
+        return started
+
+    async def _claim_batch(self) -> tuple[int, bool]:
+        """One claim of at most :data:`CLAIM_BATCH` jobs: how many started, and whether the
+        batch came back full."""
         ctx = self._ctx
         topics = ctx.reply_topics
         room = min(ctx.slots.replies.free, CLAIM_BATCH)
         if not topics or room <= 0:
-            return 0
+            return 0, False
         try:
             jobs = await ctx.journal.claim(
                 topics=topics, limit=room, filters=ctx.filter_keys, running=ctx.runs.held()
@@ -88,7 +103,7 @@ class Recovery:
         except JournalError as error:
             ctx.journal_health.failed(error, "claimed jobs")
             ctx.stats.journal_errors += 1
-            return 0
+            return 0, False
         started = 0
         now = ctx.clock.wall()
         for job in jobs:
@@ -101,9 +116,7 @@ class Recovery:
             registration = ctx.router[job.task.topic]
             if self._replies.start(job, registration, ctx.slots.replies.take(), counted=False):
                 started += 1
-        if started:
-            log.info("resumed %d unfinished reply jobs from the journal", started)
-        return started
+        return started, len(jobs) == room and not ctx.stop.stopping
 
     async def check_filters(self) -> None:
         """Name, at start, the unfinished jobs of this worker's reply topics taken under
