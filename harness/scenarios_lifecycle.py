@@ -24,7 +24,7 @@ from harness.checker import Expectation
 from harness.lab import CANARY_PAYLOAD, PROCESS_KEY, REPO, Lab, wait_until
 from harness.ledger import Ledger
 from harness.scenarios import Context, _finish, _postgres_available, _run
-from harness.scenarios_scale import start_many, started
+from harness.scenarios_scale import pg_rows, start_many, started
 
 __all__ = ["LIFECYCLE_SCENARIOS"]
 
@@ -159,6 +159,13 @@ def _workers_of(lab: Lab, ids: Iterable[str]) -> set[str]:
     return {str(worker) for instance, worker in rows if instance in wanted}
 
 
+def _holders(journal: str, ids: list[str]) -> list[str]:
+    """Who holds the instances' jobs, in which state, under which filter key (a count each)."""
+    query = """SELECT owner, state, filter_key, count(*) FROM relay_jobs
+WHERE process_instance_id = ANY(%s) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    return [" ".join(str(value) for value in row) for row in pg_rows(journal, query, [ids])]
+
+
 def s24(ctx: Context) -> dict[str, Any]:
     """Pods A (tenant_ids [tenanta]) and B ([tenantb]) serve one topic on one PostgreSQL
     journal; A is killed (kill -9) while its work runs; B runs on for three leases and is
@@ -187,9 +194,11 @@ def s24(ctx: Context) -> dict[str, Any]:
         wait_until(lambda: bool(_log_lines(lab, "B", "other fetch filters")), timeout=60)
         time.sleep(lease)
         ran_by_b = "B" in _workers_of(lab, a_ids)
+        before = _holders(journal, a_ids)
         lab.worker("A2", work="0.5-1", FAULT_TENANTS="tenanta", **common)
         lab.mark("fault-end")
         back = lab.wait_finished(a_ids, 120)
+        lab.notes.update(a_jobs_before_a2=before, a_jobs_after=_holders(journal, a_ids))
         named = len(_log_lines(lab, "B", "other fetch filters"))
         lab.notes.update(
             lease_s=lease,

@@ -216,3 +216,8 @@ def test_an_unreadable_row_is_given_back_marked_and_named_and_the_rest_run(
     assert bad in listed.output
     as_json = CliRunner().invoke(cli, ["pending", "--journal", str(path), "--json"])
     assert any(record.get("id") == bad for record in json.loads(as_json.output))
+    cancelled = CliRunner().invoke(cli, ["pending", "cancel", bad, "--yes", "--journal", str(path)])
+    assert cancelled.exit_code == 0, cancelled.output
+    assert (
+        "cannot be read" not in CliRunner().invoke(cli, ["pending", "--journal", str(path)]).output
+    )

@@ -37,7 +37,7 @@ from typing import TypeVar
 import click
 
 from camunda_relay.client import EngineClient
-from camunda_relay.errors import JournalError, JournalUnavailable
+from camunda_relay.errors import CorruptJob, JournalError, JournalUnavailable
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.journal.base import UnreadableJob
 from camunda_relay.replies.job import Job, JobState
@@ -441,13 +441,23 @@ def cancel(ctx: click.Context, job_id: str, journal_target: str | None, yes: boo
     """Delete a job from the journal (its instance then waits until someone acts)."""
     target = target_journal(ctx, journal_target)
 
-    async def find(journal: Journal) -> Job | None:
-        return await journal.get(job_id)
+    async def find(journal: Journal) -> Job | UnreadableJob | None:
+        try:
+            return await journal.get(job_id)
+        except CorruptJob as error:  # a row no reader of this version reads: it may go
+            return UnreadableJob(job_id, "?", "unreadable", str(error))
 
     job = with_journal(target, find)
     if job is None:
         raise click.ClickException(f"no job {job_id} in {_shown(target)}")
-    if not yes:
+    if isinstance(job, UnreadableJob):
+        if not yes:
+            click.confirm(
+                f"Delete job {job_id}, which cannot be read? The reconciler will report its "
+                "instance as an orphan (and resume it with CAMUNDA_RECONCILE=resume).",
+                abort=True,
+            )
+    elif not yes:
         warning = (
             f"Delete job {job.id} ({job.state.value}, process instance "
             f"{job.task.process_instance_id})?"
