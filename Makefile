@@ -95,7 +95,7 @@ e2e-tracing: engine
 compat: $(STAMP)
 	$(BIN)/python -m tests.compat $(COMPAT_ARGS)
 
-# The fault-injection suite against the real engine (S1-S21); FAULTS_ARGS="--scenario S5 --seed 7".
+# The fault-injection suite against the real engine (S1-S22, S24, S26); FAULTS_ARGS="--scenario S5 --seed 7".
 .PHONY: faults
 faults: engine
 	$(BIN)/python -m harness.run $(FAULTS_ARGS)

@@ -19,6 +19,8 @@ Environment:
 - ``FAULT_HOSTS_FILE``: a hosts-style file (``address name`` per line, read at every lookup)
   whose names resolve to its addresses in this process only, every other name as usual
   (S27: a name whose addresses change, as a Kubernetes headless Service's do).
+- ``FAULT_TENANTS``: comma-separated tenant ids the topic's fetch is limited to (S24: tenant
+  pods on one journal).
 
 The process variable ``mode`` picks a bad result for the input tests (S13): ``long_string``,
 ``huge``, ``deep_json``, ``big_int``, ``bytes``, ``object``, ``raise``.
@@ -99,11 +101,13 @@ def make_router() -> Router:
     ledger = Ledger(os.environ["FAULT_LEDGER"])
     name = os.environ.get("FAULT_WORKER_NAME") or f"pid-{os.getpid()}"
     park = _Park(os.environ["FAULT_PARK_FILE"]) if os.environ.get("FAULT_PARK_FILE") else None
+    tenants = [t for t in os.environ.get("FAULT_TENANTS", "").split(",") if t] or None
 
     @router.task(
         os.environ.get("FAULT_TOPIC") or TOPIC,
         reply=Reply(message, by_business_key=by_business_key),
         retry_timeout=timedelta(milliseconds=200),
+        tenant_ids=tenants,
     )
     async def send_message(task: Task) -> dict[str, object]:
         key, instance = task.job_id, task.process_instance_id

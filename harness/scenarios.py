@@ -1100,7 +1100,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S14": s14,
     "S15": s15,
 }
-SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20")
+SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20", "S22S", "S26S")
 _ = CANARY_PAYLOAD
 
 # S17-S21 live in a module of their own, which uses the helpers above.
@@ -1117,3 +1117,8 @@ SCENARIOS.update(CANCEL_SCENARIOS)
 from harness.scenarios_nodes import NODES_SCENARIOS  # noqa: E402
 
 SCENARIOS.update(NODES_SCENARIOS)
+
+# S22, S24 and S26 (who runs a job) likewise.
+from harness.scenarios_lifecycle import LIFECYCLE_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(LIFECYCLE_SCENARIOS)

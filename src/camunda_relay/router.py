@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import TypeAlias, TypeVar, cast
 
 from camunda_relay.errors import ConfigurationError
-from camunda_relay.filters import TopicFilter
+from camunda_relay.filters import TopicFilter, filter_key
 from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
 from camunda_relay.typed import typed_handler
@@ -79,6 +79,12 @@ class Registration:
     local_variables: bool = False
     filters: TopicFilter | None = None
     extension_properties: bool = False
+
+    @property
+    def filter_key(self) -> str:
+        """The name of this registration's fetch filters that its jobs carry in the journal
+        (``""``: none); a worker takes over only jobs taken under the same key."""
+        return filter_key(self.filters)
 
     @property
     def name(self) -> str:

@@ -20,7 +20,18 @@ from harness.scenarios import SCENARIOS, Context
 from tests.support.tools import missing
 
 SEED = 20240611
-SMOKE = {"S2A": 8, "S5": 12, "S6": 12, "S7": 6, "S12": 1, "S17": 5, "S18": 5, "S20": 5}
+SMOKE = {
+    "S2A": 8,
+    "S5": 12,
+    "S6": 12,
+    "S7": 6,
+    "S12": 1,
+    "S17": 5,
+    "S18": 5,
+    "S20": 5,
+    "S22S": 20,
+    "S26S": 30,
+}
 
 
 @pytest.mark.engine

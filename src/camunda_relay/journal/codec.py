@@ -79,6 +79,7 @@ ROW = (
     "updated_at",
     "token_hash",
     "result",
+    "filter_key",
 )
 """The columns :func:`from_row` reads a job from, in its order."""
 
@@ -148,6 +149,7 @@ def to_payload(job: Job) -> dict[str, object]:
         "task": _task_payload(job.task),
         "result": _encode_values(job.result) if job.result is not None else None,
         "token_hash": job.token_hash,
+        "filter_key": job.filter_key,
     }
 
 
@@ -195,6 +197,7 @@ def columns(job: Job) -> dict[str, object]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "token_hash": job.token_hash,
+        "filter_key": job.filter_key,
     }
 
 
@@ -312,6 +315,7 @@ def from_payload(data: object, answer: Answer | None = None) -> Job:
             updated_at=float(data["updated_at"]),
             token_hash=data.get("token_hash"),  # absent in payloads of earlier versions
             answer=answer,
+            filter_key=str(data.get("filter_key") or ""),  # likewise
         )
     except CorruptJob:
         raise
@@ -364,6 +368,7 @@ def from_row(row: Sequence[Any]) -> Job:
             updated_at=float(fields["updated_at"]),
             token_hash=fields["token_hash"],
             answer=answer,
+            filter_key=str(fields["filter_key"] or ""),
         )
     except CorruptJob:
         raise

@@ -164,6 +164,10 @@ class Job:
     never stored; ``reply_token`` holds it in memory for the attempt's handler only).
     ``answer`` is what the token's holder sent, read from the journal, never written by
     :meth:`~camunda_relay.journal.base.Journal.save`.
+
+    ``filter_key`` names the fetch filters of the registration that took the job
+    (:func:`camunda_relay.filters.filter_key`; ``""``: none): only a worker whose
+    registration of the topic has the same key takes it over (docs/journal.md).
     """
 
     task: Task
@@ -181,6 +185,7 @@ class Job:
     token_hash: str | None = None
     answer: Answer | None = field(default=None, compare=False)
     reply_token: str | None = field(default=None, repr=False, compare=False)
+    filter_key: str = ""
 
     @property
     def id(self) -> str:

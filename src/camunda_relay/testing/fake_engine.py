@@ -95,6 +95,7 @@ class FakeInstance:
     topic: str = TOPIC
     rounds: int = 1  # a looping model: how many times it passes the catch event in all
     history: list[dict[str, Any]] = field(default_factory=list)  # activity instances
+    tenant_id: str | None = None
 
     def wait(self) -> None:
         self.state = "waiting"
@@ -152,14 +153,17 @@ class FakeEngine:
         rounds: int = 1,
         topic: str = TOPIC,
         variables: dict[str, object] | None = None,
+        tenant_id: str | None = None,
     ) -> str:
-        """A new instance at its task; ``variables`` (plain values) are fetched with it."""
+        """A new instance at its task; ``variables`` (plain values) are fetched with it; a
+        fetch with ``tenantIdIn`` (or ``withoutTenantId``) sees it only in its tenant."""
         instance = FakeInstance(
             id=f"pi-{next(self._ids)}",
             business_key=business_key,
             rounds=rounds,
             topic=topic,
             variables=encode_all(variables or {}),
+            tenant_id=tenant_id,
         )
         self.instances[instance.id] = instance
         self._new_task(instance)
@@ -333,7 +337,8 @@ class FakeEngine:
             for t in self.tasks.values()
             if not t.done and not t.deleted and (t.locked_by is None or t.lock_expired)
         ]
-        chosen = [t for t in free if t.topic in topics][: body["maxTasks"]]
+        chosen = [t for t in free if t.topic in topics and self._fetches(topics[t.topic], t)]
+        chosen = chosen[: body["maxTasks"]]
         if not chosen:
             await asyncio.sleep(min(body.get("asyncResponseTimeout", 0) / 1000, self.max_long_poll))
         for task in chosen:
@@ -341,6 +346,14 @@ class FakeEngine:
             duration = topics[task.topic].get("lockDuration")
             task.lock_until = now + duration / 1000 if duration else None
         return httpx.Response(200, json=[self._wire(task) for task in chosen])
+
+    def _fetches(self, topic: dict[str, Any], task: FakeTask) -> bool:
+        """Whether the topic's tenant filter lets the task through (other filters are
+        not applied by the fake)."""
+        tenant = self.instances[task.instance_id].tenant_id
+        if "tenantIdIn" in topic and tenant not in topic["tenantIdIn"]:
+            return False
+        return not (topic.get("withoutTenantId") and tenant is not None)
 
     def _wire(self, task: FakeTask) -> dict[str, Any]:
         instance = self.instances[task.instance_id]
@@ -357,7 +370,7 @@ class FakeEngine:
             "businessKey": instance.business_key,
             "retries": task.retries,
             "priority": 0,
-            "tenantId": None,
+            "tenantId": instance.tenant_id,
             "lockExpirationTime": "2030-01-01T00:00:00.000+0000",
             "variables": dict(instance.variables),
         }

@@ -173,3 +173,8 @@ class Context:
     @property
     def reply_topics(self) -> tuple[str, ...]:
         return tuple(r.topic for r in self.router if r.reply is not None)
+
+    @property
+    def filter_keys(self) -> dict[str, str]:
+        """Each reply topic's fetch filters' key: the jobs this worker may take over."""
+        return {r.topic: r.filter_key for r in self.router if r.reply is not None}

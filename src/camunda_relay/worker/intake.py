@@ -70,7 +70,12 @@ class Intake:
         ctx = self._ctx
         assert registration.reply is not None
         reply = registration.reply
-        job = Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
+        job = Job(
+            task=task,
+            message=reply.message,
+            by_business_key=reply.by_business_key,
+            filter_key=registration.filter_key,
+        )
         await ctx.failpoints.hit("after_fetch")
         try:
             fresh = await ctx.journal.record(job)
@@ -94,6 +99,7 @@ class Intake:
                     result=None,
                     error=None,
                     error_detail=None,
+                    filter_key=registration.filter_key,
                 )
             )
         await ctx.failpoints.hit("after_record")

@@ -226,7 +226,8 @@ class Worker:
         await self._recovery.renew()
         await self._recovery.check_history()
         await self._check_json()
-        await self._recovery.resume(own=True)
+        await self._recovery.check_filters()
+        await self._recovery.resume()
 
     async def _check_json(self) -> None:
         """Say once, at start, that the engine stores no Json variables (no Spin JSON data
@@ -368,12 +369,13 @@ class Worker:
         return len(fetched)
 
     async def resume(self) -> int:
-        """One claim round now: start the unfinished journal jobs nobody runs (this worker's
-        own too); returns how many started."""
+        """One claim round now: start the unfinished journal jobs this worker will run that
+        nobody runs (this worker id's own that no runner here holds too); returns how many
+        started."""
         await self._recovery.renew()
         if self._ctx.history_full is None:
             await self._recovery.check_history()
-        return await self._recovery.resume(own=True)
+        return await self._recovery.resume()
 
     async def check_cancelled(self) -> int:
         """One cancellation round now (the worker runs one every
