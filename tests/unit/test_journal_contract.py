@@ -769,7 +769,7 @@ def test_a_cancelled_job_is_finished_held_by_nobody_never_claimed_and_pruned(
         assert await worker_a.unfinished_instances() == {"instance-2"}
         assert ids(await worker_a.jobs(states=[JobState.CANCELLED])) == ["task-1"]
         assert (await worker_a.counts())[JobState.CANCELLED] == 1
-        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-2"]
+        assert ids(await worker_a.claim(topics=TOPICS)) == ["task-2"]
         await worker_a.release()
         assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-2"]
         # held by nobody: the task offered again starts it afresh, whoever fetches it

@@ -28,8 +28,8 @@ PINNED = "'acknowledged', 'deferred', 'done', 'failing', 'recorded'"
 def test_the_unfinished_states_are_the_ones_existing_indexes_list() -> None:
     assert sql_states(UNFINISHED) == PINNED
     assert JobState.CANCELLED.finished
-    assert sqlite_schema.SCHEMA_VERSION == 4
-    assert postgres_schema.SCHEMA_VERSION == 3
+    assert sqlite_schema.SCHEMA_VERSION == 5
+    assert postgres_schema.SCHEMA_VERSION == 4
 
 
 def test_a_sqlite_journal_made_before_cancelled_takes_it_without_a_migration(
@@ -68,7 +68,7 @@ def test_a_sqlite_journal_made_before_cancelled_takes_it_without_a_migration(
     assert old_index in " ".join(index.split())
     assert asyncio.run(scenario()) == ["task-2"]
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (5,)
     conn.close()
 
 
@@ -103,4 +103,4 @@ def test_a_postgres_journal_takes_cancelled_without_a_migration(
     for state in UNFINISHED:
         assert f"'{state.value}'" in definition
     assert "cancelled" not in definition
-    assert comment == "camunda-relay journal, schema version 3"
+    assert comment == "camunda-relay journal, schema version 4"
