@@ -76,6 +76,18 @@ images: $(STAMP)
 e2e-containers: $(STAMP)
 	$(BIN)/python -m harness.containers $(E2E_ARGS)
 
+# Tracing in a real Jaeger (v1.75.0, built once from the Go module proxy into build/e2e-tracing/,
+# never committed): one trace per instance from the starter's span through the worker's spans to
+# the next worker downstream, read back from Jaeger's query API, and a screenshot of one trace's
+# page (Chromium: apt-get install -y chromium) in build/e2e-tracing/trace.png. A binary built from
+# the Go module has no UI assets (Jaeger's placeholder page is shot then);
+# E2E_TRACING_ARGS="--ui-assets DIR" serves a jaeger-ui build (a clone of jaeger-ui at v1.75.0,
+# npm ci, npm run build: DIR is its packages/jaeger-ui/build). About 3 minutes once Jaeger is built.
+# E2E_TRACING_ARGS="--instances 20".
+.PHONY: e2e-tracing
+e2e-tracing: engine
+	$(BIN)/python -m harness.e2e_tracing $(E2E_TRACING_ARGS)
+
 # Compatibility (tests/compat.py): the engine-backed tests on Camunda 7.24.0, 7.23.0, 7.22.0,
 # 7.21.0 and Operaton 1.0.3, the unit and fake-engine tests on Python 3.11, 3.12 and 3.13 (from
 # the PATH or pyenv), then one table (also in build/compat/results.md). About an hour.
@@ -83,7 +95,7 @@ e2e-containers: $(STAMP)
 compat: $(STAMP)
 	$(BIN)/python -m tests.compat $(COMPAT_ARGS)
 
-# The fault-injection suite against the real engine (S1-S21, S23, S25); FAULTS_ARGS="--scenario S5 --seed 7".
+# The fault-injection suite against the real engine (S1-S28); FAULTS_ARGS="--scenario S5 --seed 7".
 .PHONY: faults
 faults: engine
 	$(BIN)/python -m harness.run $(FAULTS_ARGS)
@@ -97,7 +109,7 @@ clean:
 # PostgreSQL journal), 100,000 pending jobs in one worker, then the goals of all three in one
 # table. About an hour and a half; each part alone: make bench-h2, bench-postgres, bench-large.
 # Options: INSTANCES=1000 SCALE_JOBS=10000 LARGE_JOBS=100000 BENCH_ARGS="..." (python -m bench.run).
-.PHONY: bench bench-h2 bench-postgres bench-large
+.PHONY: bench bench-h2 bench-postgres bench-large bench-tracing
 BENCH_STAMP := $(VENV)/.bench-installed
 $(BENCH_STAMP): $(STAMP) bench/requirements.lock
 	$(BIN)/pip install --quiet -r bench/requirements.lock
@@ -106,7 +118,7 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.lock
 bench bench-h2 bench-postgres: INSTANCES = 1000
 SCALE_JOBS ?= 10000
 LARGE_JOBS ?= 100000
-bench: bench-h2 bench-postgres bench-large
+bench: bench-h2 bench-postgres bench-large bench-tracing
 	$(BIN)/python -m bench.report --summary
 
 bench-h2: $(BENCH_STAMP) engine
@@ -115,6 +127,13 @@ bench-h2: $(BENCH_STAMP) engine
 
 bench-postgres: $(BENCH_STAMP) engine
 	$(BIN)/python -m bench.run --instances $(INSTANCES) --db postgres --no-scale $(BENCH_ARGS)
+
+# The worker's CPU per reply job with tracing on (OTLP/HTTP to a sink) vs off, alternating in one
+# run (docs/benchmarks.md, "Tracing"); TRACING_ARGS="--before build/before/src" adds the code of
+# another commit (git archive REV src | tar -x -C build/before) with tracing off. About 10 minutes.
+TRACING_ARGS ?= --instances 300 --rounds 3
+bench-tracing: $(STAMP) engine
+	$(BIN)/python -m bench.tracing_cost $(TRACING_ARGS)
 
 bench-large: $(BENCH_STAMP) engine
 	$(BIN)/python -m bench.run --only none --scale-kinds relay --scale-jobs $(LARGE_JOBS) \
@@ -132,3 +151,12 @@ bench-http: $(BENCH_STAMP) engine
 .PHONY: bench-cluster
 bench-cluster: $(STAMP) engine
 	$(BIN)/python -m bench.cluster $(BENCH_ARGS)
+
+# The worker's HTTP server under abuse (harness/abuse.py): 1,000 slow connections and 1,000
+# requests with a wrong secret against a worker draining a batch on the bundled engine; prints
+# the drain, the /healthz latency, the worker's threads and memory, and the log's size. Not in
+# make test (it measures, it asserts nothing timed); about two minutes. ABUSE_ARGS="--src DIR"
+# runs the worker from another checkout's src.
+.PHONY: abuse
+abuse: engine
+	$(BIN)/python -m harness.abuse $(ABUSE_ARGS)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from camunda_relay.replies.job import FINISHED
 from harness import history
 from harness.lab import CANARY_PAYLOAD, CATCH_ACTIVITY, MESSAGE, USER, Lab
 from harness.ledger import Ledger
@@ -50,6 +51,10 @@ class Expectation:
     rounds: int = 1  # passages of the catch event, replies and effects per instance (S20)
     extra: dict[str, tuple[bool, str]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # invariant -> why not checked
+
+
+FINISHED_STATES = frozenset(state.value for state in FINISHED)
+"""The journal states of finished jobs, as the journal files store them."""
 
 
 def _ok(passed: bool, detail: str) -> dict[str, Any]:
@@ -195,7 +200,7 @@ def check(lab: Lab, expect: Expectation | None = None) -> dict[str, Any]:
     }
     leaks = _leaks(lab.worker_logs(), secret_forms)
     checks["I6"] = _ok(not any(leaks.values()), f"log lines with secrets: {leaks}")
-    unfinished_rows = [r for r in rows if r[2] not in ("delivered", "failed", "dropped")]
+    unfinished_rows = [r for r in rows if r[2] not in FINISHED_STATES]
     if expect.journal_settled:
         checks["J"] = _ok(
             not unfinished_rows or bool(unfinished),

@@ -15,7 +15,12 @@ Environment:
 - ``FAULT_BY_BUSINESS_KEY``: ``1`` to correlate by business key as well;
 - ``FAULT_TOPIC``: the topic served (default ``messageSending``);
 - ``FAULT_PARK_FILE``: the work of an instance whose variable ``park`` is set waits, after its
-  work time, until this file exists (S19: a pod holding many long jobs).
+  work time, until this file exists (S19: a pod holding many long jobs);
+- ``FAULT_HOSTS_FILE``: a hosts-style file (``address name`` per line, read at every lookup)
+  whose names resolve to its addresses in this process only, every other name as usual
+  (S27: a name whose addresses change, as a Kubernetes headless Service's do);
+- ``FAULT_TENANTS``: comma-separated tenant ids the topic's fetch is limited to (S24: tenant
+  pods on one journal);
 - ``FAULT_DEFER``: the reply is deferred (S23, S25): the work applies its effect, then hands
   its reply token out as ``<instance>.token`` in ``FAULT_TOKEN_DIR`` (JSON: the token and the
   effect id) for the harness to answer. ``defer``: it raises ``DeferReply`` at once;
@@ -38,6 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from camunda_relay import DeferReply, Reply, Router, Task
+from harness import hosts
 from harness.ledger import Ledger
 
 TOPIC = "messageSending"
@@ -119,6 +125,10 @@ class _Deferral:
         await asyncio.Event().wait()  # "hang": the worker is killed meanwhile
 
 
+if os.environ.get("FAULT_HOSTS_FILE"):  # a worker process's own name service, not the library's
+    hosts.install(os.environ["FAULT_HOSTS_FILE"])
+
+
 def make_router() -> Router:
     router = Router()
     message = os.environ.get("FAULT_REPLY_MESSAGE", "sample_response")
@@ -128,11 +138,13 @@ def make_router() -> Router:
     park = _Park(os.environ["FAULT_PARK_FILE"]) if os.environ.get("FAULT_PARK_FILE") else None
     defer_mode = os.environ.get("FAULT_DEFER", "")
     deferral = _Deferral(defer_mode, os.environ["FAULT_TOKEN_DIR"]) if defer_mode else None
+    tenants = [t for t in os.environ.get("FAULT_TENANTS", "").split(",") if t] or None
 
     @router.task(
         os.environ.get("FAULT_TOPIC") or TOPIC,
         reply=Reply(message, by_business_key=by_business_key),
         retry_timeout=timedelta(milliseconds=200),
+        tenant_ids=tenants,
     )
     async def send_message(task: Task) -> dict[str, object]:
         key, instance = task.job_id, task.process_instance_id

@@ -131,9 +131,11 @@ class FaultProxy:
         seed: int = 0,
         history: OperationLog | None = None,
         listen_port: int = 0,
+        listen_host: str = "127.0.0.1",
         control_port: int | None = None,
     ) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.listen_host = listen_host  # another loopback address: one engine node of several
         self._random = random.Random(seed)
         self._history = history
         self._listen_port = listen_port
@@ -172,7 +174,7 @@ class FaultProxy:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", self._listen_port)
+        server = await asyncio.start_server(self._serve, self.listen_host, self._listen_port)
         self.port = server.sockets[0].getsockname()[1]
         self._servers.append(server)
         if self._control_port is not None:
@@ -499,7 +501,7 @@ class ProxyThread:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/engine-rest"
+        return f"http://{self.proxy.listen_host}:{self.port}/engine-rest"
 
     def set_rules(self, *rules: Rule) -> None:
         self._do(self.proxy.set_rules, list(rules))

@@ -85,8 +85,10 @@ class WorkerProcess:
         self.starts += 1
         seed = self.env.get("HARNESS_SEED", "0")
         self.env["CAMUNDA_RELAY_FAILPOINTS_SEED"] = f"{seed}{self.starts:03d}"
-        # Unique per process, as the default is, but readable in the operation history.
-        self.env["CAMUNDA_WORKER_ID"] = f"{self.name}-{self.starts}-{secrets.token_hex(3)}"
+        # Unique per process, as the default is, but readable in the operation history;
+        # FAULT_FIXED_WORKER_ID keeps one id across restarts (a Kubernetes pod name).
+        fixed = self.env.get("FAULT_FIXED_WORKER_ID")
+        self.env["CAMUNDA_WORKER_ID"] = fixed or f"{self.name}-{self.starts}-{secrets.token_hex(3)}"
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command,

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         help="scenario parameter: S1.p, S2B.sweep, S3.cap, S6B.outage, S8.down, "
         "S8.db (h2|postgres), S8B.down, S9.hang, S10.postgres (auto|on|off), S11.silent, "
         "S15.window, S17.lease, S18.deadline, S18.down, S19.held, S19.lease, S20.rounds, "
-        "S21.silence, S21.bound",
+        "S21.silence, S21.bound, S22.lease, S22S.lease, S24.lease",
     )
     parser.add_argument("--results", type=Path, default=Path(".camunda-relay/faults"))
     parser.add_argument("--keep", action="store_true", help="keep the folders of passing runs")

@@ -26,7 +26,13 @@ from camunda_relay import errors
 from camunda_relay.failpoints import NAMES as FAILPOINTS
 from camunda_relay.http.httpx_stack import answer as httpx_answer
 from harness import chaos, history
-from harness.checker import Expectation, all_journal_rows, check, journal_rows
+from harness.checker import (
+    FINISHED_STATES,
+    Expectation,
+    all_journal_rows,
+    check,
+    journal_rows,
+)
 from harness.faultproxy import Rule
 from harness.lab import CANARY_PAYLOAD, MESSAGE, PROCESS_KEY, USER, Lab, wait_until
 from harness.ledger import Ledger
@@ -55,7 +61,7 @@ def _settle(lab: Lab, timeout: float = 90.0) -> bool:
     """Wait until no journal row is unfinished (the last saves after a delivery)."""
 
     def settled() -> bool:
-        return all(r[2] in ("delivered", "failed", "dropped") for r in all_journal_rows(lab))
+        return all(r[2] in FINISHED_STATES for r in all_journal_rows(lab))
 
     return bool(wait_until(settled, timeout=timeout, interval=1.0))
 
@@ -1094,13 +1100,28 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "S14": s14,
     "S15": s15,
 }
-SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20", "S23")
+SMOKE = ("S2A", "S5", "S6", "S7", "S12", "S17", "S18", "S20", "S22S", "S23", "S26S")
 _ = CANARY_PAYLOAD
 
 # S17-S21 live in a module of their own, which uses the helpers above.
 from harness.scenarios_scale import SCALE_SCENARIOS  # noqa: E402
 
 SCENARIOS.update(SCALE_SCENARIOS)
+
+# S28 too (instances cancelled while their work runs).
+from harness.scenarios_cancel import CANCEL_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(CANCEL_SCENARIOS)
+
+# S27 (engine nodes) likewise.
+from harness.scenarios_nodes import NODES_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(NODES_SCENARIOS)
+
+# S22, S24 and S26 (who runs a job) likewise.
+from harness.scenarios_lifecycle import LIFECYCLE_SCENARIOS  # noqa: E402
+
+SCENARIOS.update(LIFECYCLE_SCENARIOS)
 
 # S23 and S25, deferred replies' answers, too.
 from harness.scenarios_answers import ANSWER_SCENARIOS  # noqa: E402

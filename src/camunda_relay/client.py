@@ -48,6 +48,7 @@ class TopicRequest:
     variables: Sequence[str] | None = None  # None: all variables
     local_variables: bool = False
     filters: TopicFilter | None = None  # None: every task of the topic
+    extension_properties: bool = False  # the activity's camunda:property values too
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -68,6 +69,8 @@ class TopicRequest:
             body["variables"] = list(self.variables)
         if self.filters is not None:
             body.update(self.filters.body())
+        if self.extension_properties:
+            body["includeExtensionProperties"] = True
         return body
 
 
@@ -189,7 +192,7 @@ class EngineClient(Queries):
         locked = await self._list(
             "POST", path, json=body, timeouts=timeouts, gated=False, node=node
         )
-        tasks = [_task(raw, worker_id) for raw in locked]
+        tasks = [self.bind_files(_task(raw, worker_id)) for raw in locked]
         if node is not None:  # several nodes: the task's requests go to this one first
             for task in tasks:
                 self.remember(task.id, node)
@@ -374,7 +377,15 @@ def _task(raw: Mapping[str, Any], worker_id: str) -> Task:
         priority=raw.get("priority") or 0,
         lock_expiration=parse_date(expires) if expires else None,
         variables=decode_all(raw.get("variables") or {}),
+        extension_properties=_properties(raw.get("extensionProperties")),
     )
+
+
+def _properties(raw: object) -> dict[str, str]:
+    """A fetched task's extension properties (text by the engine's model; others dropped)."""
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
 
 
 def _sorting(fetch_order: str) -> list[dict[str, str]]:

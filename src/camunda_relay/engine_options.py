@@ -93,13 +93,23 @@ class Tls:
 
 @dataclass(frozen=True)
 class Jwt:
-    """JWT bearer tokens on the engine's REST API beside Basic (``CAMUNDA_JWT_*``): tokens of
-    ``issuer_uri`` (its keys from its OpenID configuration), for ``audience`` when set, whose
-    claim ``user_claim`` names the engine user."""
+    """JWT bearer tokens on the engine's REST API beside Basic (``CAMUNDA_JWT_*``): access
+    tokens of ``issuer_uri`` (its keys from its OpenID configuration), for ``audience`` when
+    set, issued to one of ``allowed_clients`` (the ``azp`` claim) when set, whose claim
+    ``user_claim`` names the engine user.
+
+    An issuer with neither an audience nor allowed clients is refused: every token the issuer
+    signs, for any client of the realm, would log in.
+    """
 
     issuer_uri: str
     audience: str = ""
     user_claim: str = "preferred_username"
+    allowed_clients: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.audience and not self.allowed_clients:
+            raise ConfigurationError(NO_AUDIENCE)
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Jwt | None:
@@ -111,6 +121,7 @@ class Jwt:
             issuer_uri=issuer,
             audience=environ.get("CAMUNDA_JWT_AUDIENCE", "").strip(),
             user_claim=environ.get("CAMUNDA_JWT_USER_CLAIM", "").strip() or "preferred_username",
+            allowed_clients=_ids(environ.get("CAMUNDA_JWT_ALLOWED_CLIENTS", "")),
         )
 
     def variables(self) -> dict[str, str]:
@@ -118,7 +129,21 @@ class Jwt:
             "CAMUNDA_JWT_ISSUER_URI": self.issuer_uri,
             "CAMUNDA_JWT_AUDIENCE": self.audience,
             "CAMUNDA_JWT_USER_CLAIM": self.user_claim,
+            "CAMUNDA_JWT_ALLOWED_CLIENTS": ",".join(self.allowed_clients),
         }
+
+
+# The engine's StartupCheck refuses the same, in the same words.
+NO_AUDIENCE = (
+    "CAMUNDA_JWT_ISSUER_URI is set without CAMUNDA_JWT_AUDIENCE or CAMUNDA_JWT_ALLOWED_CLIENTS:"
+    " every token the issuer signs, for any of its clients, would log in; set the audience the"
+    " engine's tokens carry, or the client ids (azp) allowed"
+)
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    """A comma-separated list's items, blanks and repeats left out."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
 
 
 def _port(environ: Mapping[str, str], name: str) -> int | None:
@@ -133,7 +158,7 @@ def _port(environ: Mapping[str, str], name: str) -> int | None:
 def _tenants(text: str) -> tuple[str, ...]:
     """``CAMUNDA_WORKER_TENANTS``: comma-separated ids of letters and digits (Camunda's id
     pattern, which the engine checks too)."""
-    ids = tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    ids = _ids(text)
     for tenant in ids:
         if not tenant.isascii() or not tenant.isalnum():
             raise ConfigurationError(
@@ -163,7 +188,8 @@ class EngineOptions:
     (``CAMUNDA_MANAGEMENT_ADDRESS``, loopback by default); None: no management port.
     ``jwt`` (``CAMUNDA_JWT_*``): accept JWT bearer tokens beside Basic; None: Basic only.
     ``worker_tenants`` (``CAMUNDA_WORKER_TENANTS``): the tenants the worker group is a member
-    of, so that its members fetch those tenants' tasks; none by default.
+    of, exactly, so that its members fetch those tenants' tasks; empty (the default) leaves
+    the group's tenant memberships as they are.
     """
 
     port: int = 8080

@@ -112,8 +112,9 @@ class IllegalTransition(RelayError):
 
 
 class ReplyTokenError(RelayError):
-    """A deferred reply's token cannot be answered: ``verdict`` is ``unknown``, ``used`` or
-    ``expired`` (or ``invalid`` for an unusable answer). The message never holds the token."""
+    """A deferred reply's token cannot be answered: ``verdict`` is ``unknown``, ``used``,
+    ``expired`` or ``cancelled`` (or ``invalid`` for an unusable answer). The message never
+    holds the token."""
 
     def __init__(self, message: str, *, verdict: str = "invalid") -> None:
         super().__init__(message)

@@ -8,13 +8,16 @@ external-task clients (``tenantIdIn``, ``withoutTenantId``, ``processDefinitionK
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.task import Task
 
-__all__ = ["TopicFilter"]
+__all__ = ["TopicFilter", "filter_key"]
 
 _PLAIN = (str, int, float, bool)
 
@@ -109,3 +112,45 @@ class TopicFilter:
         if self.process_variables:
             body["processVariables"] = dict(self.process_variables)
         return body
+
+    @property
+    def key(self) -> str:
+        """A stable name of these filters (:func:`filter_key`)."""
+        return filter_key(self)
+
+    def matches(self, task: Task) -> bool | None:
+        """Whether fetchAndLock with these filters would have fetched ``task`` (None: it
+        cannot be told from the task: a version tag, which a task record does not carry)."""
+        if self.tenant_ids is not None and task.tenant_id not in self.tenant_ids:
+            return False
+        if self.without_tenant_id and task.tenant_id is not None:
+            return False
+        ids, keys = self.process_definition_ids, self.process_definition_keys
+        if ids is not None and task.process_definition_id not in ids:
+            return False
+        if keys is not None and task.process_definition_key not in keys:
+            return False
+        if self.business_key is not None and task.business_key != self.business_key:
+            return False
+        wanted = self.process_variables
+        if wanted and not any(
+            name in task.variables and task.variables[name] == value
+            for name, value in wanted.items()
+        ):
+            return False
+        return None if self.process_definition_version_tag is not None else True
+
+
+def filter_key(filters: TopicFilter | None) -> str:
+    """A stable name of a registration's fetch filters, kept with every job the
+    registration takes: ``""`` for none, else a hash of the restricting fields (lists
+    sorted), equal for equal filters in any process and version. It names the filters
+    without showing them (a tenant id or a variable's value stays out of the journal)."""
+    body = filters.body() if filters is not None else {}
+    if not body:
+        return ""
+    canonical = {
+        name: sorted(value) if isinstance(value, list) else value for name, value in body.items()
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

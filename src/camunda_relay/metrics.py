@@ -36,6 +36,16 @@ _COUNTERS = (
         "camunda_relay_replies_deferred",
         "Reply jobs whose handler handed out a reply token",
     ),
+    (
+        "replies_cancelled",
+        "camunda_relay_replies_cancelled",
+        "Reply jobs cancelled because their process instance no longer waits (no message sent)",
+    ),
+    (
+        "tasks_cancelled",
+        "camunda_relay_tasks_cancelled",
+        "Plain tasks whose handler was cancelled because the task is gone (extendLock 404)",
+    ),
     ("dropped", "camunda_relay_jobs_dropped", "Jobs dropped because the lock was lost"),
     (
         "taken_over",

@@ -9,7 +9,11 @@ The worker long-polls each node (:mod:`camunda_relay.worker.poller`); a task's r
 (complete, failure, BPMN error, lock calls, its instance's message) go first to the node
 that locked it, every other request to the node that answered last, and each fails over to
 the next node when one cannot be connected to (the request was not sent, so sending it
-elsewhere is safe; the nodes share one database).
+elsewhere is safe; the nodes share one database) or answers a 5xx that says it cannot work
+(a 502/503/504, a 500 such as a lost database connection: the engine rolled the request
+back, and a gateway's 502/504 after a commit is the same case as the caller's own retry,
+which the worker already tells apart). A node that fails so is not preferred; an optimistic
+locking failure is the engine's answer to the request, not a sick node, and is raised.
 
 A node reached by an address keeps its host name for the ``Host`` header and the TLS server
 name, so virtual hosts and certificates work as with the name.
@@ -80,7 +84,8 @@ class Nodes:
         return nodes[start:] + nodes[:start]
 
     def answered(self, node: Node) -> None:
-        """``node`` answered: requests go there first from now on."""
+        """``node`` answered (a success or the engine's verdict, not a 5xx that says it cannot
+        work): requests go there first from now on."""
         if node in self.current:
             self._preferred = self.current.index(node)
 

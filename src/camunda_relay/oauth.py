@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +30,7 @@ from camunda_relay import errors
 from camunda_relay.backoff import Backoff
 from camunda_relay.clock import SYSTEM, Clock
 
-__all__ = ["ClientCredentials", "PostForm", "TokenProvider"]
+__all__ = ["ClientCredentials", "PostForm", "TokenProvider", "shown_token_url"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +44,14 @@ REFRESH_MARGIN = timedelta(seconds=30)
 DEFAULT_LIFETIME = timedelta(minutes=5)
 """Assumed when the token endpoint gives no ``expires_in``."""
 IDP_BACKOFF = Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=60))
+
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)[^/?#@]*@", re.IGNORECASE)
+
+
+def shown_token_url(url: str) -> str:
+    """``url`` as it may be printed: scheme, host, port and path, without the credentials,
+    query or fragment a token URL may carry."""
+    return _USERINFO.sub(r"\1", re.split(r"[?#]", url, maxsplit=1)[0])
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,9 @@ class TokenProvider:
     async def _fetch(self) -> _Token:
         wait = self._retry_at - self._clock.monotonic()
         if self._last_error is not None and wait > 0:
-            raise self._last_error  # the provider failed recently: no tight loop
+            # The provider failed recently: no tight loop. A copy each time, so the kept
+            # error does not collect one more traceback (and its frames) at every raise.
+            raise copy.copy(self._last_error).with_traceback(None)
         url = self._credentials.token_url
         form, headers = self._credentials.form()
         self.fetches += 1
@@ -146,14 +158,13 @@ class TokenProvider:
         return token
 
     def _failed(self, error: errors.EngineError) -> None:
-        self._last_error = error
+        self._last_error = copy.copy(error).with_traceback(None)  # no frames kept
         self._retry_at = self._clock.monotonic() + self._backoff.ceiling(self._failures)
         self._failures += 1
         _log.warning("%s", error)
 
     def _parse(self, status: int, body: bytes) -> _Token:
-        url = self._credentials.token_url
-        where = f"token request to {url}"
+        where = f"token request to {shown_token_url(self._credentials.token_url)}"
         if status >= 500 or status == 429:
             raise errors.EngineUnavailable(
                 "the identity provider is unavailable", status=status, request=where

@@ -1,13 +1,20 @@
 """The engine client's read side: external-task history, runtime and history queries,
 process definitions, deployments and process starts (for the reconciler, ``pending``, the
-CLI and the tests). Answers are the engine's JSON objects; values are decoded."""
+CLI and the tests), and the bytes of a fetched task's File variables. Answers are the
+engine's JSON objects; values are decoded."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from camunda_relay import errors
+from camunda_relay.file_values import MAX_FILE_BYTES, File, too_large
+from camunda_relay.http import Answer
+from camunda_relay.task import Task
 from camunda_relay.transport import Transport, _flag, _query, _segment
 from camunda_relay.variables import decode_all, validate_business_key
 
@@ -16,6 +23,54 @@ __all__ = ["Queries"]
 
 class Queries(Transport):
     """Queries and repository calls, on :class:`~camunda_relay.transport.Transport`."""
+
+    def bind_files(self, task: Task) -> Task:
+        """The task, its File variables bound to load their bytes from this engine (a fetched
+        task's, and a reply job's read back from the journal)."""
+        files = {
+            name: value
+            for name, value in task.variables.items()
+            if isinstance(value, File) and not value.loaded
+        }
+        if not files:
+            return task
+        loop = asyncio.get_running_loop()
+        bound = {
+            name: value.bound(functools.partial(self.file_data, task, name), loop)
+            for name, value in files.items()
+        }
+        return dataclasses.replace(task, variables={**task.variables, **bound})
+
+    async def file_data(self, task: Task, name: str) -> bytes:
+        """The bytes of the task's File variable ``name``: its own scope's (local variables,
+        input mappings) first, then the process instance's, then, for a scope that has ended
+        (a reply topic's task is completed before its handler runs), the history's."""
+        runtime = [f"/process-instance/{_segment(task.process_instance_id)}/variables"]
+        if task.execution_id:
+            runtime.insert(0, f"/execution/{_segment(task.execution_id)}/localVariables")
+        for path in runtime:
+            try:
+                return _within_limit(name, await self._send("GET", f"{path}/{_segment(name)}/data"))
+            except (errors.NotFound, errors.BadRequest, errors.ServerError):
+                continue  # not in this scope, or the scope is gone
+        found = await self._list(
+            "GET",
+            "/history/variable-instance",
+            params=_query(
+                processInstanceId=task.process_instance_id,
+                variableName=name,
+                deserializeValues=False,
+            ),
+        )
+        scopes = (task.activity_instance_id, task.process_instance_id)
+        for scope in scopes:
+            for variable in found:
+                if variable.get("activityInstanceId") == scope and variable.get("id"):
+                    path = f"/history/variable-instance/{_segment(str(variable['id']))}/data"
+                    return _within_limit(name, await self._send("GET", path))
+        raise errors.NotFound(
+            f"File variable {name!r} is in neither the task's scope nor the process instance's"
+        )
 
     async def external_task(self, task_id: str) -> dict[str, Any] | None:
         """The external task as the engine has it now; None when it no longer exists."""
@@ -94,6 +149,20 @@ class Queries(Transport):
         path = f"/process-instance/{_segment(process_instance_id)}/variables"
         raw = await self._object("GET", path, params={"deserializeValues": "false"})
         return decode_all(raw)
+
+    async def process_instances(
+        self, process_instance_ids: Sequence[str], *, activity_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The running instances among ``process_instance_ids`` (one POST query, one page of
+        them all); with ``activity_ids``, only those waiting in one of those activities now
+        (the engine's ``activityIdIn``: a leaf activity instance with one of the ids)."""
+        if not process_instance_ids:
+            return []  # the engine refuses an empty id list
+        query: dict[str, object] = {"processInstanceIds": list(process_instance_ids)}
+        if activity_ids is not None:
+            query["activityIdIn"] = list(activity_ids)
+        params = _query(maxResults=len(process_instance_ids))
+        return await self._list("POST", "/process-instance", json=query, params=params)
 
     async def historic_activity_instances(
         self, *, process_instance_id: str, activity_id: str | None = None
@@ -179,3 +248,9 @@ class Queries(Transport):
             for filename, content in files.items()
         }
         return await self._object("POST", "/deployment/create", data=data, files=parts)
+
+
+def _within_limit(name: str, answer: Answer) -> bytes:
+    if len(answer.body) > MAX_FILE_BYTES:
+        raise too_large(name, len(answer.body))
+    return answer.body

@@ -11,12 +11,13 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar, cast
 
 from camunda_relay.errors import ConfigurationError
-from camunda_relay.filters import TopicFilter
+from camunda_relay.filters import TopicFilter, filter_key
 from camunda_relay.settings import MAX_LOCK_DURATION
 from camunda_relay.task import Task
+from camunda_relay.typed import typed_handler
 
 __all__ = ["Handler", "Registration", "Reply", "Router"]
 
@@ -77,6 +78,13 @@ class Registration:
     retry_timeout: timedelta | None = None
     local_variables: bool = False
     filters: TopicFilter | None = None
+    extension_properties: bool = False
+
+    @property
+    def filter_key(self) -> str:
+        """The name of this registration's fetch filters that its jobs carry in the journal
+        (``""``: none); a worker takes over only jobs taken under the same key."""
+        return filter_key(self.filters)
 
     @property
     def name(self) -> str:
@@ -106,6 +114,7 @@ class Router:
         process_definition_version_tag: str | None = None,
         business_key: str | None = None,
         process_variables: Mapping[str, object] | None = None,
+        extension_properties: bool = False,
     ) -> Callable[[H], H]:
         """Register the decorated function as the handler of ``topic``.
 
@@ -121,10 +130,17 @@ class Router:
         ``process_definition_version_tag``, ``business_key`` and ``process_variables``
         (name → value, by equality; the engine fetches a task when *any* of the names
         matches, while the other filters must all match).
+
+        A handler may take typed variables after the task and return a dataclass or a
+        pydantic model (:mod:`camunda_relay.typed`). ``extension_properties=True`` fetches
+        the activity's extension properties (``camunda:property`` in the model) into
+        ``task.extension_properties``.
         """
         reply, fetched = _checked(topic, reply, lock_duration, retries, variables, local_variables)
         if topic in self._registrations:
             raise ConfigurationError(f"topic {topic!r} is already registered")
+        if not isinstance(extension_properties, bool):
+            raise ConfigurationError("extension_properties must be True or False")
         filters = TopicFilter.of(
             tenant_ids=tenant_ids,
             without_tenant_id=without_tenant_id,
@@ -140,10 +156,11 @@ class Router:
                 raise ConfigurationError(f"handler for {topic!r} is not callable")
             if topic in self._registrations:
                 raise ConfigurationError(f"topic {topic!r} is already registered")
+            runs = cast(Handler, typed_handler(handler) or handler)
             self._registrations[topic] = Registration(
                 topic=topic,
-                handler=handler,
-                is_async=inspect.iscoroutinefunction(handler),
+                handler=runs,
+                is_async=inspect.iscoroutinefunction(runs),
                 reply=reply,
                 lock_duration=lock_duration,
                 variables=fetched,
@@ -151,6 +168,7 @@ class Router:
                 retry_timeout=retry_timeout,
                 local_variables=local_variables,
                 filters=filters if filters.body() else None,
+                extension_properties=extension_properties,
             )
             return handler
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from camunda_relay.errors import ConfigurationError
+from camunda_relay.oauth import shown_token_url
 
 __all__ = [
     "ENV_PREFIX",
@@ -159,6 +160,13 @@ def _text(value: object) -> str:
     return value
 
 
+def _name(value: object) -> str:
+    text = _text(value).strip()
+    if not text:
+        raise ValueError("expected a variable name")
+    return text
+
+
 def _optional_text(value: object) -> str | None:
     return _text(value) or None
 
@@ -213,6 +221,10 @@ class Settings:
     reply_deadline: timedelta = timedelta(minutes=10)
     reply_secret: str | None = field(default=None, repr=False)
     shutdown_grace: timedelta = timedelta(seconds=25)
+    # How often the worker asks the engine whether the instances of its running reply jobs
+    # still wait for their replies (0: never), and how long a cancelled handler may clean up.
+    cancel_check_interval: timedelta = timedelta(seconds=30)
+    cancel_grace: timedelta = timedelta(seconds=10)
     journal: str = field(default=".camunda-relay/journal.sqlite3", repr=False)
     journal_lease: timedelta = timedelta(seconds=60)
     journal_retention: timedelta = timedelta(days=7)
@@ -231,6 +243,8 @@ class Settings:
     oauth_scope: str | None = None
     oauth_audience: str | None = None
     oauth_client_auth: Literal["basic", "post"] = "basic"
+    trace_variable: str = "traceparent"
+    trace_state_variable: str = "tracestate"
 
     def __post_init__(self) -> None:
         for url in self.urls:
@@ -255,6 +269,8 @@ class Settings:
         if self.user and self.password is None:
             raise SettingsError("CAMUNDA_USER is set but CAMUNDA_PASSWORD is not")
         _check_oauth(self)
+        if self.reply_secret is not None:
+            _check_reply_secret(self)
         if self.reply_secret is not None and len(self.reply_secret) < MIN_REPLY_SECRET:
             raise SettingsError(
                 f"CAMUNDA_REPLY_SECRET must have at least {MIN_REPLY_SECRET} characters "
@@ -339,6 +355,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "reply_deadline": _seconds,
     "reply_secret": _optional_text,
     "shutdown_grace": _seconds,
+    "cancel_check_interval": _seconds,
+    "cancel_grace": _seconds,
     "journal": _text,
     "journal_lease": _bounded(positive=True),
     "journal_retention": _seconds,
@@ -357,6 +375,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
     "oauth_scope": _optional_text,
     "oauth_audience": _optional_text,
     "oauth_client_auth": lambda v: _choice(v, ("basic", "post")),
+    "trace_variable": lambda v: _name(v),
+    "trace_state_variable": lambda v: _name(v),
 }
 assert set(_CONVERTERS) == {f.name for f in dataclasses.fields(Settings)}
 
@@ -391,19 +411,37 @@ def _check_oauth(settings: Settings) -> None:
         )
     if settings.user or settings.token:
         raise SettingsError("set either CAMUNDA_OAUTH_* or CAMUNDA_USER/CAMUNDA_TOKEN, not both")
+    shown = shown_token_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError when out of range or not a number
     except ValueError as error:
-        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL {url} is not a valid URL ({error})") from None
+        raise SettingsError(
+            f"CAMUNDA_OAUTH_TOKEN_URL {shown} is not a valid URL ({error})"
+        ) from None
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
-        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL must be an http(s) URL with a host: {url}")
+        raise SettingsError(f"CAMUNDA_OAUTH_TOKEN_URL must be an http(s) URL with a host: {shown}")
     if parts.scheme == "http" and not (host in _LOOPBACK or host.startswith("127.")):
         raise SettingsError(
             f"CAMUNDA_OAUTH_TOKEN_URL must use https:// off loopback (the client secret goes "
-            f"there): {url}"
+            f"there): {shown}"
         )
+
+
+def _check_reply_secret(settings: Settings) -> None:
+    """The reply secret without the whitespace around it (a Kubernetes Secret made from a
+    file ends in a newline: the header a caller sends never does); whitespace inside it is
+    refused, since no ``Authorization`` header can carry it."""
+    secret = settings.reply_secret or ""
+    stripped = secret.strip()
+    if any(character.isspace() for character in stripped):
+        raise SettingsError(
+            "CAMUNDA_REPLY_SECRET has whitespace inside it: no Authorization header can send "
+            "it; use a secret without spaces or line breaks"
+        )
+    if stripped != secret:
+        object.__setattr__(settings, "reply_secret", stripped)
 
 
 def _env_name(name: str) -> str:

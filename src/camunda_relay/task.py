@@ -10,17 +10,60 @@ of variables (or None). Other outcomes are typed exceptions:
   holds ``task.reply_token`` answers later (:mod:`camunda_relay.replies.tokens`).
 
 For a reply topic the return value is the reply message's variables.
+
+When the task's instance no longer waits for the work (cancelled, deleted or moved on), the
+worker cancels it: an ``async`` handler gets :class:`asyncio.CancelledError` where it awaits,
+and has ``CAMUNDA_CANCEL_GRACE`` to clean up; a plain function's ``task.cancelled`` (a
+:class:`Cancellation`) is set, and the worker stops waiting for it after the same grace.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["BpmnError", "Complete", "DeferReply", "RetryLater", "Task"]
+__all__ = ["BpmnError", "Cancellation", "Complete", "DeferReply", "RetryLater", "Task"]
+
+
+class Cancellation:
+    """Whether the worker cancelled a task's work (its instance no longer waits for it): an
+    event a handler can check (:meth:`is_set`) or wait on (:meth:`wait`, from any thread).
+
+    The read side only: the worker holds the one that sets it. A plain function handler
+    checks it between steps (``if task.cancelled.is_set(): return``) or waits on it in place
+    of a sleep; an ``async`` handler is cancelled by :class:`asyncio.CancelledError` instead
+    and seldom needs it. ``reason`` says why, once set (ids and states, never a value).
+    """
+
+    __slots__ = ("_event", "_reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reason: str | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancelled or ``timeout`` seconds passed; whether it was cancelled."""
+        return self._event.wait(timeout)
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def set(self, reason: str) -> None:
+        """For the worker (and tests of a handler): cancel with ``reason``; once."""
+        if not self._event.is_set():
+            self._reason = reason
+            self._event.set()
+
+    def __repr__(self) -> str:
+        return f"Cancellation({'set: ' + repr(self._reason) if self.is_set() else 'not set'})"
 
 
 @dataclass(frozen=True)
@@ -42,15 +85,25 @@ class Task:
     priority: int = 0
     lock_expiration: datetime | None = None
     variables: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    # The activity's extension properties (``camunda:property`` in the model), fetched only
+    # for a topic registered with ``extension_properties=True``.
+    extension_properties: Mapping[str, str] = field(default_factory=dict, repr=False)
     # Stable across re-runs of the same job (after a crash): the handler's idempotency key.
     job_id: str = ""
     # A reply topic's handler only: the token that answers this attempt's reply later, once
     # the handler raises DeferReply. Random, usable once, never stored (only its hash).
     reply_token: str | None = field(default=None, repr=False, compare=False)
+    # Set by the worker when the task's instance no longer waits for this work: a capability
+    # of the running attempt, like the reply token, not part of the record (each attempt gets
+    # a fresh one; never compared, never stored).
+    cancelled: Cancellation = field(default_factory=Cancellation, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.variables, MappingProxyType):
             object.__setattr__(self, "variables", MappingProxyType(dict(self.variables)))
+        if not isinstance(self.extension_properties, MappingProxyType):
+            properties = MappingProxyType(dict(self.extension_properties))
+            object.__setattr__(self, "extension_properties", properties)
         if not self.job_id:
             object.__setattr__(self, "job_id", self.id)
 
@@ -92,7 +145,8 @@ class BpmnError(Exception):
 class RetryLater(Exception):
     """Report a failure now and let the engine offer the task again after ``after``.
 
-    ``retries`` overrides the number of retries left (0 creates an incident at once).
+    ``retries`` overrides the number of retries left (0 creates an incident at once);
+    ``details`` replaces the traceback as the failure's error details.
     """
 
     def __init__(
@@ -101,10 +155,12 @@ class RetryLater(Exception):
         *,
         after: timedelta | None = None,
         retries: int | None = None,
+        details: str | None = None,
     ) -> None:
         super().__init__(message)
         self.after = after
         self.retries = retries
+        self.details = details
 
 
 class DeferReply(Exception):

@@ -37,7 +37,7 @@ from camunda_relay.http import (
 from camunda_relay.http.aiohttp_stack import AiohttpStack
 from camunda_relay.http.httpx_stack import HttpxStack
 from camunda_relay.nodes import Node, Nodes
-from camunda_relay.oauth import ClientCredentials, TokenProvider
+from camunda_relay.oauth import ClientCredentials, TokenProvider, shown_token_url
 from camunda_relay.settings import Settings
 from camunda_relay.variables import encode_all
 
@@ -159,7 +159,7 @@ class Transport:
                 "POST", url, headers=headers, data=form, timeouts=self._timeout
             )
         except HttpError as error:
-            where = f"token request to {url}"
+            where = f"token request to {shown_token_url(url)}"
             mapped = errors.from_transport_error(error, where)
             if isinstance(mapped, errors.TlsError):
                 raise mapped from error
@@ -285,11 +285,16 @@ class Transport:
                     continue  # not sent: the next node may take it
                 raise errors.from_transport_error(error, label) from error
             _log.debug("%s -> %d in %.0f ms", label, response.status, _elapsed_ms(started))
-            if node is None:
-                self.nodes.answered(target)
             if response.is_success:
+                if node is None:
+                    self.nodes.answered(target)
                 return response
             refused = errors.from_response(response, label)
+            if _node_failed(refused):
+                if index + 1 < len(targets):
+                    continue  # the node could not do it (nothing committed): the next may
+            elif node is None:
+                self.nodes.answered(target)
             if isinstance(refused, errors.JsonUnsupported):
                 self.json_variables = False
             raise refused
@@ -341,6 +346,16 @@ def _stack(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> Ht
             connections=connections,
         )
     return AiohttpStack(verify=_verify(settings), headers=headers, connections=connections)
+
+
+def _node_failed(error: errors.EngineError) -> bool:
+    """A 5xx that says the node cannot work now (a 502/503/504, a 500 such as a lost database
+    connection), not the engine's verdict on the request: the node is not preferred for it,
+    and the request goes on to the next node. An optimistic locking failure and a refused
+    Json value are verdicts, answered the same by every node."""
+    if isinstance(error, errors.ConcurrentModification | errors.JsonUnsupported):
+        return False
+    return isinstance(error, errors.EngineUnavailable | errors.ServerError)
 
 
 def _elapsed_ms(started: float) -> float:

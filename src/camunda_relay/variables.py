@@ -10,12 +10,14 @@ Sending (:func:`encode`)::
     dict, list, tuple       Json (compact JSON text)
     datetime (aware), date  Date, "yyyy-MM-dd'T'HH:mm:ss.SSSZ" in UTC
     bytes, bytearray        Bytes (base64)
+    File                    File (base64, with its file name, MIME type and encoding)
     anything else           VariableError; Java-serialised Object values are never sent
 
 Reading (:func:`decode`) expects values fetched with ``deserializeValues=false``: Json (and
 an Object serialised as ``application/json``) arrives as its JSON text and is parsed here;
-Date becomes an aware datetime, Bytes bytes. Java-serialised Objects, Files, unknown types
-and malformed values become an :class:`Unreadable` marker; nothing Java is deserialised.
+Date becomes an aware datetime, Bytes bytes, File a :class:`File` (its bytes loaded on first
+read: :mod:`camunda_relay.file_values`). Java-serialised Objects, unknown types and malformed
+values become an :class:`Unreadable` marker; nothing Java is deserialised.
 
 Error messages name the variable and the type, never the value (it may be personal data).
 """
@@ -33,8 +35,10 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from camunda_relay.errors import JSON_UNSUPPORTED, InvalidInput, VariableError
+from camunda_relay.file_values import File, file_value
 
 __all__ = [
+    "File",
     "Unreadable",
     "decode",
     "decode_all",
@@ -57,7 +61,7 @@ _JSON_FORMAT = "application/json"
 
 @dataclass(frozen=True)
 class Unreadable:
-    """A variable this package does not read: a Java-serialised Object, a File, an unknown type.
+    """A variable this package does not read: a Java-serialised Object, an unknown type.
 
     It stands in for the value so a handler can see the variable exists; it cannot be sent back.
     """
@@ -185,10 +189,12 @@ def _encode(name: str, value: object) -> dict[str, object]:
         return _typed(format_date(value), "Date")
     if isinstance(value, bytes | bytearray):
         return _typed(base64.b64encode(bytes(value)).decode("ascii"), "Bytes")
+    if isinstance(value, File):
+        return value.typed(name)
     raise VariableError(
         name,
         f"cannot send a {type(value).__name__} (send None, bool, int, float, str, dict, list, "
-        "datetime, date or bytes; Java-serialised objects are never sent)",
+        "datetime, date, bytes or a File; Java-serialised objects are never sent)",
     )
 
 
@@ -245,7 +251,7 @@ _PARSERS = {"json": _loads, "date": _date, "bytes": _bytes}
 def decode(name: str, typed: Mapping[str, Any]) -> object:
     """One typed value from the engine as a Python value (see the module docstring).
 
-    Never raises: what cannot be read (a Java object, a File, a malformed value) becomes an
+    Never raises: what cannot be read (a Java object, a malformed value) becomes an
     :class:`Unreadable`, so one odd variable does not hide the task that carries it.
     """
     raw_type = typed.get("type")
@@ -260,6 +266,11 @@ def decode(name: str, typed: Mapping[str, Any]) -> object:
         return None
     if kind in _SIMPLE_TYPES:
         return value
+    if kind == "file":
+        try:
+            return file_value(name, value, info if isinstance(info, Mapping) else {})
+        except (ValueError, binascii.Error, VariableError):
+            return Unreadable(type_name, data_format)
     if kind == "object" and data_format == _JSON_FORMAT:
         if not isinstance(value, str):
             return value  # None, or already deserialised by the engine (a JSON map or list)

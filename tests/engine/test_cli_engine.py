@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from camunda_relay.engine_options import NO_AUDIENCE
 from tests.support.engine import FLAVOUR
 from tests.support.tools import free_port
 
@@ -132,13 +133,17 @@ def test_bad_jwt_and_tenant_settings_are_refused_in_one_line(
         where = ["--port", str(free_port()), "--state-dir", str(tmp_path)]
         return _cli("engine", "up", *where, "--engine", ENGINE, env=env)
 
-    issuer = up({"CAMUNDA_JWT_ISSUER_URI": "keycloak.example/realms/relay"})
+    issuer = up(
+        {"CAMUNDA_JWT_ISSUER_URI": "keycloak.example/realms/relay", "CAMUNDA_JWT_AUDIENCE": "e"}
+    )
+    audience = up({"CAMUNDA_JWT_ISSUER_URI": "https://keycloak.example/realms/relay"})
     tenants = up({"CAMUNDA_WORKER_TENANTS": "tenanta,tenant-b"})
-    assert issuer.returncode == tenants.returncode == 1
+    assert issuer.returncode == audience.returncode == tenants.returncode == 1
     assert issuer.stderr.strip().splitlines() == [
         "Error: the engine refused to start: CAMUNDA_JWT_ISSUER_URI must be an http:// or "
         "https:// URL: keycloak.example/realms/relay"
     ]
+    assert audience.stderr.strip().splitlines() == [f"Error: {NO_AUDIENCE}"]
     assert tenants.stderr.strip().splitlines() == [
         "Error: CAMUNDA_WORKER_TENANTS: tenant id 'tenant-b' may have letters and digits only"
     ]

@@ -149,3 +149,42 @@ def test_with_worker_tenants_the_worker_user_gets_those_tenants_tasks_only(
         assert admin.get("/tenant", params={"userMember": WORKER_USER}).json() == []
         (other,) = _fetch(admin, "w-admin", OTHER, key)  # the administrator sees both
         assert other["processInstanceId"] == instances[OTHER]
+
+
+def _group_tenants(admin: httpx.Client) -> list[str]:
+    response = admin.get("/tenant", params={"groupMember": "relayworkers"})
+    assert response.status_code == 200, response.text
+    return sorted(tenant["id"] for tenant in response.json())
+
+
+def test_worker_tenants_unset_leaves_the_groups_memberships_alone(
+    engine_jar: Path, tmp_path: Path
+) -> None:
+    """A membership an administrator gave the worker group by hand survives a restart without
+    ``CAMUNDA_WORKER_TENANTS``; set, the group is a member of exactly the tenants named."""
+    state = tmp_path / "engine"
+
+    def restarted(tenants: tuple[str, ...]) -> Engine:
+        return start_engine(engine_jar, state, free_port(), worker_tenants=tenants)
+
+    running = restarted(())
+    try:
+        with running.client() as admin:
+            created = admin.post("/tenant/create", json={"id": "byhand", "name": "by hand"})
+            assert created.status_code == 204, created.text
+            joined = admin.put("/tenant/byhand/group-members/relayworkers")
+            assert joined.status_code == 204, joined.text
+    finally:
+        bundled_engine.stop(running.info.pid)
+    running = restarted(())
+    try:
+        with running.client() as admin:
+            assert _group_tenants(admin) == ["byhand"]
+    finally:
+        bundled_engine.stop(running.info.pid)
+    running = restarted(("tenantb",))
+    try:
+        with running.client() as admin:
+            assert _group_tenants(admin) == ["tenantb"]
+    finally:
+        bundled_engine.stop(running.info.pid)

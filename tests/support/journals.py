@@ -33,11 +33,19 @@ class Store:
         kind: str,
         make: Callable[[str, timedelta], Journal],
         drop_lease: Callable[[str], None] | None = None,
+        corrupt: Callable[[str], None] | None = None,
     ) -> None:
         self.kind = kind
         self._make = make
         self._drop_lease = drop_lease
+        self._corrupt = corrupt
         self._opened: list[Journal] = []
+
+    def corrupt(self, job_id: str) -> None:
+        """Make the job's stored payload one no reader of this version reads (written by a
+        later version), behind the journals' backs."""
+        assert self._corrupt is not None, f"{self.kind}: no way to damage a row"
+        self._corrupt(job_id)
 
     def drop_lease(self, owner: str) -> None:
         """Delete ``owner``'s lease behind the journals' backs, as if it was never written."""

@@ -59,8 +59,25 @@ class SigningKey:
     def with_kid(self, kid: str) -> SigningKey:
         return SigningKey(self.pem, kid)
 
-    def sign(self, payload: dict[str, Any]) -> str:
-        head = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": self.kid}).encode())
+    def jwk(self) -> dict[str, str]:
+        """The public key as a JWK (what an issuer publishes in its JWK set)."""
+        modulus = _openssl("rsa", "-in", str(self.pem), "-noout", "-modulus").decode()
+        n = bytes.fromhex(modulus.strip().removeprefix("Modulus="))
+        text = _openssl("rsa", "-in", str(self.pem), "-noout", "-text").decode()
+        assert "publicExponent: 65537" in text
+        return {
+            "kty": "RSA",
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+            "n": b64url(n),
+            "e": b64url((65537).to_bytes(3, "big")),
+        }
+
+    def sign(self, payload: dict[str, Any], *, typ: str | None = "JWT") -> str:
+        """``payload`` signed (RS256); ``typ`` is the header's (None: no ``typ``)."""
+        fields = {"alg": "RS256", "kid": self.kid} | ({} if typ is None else {"typ": typ})
+        head = b64url(json.dumps(fields).encode())
         body = b64url(json.dumps(payload).encode())
         signed = f"{head}.{body}".encode()
         signature = _openssl("dgst", "-sha256", "-sign", str(self.pem), data=signed)

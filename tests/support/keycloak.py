@@ -159,16 +159,25 @@ class Keycloak:
             assert response.status_code == 201, response.text
         return Client(client_id, secret)
 
-    def token(self, client: Client) -> str:
-        """An access token for ``client`` (client credentials)."""
+    def tokens(self, client: Client, *, scope: str | None = None) -> dict[str, str]:
+        """The token response for ``client`` (client credentials); with ``scope="openid"``
+        Keycloak adds an ID token (``id_token``)."""
         response = httpx.post(
             self.token_url,
-            data={"grant_type": "client_credentials"},
+            data={"grant_type": "client_credentials"} | ({"scope": scope} if scope else {}),
             auth=(client.client_id, client.secret),
             timeout=30,
         )
         assert response.status_code == 200, response.text
-        return str(response.json()["access_token"])
+        return {name: str(value) for name, value in response.json().items()}
+
+    def token(self, client: Client) -> str:
+        """An access token for ``client`` (client credentials)."""
+        return self.tokens(client)["access_token"]
+
+    def id_token(self, client: Client) -> str:
+        """An ID token for ``client``: signed by the realm's key like its access tokens."""
+        return self.tokens(client, scope="openid")["id_token"]
 
     def add_signing_key(self, private_key_pem: str, *, priority: int = 1000) -> str:
         """Make the realm sign with this RSA key (and publish it in its JWK set) from now on;

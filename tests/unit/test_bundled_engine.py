@@ -233,21 +233,60 @@ def test_bearer_tokens_and_worker_tenants_from_the_environment_reach_the_engine(
     environ = {
         "CAMUNDA_JWT_ISSUER_URI": " https://idp.example/realms/relay ",
         "CAMUNDA_JWT_USER_CLAIM": "azp",
+        "CAMUNDA_JWT_ALLOWED_CLIENTS": " relayworker1,,relayworker2, relayworker1",
         "CAMUNDA_WORKER_TENANTS": "tenanta, tenantb,,tenanta",
     }
     options = bundled_engine.EngineOptions.from_environment(
         environ, port=8080, state_dir=tmp_path, user="u", password="p"
     )
-    assert options.jwt == bundled_engine.Jwt("https://idp.example/realms/relay", "", "azp")
+    assert options.jwt == bundled_engine.Jwt(
+        "https://idp.example/realms/relay", "", "azp", ("relayworker1", "relayworker2")
+    )
     assert options.worker_tenants == ("tenanta", "tenantb")
     env = bundled_engine._engine_env(options)
     assert env["CAMUNDA_JWT_ISSUER_URI"] == "https://idp.example/realms/relay"
     assert env["CAMUNDA_JWT_AUDIENCE"] == ""  # not the inherited one
     assert env["CAMUNDA_JWT_USER_CLAIM"] == "azp"
+    assert env["CAMUNDA_JWT_ALLOWED_CLIENTS"] == "relayworker1,relayworker2"
     assert env["CAMUNDA_WORKER_TENANTS"] == "tenanta,tenantb"
     plain = bundled_engine._engine_env(bundled_engine.EngineOptions(state_dir=tmp_path))
     assert not [name for name in plain if name.startswith("CAMUNDA_JWT_")]
     assert "CAMUNDA_WORKER_TENANTS" not in plain
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"CAMUNDA_JWT_ISSUER_URI": "https://idp.example/realms/relay"},
+        {
+            "CAMUNDA_JWT_ISSUER_URI": "https://idp.example/realms/relay",
+            "CAMUNDA_JWT_AUDIENCE": " ",
+            "CAMUNDA_JWT_ALLOWED_CLIENTS": " , ",
+        },
+    ],
+)
+def test_an_issuer_without_an_audience_or_allowed_clients_is_refused(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    """Without either every token the issuer signs, for any client of the realm, logs in."""
+    with pytest.raises(ConfigurationError) as refused:
+        bundled_engine.EngineOptions.from_environment(
+            environ, port=8080, state_dir=tmp_path, user="u", password="p"
+        )
+    assert str(refused.value).startswith(
+        "CAMUNDA_JWT_ISSUER_URI is set without CAMUNDA_JWT_AUDIENCE or "
+        "CAMUNDA_JWT_ALLOWED_CLIENTS: "
+    )
+    assert "\n" not in str(refused.value)
+
+
+def test_an_audience_or_allowed_clients_alone_is_enough(tmp_path: Path) -> None:
+    issuer = {"CAMUNDA_JWT_ISSUER_URI": "https://idp.example/realms/relay"}
+    for setting in ({"CAMUNDA_JWT_AUDIENCE": "engine"}, {"CAMUNDA_JWT_ALLOWED_CLIENTS": "w1"}):
+        options = bundled_engine.EngineOptions.from_environment(
+            issuer | setting, port=8080, state_dir=tmp_path, user="u", password="p"
+        )
+        assert options.jwt is not None
 
 
 def test_a_worker_tenant_id_of_other_characters_is_refused(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ runner takes it, the same answer is accepted twice, and parking is one write."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from camunda_relay.journal.base import Verdict
@@ -303,3 +305,24 @@ def test_a_token_never_starts_like_a_command_line_option(monkeypatch: pytest.Mon
     token, digest = tokens.new_token()
     assert token == "c" * 43
     assert digest == hash_token(token)
+
+
+def test_a_cancelled_jobs_token_says_so_answered_before_or_not(store: Store) -> None:
+    async def scenario() -> None:
+        worker, web = store.journal("worker"), store.journal("web")
+        _, fresh = new_token()
+        _, answered = new_token()
+        await worker.save(_deferred(1, fresh))
+        await worker.save(_deferred(2, answered))
+        assert await web.answer(answered, REPLY) is Verdict.ACCEPTED
+        for number, digest in ((1, fresh), (2, answered)):
+            cancelled = make_job(number, state=JobState.CANCELLED, attempts=1, token_hash=digest)
+            stored = await worker.get(cancelled.id)
+            assert stored is not None
+            # The watcher cancels the job it read, its stored answer with it (a save that does
+            # not carry the answer is refused: an accepted answer is never gone past unseen).
+            cancelled = dataclasses.replace(cancelled, answer=stored.answer)
+            assert await worker.save(cancelled) is True
+            assert await web.answer(digest, REPLY) is Verdict.CANCELLED
+
+    store.run(scenario)

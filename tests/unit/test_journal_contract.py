@@ -74,6 +74,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
                 conn.execute("DELETE FROM relay_owners WHERE owner = ?", (owner,))
             conn.close()
 
+        def corrupt(job_id: str) -> None:
+            with sqlite3.connect(path) as conn:
+                conn.execute(
+                    "UPDATE relay_jobs SET payload = '{\"v\": 99}' WHERE id = ?", (job_id,)
+                )
+            conn.close()
+
     else:
         dsn: str = request.getfixturevalue("pg_dsn")
         table = unique_table()
@@ -86,7 +93,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(sql.SQL("DELETE FROM {} WHERE owner = %s").format(owners), (owner,))
 
-    return Store(kind, make, drop)
+        def corrupt(job_id: str) -> None:
+            query = sql.SQL("UPDATE {} SET payload = '{{\"v\": 99}}' WHERE id = %s")
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(query.format(sql.Identifier(table)), (job_id,))
+
+    return Store(kind, make, drop, corrupt if kind != "memory" else None)
 
 
 # -- record, save, get -----------------------------------------------------------------------
@@ -323,7 +335,7 @@ def test_claim_takes_over_expired_leases(store: Store) -> None:
         assert await store.journal("late").claim(topics=TOPICS) == [], "the heir's lease is live"
         back = store.journal("crashed", lease=LIVE)
         await back.renew()
-        assert await back.claim(topics=TOPICS, own=True) == [], "its jobs are the heir's now"
+        assert await back.claim(topics=TOPICS) == [], "its jobs are the heir's now"
 
     store.run(scenario)
 
@@ -337,8 +349,8 @@ def test_claim_leaves_the_jobs_of_live_owners(store: Store) -> None:
         heir = store.journal("heir")
         await heir.renew()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
-        assert await alive.claim(topics=TOPICS) == [], "without own, never its own jobs"
-        assert ids(await alive.claim(topics=TOPICS, own=True)) == ["task-1"]
+        assert await alive.claim(topics=TOPICS, running=["task-1"]) == [], "its runner has it"
+        assert ids(await alive.claim(topics=TOPICS)) == ["task-1"], "no runner: retaken"
 
     store.run(scenario)
 
@@ -350,20 +362,32 @@ def test_claim_own_retakes_own_jobs_but_never_finished_ones(store: Store) -> Non
         await mine.record(make_job(2, state=JobState.ACKNOWLEDGED))
         await mine.record(make_job(3, state=JobState.DELIVERED))
         await store.journal("gone", lease=EXPIRED).record(make_job(4, state=JobState.FAILED))
-        assert ids(await mine.claim(topics=TOPICS, own=True)) == ["task-1", "task-2"]
-        claimed = await mine.claim(topics=TOPICS, own=True)
+        assert ids(await mine.claim(topics=TOPICS)) == ["task-1", "task-2"]
+        claimed = await mine.claim(topics=TOPICS)
         assert ids(claimed) == ["task-1", "task-2"], "claiming again is harmless"
         assert claimed[1] == make_job(2, state=JobState.ACKNOWLEDGED), "claims return whole jobs"
 
     store.run(scenario)
 
 
-def test_claim_without_own_leaves_own_jobs_even_when_the_lease_ran_out(store: Store) -> None:
+def test_an_owner_retakes_its_own_jobs_but_not_those_its_runners_hold(store: Store) -> None:
+    """A restart under the same worker id: every round takes the jobs no runner holds,
+    however many rounds that takes, and never one a runner holds."""
+
     async def scenario() -> None:
-        late = store.journal("late", lease=EXPIRED)
-        await late.record(make_job(1))
-        assert await late.claim(topics=TOPICS) == []
-        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-1"]
+        before = store.journal("w1", lease=EXPIRED)
+        for number in range(1, 8):
+            await before.record(make_job(number, state=JobState.ACKNOWLEDGED))
+        again = store.journal("w1")
+        await again.renew()
+        running: list[str] = []
+        for _ in range(3):
+            taken = ids(await again.claim(topics=TOPICS, limit=3, running=running))
+            assert not set(taken) & set(running), "a job a runner holds is never taken"
+            running += taken
+        assert running == [f"task-{n}" for n in range(1, 8)], "every own job, in rounds"
+        assert await again.claim(topics=TOPICS, running=running) == []
+        assert await store.journal("peer").claim(topics=TOPICS) == [], "w1 lives: its own"
 
     store.run(scenario)
 
@@ -380,8 +404,8 @@ def test_claim_takes_only_jobs_of_the_topics_asked_for(store: Store) -> None:
         assert await heir.claim(topics=["unknown"]) == []
         assert ids(await heir.claim(topics={"c", "a"})) == ["task-1", "task-3", "task-4"]
         assert ids(await other.claim(topics=("b",))) == ["task-2"]
-        assert ids(await heir.claim(topics=["a"], own=True)) == ["task-1", "task-4"]
-        assert await heir.claim(topics=["b"], own=True) == []
+        assert ids(await heir.claim(topics=["a"])) == ["task-1", "task-4"]
+        assert await heir.claim(topics=["b"]) == []
 
     store.run(scenario)
 
@@ -396,7 +420,7 @@ def test_claim_takes_at_most_limit_jobs_oldest_first(store: Store) -> None:
         await second.renew()
         assert ids(await first.claim(topics=TOPICS, limit=2)) == ["task-1", "task-2"]
         assert ids(await second.claim(topics=TOPICS, limit=2)) == ["task-3", "task-4"]
-        everything = await first.claim(topics=TOPICS, limit=10, own=True)
+        everything = await first.claim(topics=TOPICS, limit=10)
         assert ids(everything) == ["task-1", "task-2", "task-5"]
 
     store.run(scenario)
@@ -445,7 +469,7 @@ def test_concurrent_claimers_never_get_the_same_job(store: Store) -> None:
             await claimer.renew()
         for _ in range(3):
             claimed = await asyncio.gather(
-                *(claimer.claim(topics=TOPICS, limit=40, own=True) for claimer in claimers)
+                *(claimer.claim(topics=TOPICS, limit=40) for claimer in claimers)
             )
             taken = [set(ids(batch)) for batch in claimed]
             for one in range(len(taken)):
@@ -489,7 +513,7 @@ def test_release_lets_another_owner_claim_at_once(store: Store) -> None:
         await leaving.release()
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-2"]
         await leaving.renew()
-        assert await leaving.claim(topics=TOPICS, own=True) == [], "the heir holds them now"
+        assert await leaving.claim(topics=TOPICS) == [], "the heir holds them now"
 
     store.run(scenario)
 
@@ -503,7 +527,7 @@ def test_release_of_one_job_gives_it_to_nobody(store: Store) -> None:
         await worker_a.record(make_job(2))
         await worker_a.release("task-1")
         assert ids(await heir.claim(topics=TOPICS)) == ["task-1"], "claimable at once"
-        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-2"]
+        assert ids(await worker_a.claim(topics=TOPICS)) == ["task-2"]
         await heir.release("task-2")  # not the heir's: left alone
         await worker_a.release("no-such-job")
         assert await store.journal("other").claim(topics=TOPICS) == []
@@ -522,7 +546,9 @@ def test_record_and_save_leave_the_lease_to_renew(store: Store) -> None:
         heir = store.journal("heir")
         assert ids(await heir.claim(topics=TOPICS, limit=1)) == ["task-1"], "still run out"
         await worker_a.renew()
-        assert await heir.claim(topics=TOPICS) == [], "renewed: task-2 is worker-a's again"
+        assert await heir.claim(topics=TOPICS, running=["task-1"]) == [], (
+            "renewed: task-2 is worker-a's again"
+        )
         assert (await heir.get("task-1")) == make_job(1, state=JobState.ACKNOWLEDGED)
 
     store.run(scenario)
@@ -543,7 +569,7 @@ def test_save_never_overwrites_a_job_another_owner_holds(store: Store) -> None:
         await awake.renew()
         assert await awake.save(make_job(1, state=JobState.DELIVERED)) is False, "nor finish it"
         assert (await heir.get("task-1")) == make_job(1, state=JobState.DONE), "nothing written"
-        assert ids(await heir.claim(topics=TOPICS, own=True)) == ["task-1"]
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1"]
 
     store.run(scenario)
 
@@ -555,7 +581,7 @@ def test_save_takes_a_job_whose_lease_ran_out(store: Store) -> None:
         await saver.renew()
         assert await saver.save(make_job(1, state=JobState.ACKNOWLEDGED)) is True
         assert await store.journal("heir").claim(topics=TOPICS) == []
-        assert ids(await saver.claim(topics=TOPICS, own=True)) == ["task-1"], "the saver's now"
+        assert ids(await saver.claim(topics=TOPICS)) == ["task-1"], "the saver's now"
 
     store.run(scenario)
 
@@ -580,7 +606,7 @@ def test_a_saved_unknown_job_belongs_to_the_saver(store: Store) -> None:
         await worker_a.renew()
         await worker_a.save(make_job(1, state=JobState.ACKNOWLEDGED))
         assert await store.journal("heir").claim(topics=TOPICS) == []
-        assert ids(await worker_a.claim(topics=TOPICS, own=True)) == ["task-1"]
+        assert ids(await worker_a.claim(topics=TOPICS)) == ["task-1"]
 
     store.run(scenario)
 
@@ -646,9 +672,112 @@ def test_a_worker_that_slept_past_its_lease_cannot_save(
         assert await sleeper.save(make_job(1, state=JobState.ACKNOWLEDGED)) is False
         assert await sleeper.save(make_job(2, state=JobState.ACKNOWLEDGED)) is True
         await sleeper.renew()
-        assert await heir.claim(topics=TOPICS) == [], "the sleeper renewed: task-2 stays its own"
+        assert await heir.claim(topics=TOPICS, running=["task-1"]) == [], (
+            "the sleeper renewed: task-2 stays its own"
+        )
         clock.advance(61)
         await heir.renew()
-        assert ids(await heir.claim(topics=TOPICS)) == ["task-2"]
+        assert ids(await heir.claim(topics=TOPICS, running=["task-1"])) == ["task-2"]
+
+    store.run(scenario)
+
+
+# -- who runs a job: fetch filters, unreadable rows -------------------------------------------
+
+
+def test_a_claim_takes_only_jobs_taken_under_its_fetch_filters(store: Store) -> None:
+    """Pods with the same topic and other filters (a tenant each) never take each other's
+    jobs; a job taken under no filters is taken only by a claim for none."""
+
+    async def scenario() -> None:
+        dead = store.journal("dead", lease=EXPIRED)
+        await dead.record(make_job(1, filter_key="tenant-a"))
+        await dead.record(make_job(2, filter_key="tenant-b"))
+        await dead.record(make_job(3))
+        await dead.record(make_job(4, filter_key="tenant-a", topic="other"))
+        counts = await store.journal("pod-a").filter_keys([*TOPICS, "other"])
+        assert counts == {
+            (TOPICS[0], "tenant-a"): 1,
+            (TOPICS[0], "tenant-b"): 1,
+            (TOPICS[0], ""): 1,
+            ("other", "tenant-a"): 1,
+        }
+        pod_a = store.journal("pod-a")
+        claimed = await pod_a.claim(topics=TOPICS, filters={TOPICS[0]: "tenant-a"})
+        assert ids(claimed) == ["task-1"]
+        assert claimed[0].filter_key == "tenant-a", "the key reads back"
+        assert ids(await store.journal("plain").claim(topics=TOPICS)) == ["task-3"]
+        pod_b = store.journal("pod-b")
+        assert ids(await pod_b.claim(topics=TOPICS, filters={TOPICS[0]: "tenant-b"})) == ["task-2"]
+        assert await pod_b.claim(topics=["other"], filters={TOPICS[0]: "tenant-a"}) == []
+
+    store.run(scenario)
+
+
+def test_a_saved_job_keeps_its_filter_key(store: Store) -> None:
+    async def scenario() -> None:
+        journal = store.journal("a")
+        await journal.record(make_job(1, filter_key="k"))
+        assert await journal.save(make_job(1, state=JobState.ACKNOWLEDGED, filter_key="k"))
+        got = await journal.get("task-1")
+        assert got is not None
+        assert got.filter_key == "k"
+        assert (await journal.jobs())[0].filter_key == "k"
+
+    store.run(scenario)
+
+
+def test_an_unreadable_row_is_given_back_and_marked_and_the_rest_are_claimed(
+    store: Store,
+) -> None:
+    if store.kind == "memory":
+        pytest.skip("the memory journal keeps Python objects: no row to misread")
+
+    async def scenario() -> None:
+        dead = store.journal("dead", lease=EXPIRED)
+        for number in range(1, 5):
+            await dead.record(make_job(number, state=JobState.ACKNOWLEDGED))
+        store.corrupt("task-2")
+        heir = store.journal("heir")
+        await heir.renew()
+        assert ids(await heir.claim(topics=TOPICS)) == ["task-1", "task-3", "task-4"]
+        assert await heir.claim(topics=TOPICS, running=["task-1", "task-3", "task-4"]) == []
+        assert await store.journal("other").claim(topics=TOPICS) == [], "marked: never again"
+        (bad,) = await heir.unreadable()
+        assert (bad.id, bad.topic, bad.state) == ("task-2", TOPICS[0], "acknowledged")
+        assert "payload version 99" in bad.reason
+        assert ids(await heir.jobs()) == ["task-1", "task-3", "task-4"], "listed apart"
+        assert await heir.delete("task-2") is True, "pending cancel forgets it"
+        assert await heir.unreadable() == []
+
+    store.run(scenario)
+
+
+# -- cancelled: a finished state -------------------------------------------------------------
+
+
+def test_a_cancelled_job_is_finished_held_by_nobody_never_claimed_and_pruned(
+    store: Store,
+) -> None:
+    async def scenario() -> None:
+        worker_a = store.journal("worker-a")
+        await worker_a.record(make_job(1, state=JobState.ACKNOWLEDGED))
+        await worker_a.record(make_job(2, state=JobState.ACKNOWLEDGED))
+        cancelled = make_job(
+            1, state=JobState.CANCELLED, error="the process instance was cancelled"
+        )
+        assert await worker_a.save(cancelled) is True
+        assert await worker_a.get("task-1") == cancelled
+        assert ids(await worker_a.unfinished()) == ["task-2"]
+        assert await worker_a.unfinished_instances() == {"instance-2"}
+        assert ids(await worker_a.jobs(states=[JobState.CANCELLED])) == ["task-1"]
+        assert (await worker_a.counts())[JobState.CANCELLED] == 1
+        assert ids(await worker_a.claim(topics=TOPICS)) == ["task-2"]
+        await worker_a.release()
+        assert ids(await store.journal("heir").claim(topics=TOPICS)) == ["task-2"]
+        # held by nobody: the task offered again starts it afresh, whoever fetches it
+        assert await store.journal("other").save(make_job(1, state=JobState.RECORDED)) is True
+        await store.journal("other").save(cancelled)
+        assert await worker_a.prune(finished_before=1_760_000_001.5) == 1
 
     store.run(scenario)

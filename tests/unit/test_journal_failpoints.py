@@ -179,11 +179,6 @@ def test_journal_failpoints_are_read_from_the_environment() -> None:
         Failpoints.from_environment({"CAMUNDA_RELAY_FAILPOINTS": "mid_work=fail"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim round takes only jobs held by nobody or by the dead, not its own jobs "
-    "that no runner here holds (DESIGN.md, 'Who runs a job': built apart from this)",
-)
 def test_claimed_rows_whose_answer_was_lost_run_after_the_next_claim_round() -> None:
     """``journal_claim_lost``: the rows are this live worker's, nothing runs them; the next
     periodic round (same process, no restart) must take them."""

@@ -20,6 +20,7 @@ from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal.base import Verdict
 from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.journal.postgres import APPLICATION_NAME, PostgresJournal, journal_error
+from camunda_relay.journal.postgres_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Answer, JobState
 from camunda_relay.replies.tokens import new_token
 from tests.support.journals import TOPICS, fresh_database, ids, make_job, unique_table
@@ -188,8 +189,10 @@ def test_an_unsynced_save_commits_without_waiting_for_the_wal_flush(pg_dsn: str)
 def test_the_claim_reads_jobs_through_indexes_however_many_live_jobs_there_are(
     pg_dsn: str,
 ) -> None:
-    """With statistics that show one live owner holding nearly every job, the planner still
-    reads the jobs table through its indexes only (a seq scan would grow with those jobs)."""
+    """With statistics that show one live owner holding half the jobs and the other half
+    parked (deferred, unanswered), the planner still reads the jobs table through its
+    indexes only, the parked jobs by deadline (a seq scan, or one over the deferred state,
+    would grow with those jobs)."""
     table = unique_table()
     live_jobs = 20_000
 
@@ -202,15 +205,19 @@ def test_the_claim_reads_jobs_through_indexes_however_many_live_jobs_there_are(
             await dead.record(make_job(live_jobs + 1))
             payload = journal_codec.dumps(make_job(0))
             columns = "id, topic, process_instance_id, state, attempts, deliveries, "
-            columns += "created_at, updated_at, owner, payload"
+            columns += "created_at, updated_at, owner, payload, deadline"
             copy = sql.SQL(f"COPY {{}} ({columns}) FROM STDIN").format(sql.Identifier(table))
             with psycopg.connect(pg_dsn, autocommit=True) as admin:
                 with admin.cursor().copy(copy) as rows:
                     for number in range(live_jobs):
                         row = (f"busy-{number}", TOPICS[0], "p", "recorded", 0, 0)
-                        rows.write_row((*row, "2025-01-01", "2025-01-01", "busy", payload))
+                        rows.write_row((*row, "2025-01-01", "2025-01-01", "busy", payload, None))
+                    for number in range(live_jobs):  # parked: deferred, unanswered, nobody's
+                        row = (f"parked-{number}", TOPICS[0], "p", "deferred", 1, 0)
+                        times = ("2025-01-01", "2025-01-01")
+                        rows.write_row((*row, *times, "", payload, "2100-01-01"))
                 admin.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
-            parameters = heir._mine(own=False, topics=TOPICS, limit=100, mine=True)
+            parameters = heir._mine(topics=TOPICS, keys=[""], running=["x"], limit=100)
 
             async def explain(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
                 query = sql.SQL("EXPLAIN ") + heir._sql["claim"]
@@ -228,6 +235,7 @@ def test_the_claim_reads_jobs_through_indexes_however_many_live_jobs_there_are(
     plan = asyncio.run(scenario())
     assert not [line for line in plan if f"Seq Scan on {table} " in line + " "], "\n".join(plan)
     assert any(f"{table}_claim_idx" in line for line in plan)
+    assert any(f"{table}_expiry_idx" in line for line in plan), "\n".join(plan)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -289,6 +297,16 @@ _VERSION_1 = (
     "CREATE INDEX {state_index} ON {table} (state)",
     "CREATE INDEX {lease_index} ON {table} (lease_until)",
 )
+# From the current layout back to version 3's (no filter key, no unreadable mark, no expiry
+# index, parked jobs in the claim index).
+_BACK_TO_3 = (
+    "DROP INDEX {expiry}",
+    "DROP INDEX {claim}",
+    "ALTER TABLE {table} DROP COLUMN filter_key",
+    "ALTER TABLE {table} DROP COLUMN unreadable",
+    "CREATE INDEX {claim} ON {table} (owner, topic, created_at, id)"
+    " WHERE state IN ('acknowledged', 'deferred', 'done', 'failing', 'recorded')",
+)
 _INSERT_1 = """INSERT INTO {table} (id, topic, process_instance_id, business_key, state,
     attempts, deliveries, error, deadline, created_at, updated_at, owner, lease_until, payload)
 VALUES (%(id)s, %(topic)s, %(process_instance_id)s, %(business_key)s, %(state)s,
@@ -323,7 +341,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
                 "lease": lease,
                 "payload": journal_codec.dumps(job),
             }
-            del row["token_hash"]  # version 1 had no deferred replies
+            del row["token_hash"], row["filter_key"]  # version 1 had neither
             admin.execute(sql.SQL(_INSERT_1).format(**names), row)
 
     async def scenario() -> None:
@@ -334,7 +352,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
             assert ids(await heir.jobs()) == [f"task-{n}" for n in range(1, 6)]
             assert await heir.get("task-2") == make_job(2, state=JobState.DONE)
             assert ids(await heir.claim(topics=TOPICS)) == ["task-3", "task-5"]
-            assert ids(await alive.claim(topics=TOPICS, own=True)) == ["task-1", "task-2"]
+            assert ids(await alive.claim(topics=TOPICS)) == ["task-1", "task-2"]
             assert await alive.save(make_job(4, state=JobState.DONE)) is True, "nobody's now"
         finally:
             await heir.close()
@@ -343,7 +361,7 @@ def test_a_version_1_table_is_migrated(pg_dsn: str) -> None:
     asyncio.run(scenario())
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         comment = admin.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()
-        assert comment == ("camunda-relay journal, schema version 3",)
+        assert comment == (f"camunda-relay journal, schema version {SCHEMA_VERSION}",)
         columns = admin.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
         ).fetchall()
@@ -358,7 +376,7 @@ def test_a_table_of_a_newer_schema_is_refused(pg_dsn: str) -> None:
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE TABLE {} (id text)").format(sql.Identifier(table)))
         admin.execute(
-            sql.SQL("COMMENT ON TABLE {} IS 'camunda-relay journal, schema version 4'").format(
+            sql.SQL("COMMENT ON TABLE {} IS 'camunda-relay journal, schema version 5'").format(
                 sql.Identifier(table)
             )
         )
@@ -386,9 +404,14 @@ def test_a_version_2_table_is_migrated(pg_dsn: str) -> None:
             await journal.close()
 
     asyncio.run(create())
-    names = {"table": sql.Identifier(table), "claim": sql.Identifier(f"{table}_claim_idx")}
+    names = {
+        "table": sql.Identifier(table),
+        "claim": sql.Identifier(f"{table}_claim_idx"),
+        "expiry": sql.Identifier(f"{table}_expiry_idx"),
+    }
     with psycopg.connect(pg_dsn, autocommit=True) as admin:  # back to the version-2 layout
         for statement in (
+            *_BACK_TO_3,
             "DROP INDEX {claim}",
             "ALTER TABLE {table} DROP COLUMN token_hash",
             "ALTER TABLE {table} DROP COLUMN answer",
@@ -409,7 +432,7 @@ def test_a_version_2_table_is_migrated(pg_dsn: str) -> None:
             answer = dumps_answer(Answer(failure="declined"))
             assert await journal.answer(digest, answer) is Verdict.ACCEPTED
             await journal.release("task-2")
-            claimed = await journal.claim(topics=TOPICS)
+            claimed = await journal.claim(topics=TOPICS, running=["task-1"])
             assert ids(claimed) == ["task-2"]
             assert claimed[0].answer == Answer(failure="declined")
         finally:
@@ -418,9 +441,57 @@ def test_a_version_2_table_is_migrated(pg_dsn: str) -> None:
     asyncio.run(scenario())
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
         comment = admin.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()
-        assert comment == ("camunda-relay journal, schema version 3",)
+        assert comment == (f"camunda-relay journal, schema version {SCHEMA_VERSION}",)
         definition = admin.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (f"{table}_claim_idx",)
         ).fetchone()
         assert definition is not None
         assert "deferred" in definition[0]
+
+
+def test_a_version_3_table_is_migrated(pg_dsn: str) -> None:
+    """Its jobs were taken under no fetch filters (key ''); the claim index is rebuilt
+    without parked jobs and the expiry index made."""
+    table = unique_table()
+
+    async def create() -> None:
+        journal = PostgresJournal(pg_dsn, owner="old", table=table)
+        try:
+            await journal.save(make_job(1, state=JobState.DONE))
+            await journal.save(make_job(2, state=JobState.DEFERRED, token_hash="h", deadline=1.0))
+            await journal.release("task-1")
+            await journal.release("task-2")
+        finally:
+            await journal.close()
+
+    asyncio.run(create())
+    names = {
+        "table": sql.Identifier(table),
+        "claim": sql.Identifier(f"{table}_claim_idx"),
+        "expiry": sql.Identifier(f"{table}_expiry_idx"),
+    }
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        for statement in (
+            *_BACK_TO_3,
+            "COMMENT ON TABLE {table} IS 'camunda-relay journal, schema version 3'",
+        ):
+            admin.execute(sql.SQL(statement).format(**names))
+
+    async def scenario() -> None:
+        journal = PostgresJournal(pg_dsn, owner="heir", table=table)
+        try:
+            await journal.renew()
+            assert await journal.claim(topics=TOPICS, filters={TOPICS[0]: "k"}) == []
+            claimed = await journal.claim(topics=TOPICS)
+            assert ids(claimed) == ["task-1", "task-2"], "the deferred one is past its deadline"
+            assert {job.filter_key for job in claimed} == {""}
+        finally:
+            await journal.close()
+
+    asyncio.run(scenario())
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        comment = admin.execute("SELECT obj_description(%s::regclass)", (table,)).fetchone()
+        assert comment == (f"camunda-relay journal, schema version {SCHEMA_VERSION}",)
+        for index in (f"{table}_claim_idx", f"{table}_expiry_idx"):
+            found = admin.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index,))
+            assert "unreadable IS NULL" in str(found.fetchone())

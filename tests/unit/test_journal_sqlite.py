@@ -177,9 +177,9 @@ def test_the_file_is_created_in_wal_mode_with_its_schema_version(tmp_path: Path)
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
-        assert {"relay_jobs_state", "relay_jobs_claim"} <= indexes
+        assert {"relay_jobs_state", "relay_jobs_claim", "relay_jobs_expiry"} <= indexes
         columns = {row[1] for row in conn.execute("PRAGMA table_info(relay_owners)")}
         assert columns == {"owner", "lease_until"}
     conn.close()
@@ -245,6 +245,7 @@ def write_version_1(path: Path, rows: list[tuple[int, JobState, str, float]]) ->
                 "payload": journal_codec.dumps(job),
             }
             del row["token_hash"]  # version 1 had no deferred replies
+            del row["filter_key"]  # nor fetch filters
             names = ", ".join(row)
             values = ", ".join(f":{name}" for name in row)
             conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
@@ -276,7 +277,7 @@ def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
             assert ids(await heir.claim(topics=TOPICS)) == ["task-3", "task-6"]
             alive = SqliteJournal(path, owner="alive")
             try:
-                assert ids(await alive.claim(topics=TOPICS, own=True)) == ["task-1", "task-2"]
+                assert ids(await alive.claim(topics=TOPICS)) == ["task-1", "task-2"]
                 assert await alive.save(make_job(4, state=JobState.DONE)) is True
             finally:
                 await alive.close()
@@ -285,7 +286,7 @@ def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         leases = dict(conn.execute("SELECT owner, lease_until FROM relay_owners"))
         assert leases["alive"] == FAR
         assert "lease_until" not in {
@@ -310,14 +311,22 @@ def test_the_claim_reads_jobs_through_the_claim_index_only(tmp_path: Path) -> No
             await journal.close()
 
     asyncio.run(scenario())
-    parameters = {"me": "a", "own": 0, "now": 0.0, "topics": '["t"]', "limit": 10}
+    parameters = {
+        "me": "a",
+        "now": 0.0,
+        "wanted": '[["t", ""]]',
+        "running": '["x"]',
+        "limit": 10,
+    }
     with sqlite3.connect(path) as conn:
         for statement in (sqlite_schema.CLAIM, sqlite_schema.PRUNE_OWNERS):
             plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, parameters)]
             reads = [step for step in plan if "relay_jobs" in step]
             assert reads, plan
-            # The one SCAN is the walk's first step, ORDER BY owner LIMIT 1 along the index.
-            assert all("INDEX relay_jobs_claim" in step or "(id=?)" in step for step in reads)
+            # The one SCAN is the walk's first step, ORDER BY owner LIMIT 1 along the index;
+            # parked deferred jobs past their deadline come from the expiry index.
+            indexes = ("INDEX relay_jobs_claim", "INDEX relay_jobs_expiry", "(id=?)")
+            assert all(any(index in step for index in indexes) for step in reads), plan
             assert "SCAN relay_jobs" not in plan, "never the table itself"
     conn.close()
 
@@ -408,7 +417,7 @@ def test_a_version_2_file_is_migrated(tmp_path: Path) -> None:
     for number, state in ((1, JobState.DONE), (2, JobState.DELIVERED)):
         job = make_job(number, state=state)
         row = {**journal_codec.columns(job), "owner": "", "payload": journal_codec.dumps(job)}
-        del row["token_hash"]
+        del row["token_hash"], row["filter_key"]
         names = ", ".join(row)
         values = ", ".join(f":{name}" for name in row)
         conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
@@ -427,7 +436,7 @@ def test_a_version_2_file_is_migrated(tmp_path: Path) -> None:
             answer = dumps_answer(Answer(variables={"ok": True}))
             assert await journal.answer(digest, answer) is Verdict.ACCEPTED
             await journal.release("task-3")
-            claimed = await journal.claim(topics=TOPICS)
+            claimed = await journal.claim(topics=TOPICS, running=["task-1"])
             assert ids(claimed) == ["task-3"]
             assert claimed[0].answer == Answer(variables={"ok": True})
         finally:
@@ -435,7 +444,7 @@ def test_a_version_2_file_is_migrated(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(relay_jobs)")}
         assert {"relay_jobs_claim", "relay_jobs_token"} <= indexes
     conn.close()
@@ -470,6 +479,7 @@ def test_a_version_3_file_is_migrated_with_its_results_and_error_details(tmp_pat
     conn.executescript(_VERSION_3)
     for job, owner in ((done, "dead"), (failing, "dead"), (acknowledged, "")):
         row = {**journal_codec.columns(job), "owner": owner, "payload": journal_codec.dumps(job)}
+        del row["filter_key"]
         names = ", ".join(row)
         values = ", ".join(f":{name}" for name in row)
         conn.execute(f"INSERT INTO relay_jobs ({names}) VALUES ({values})", row)  # noqa: S608
@@ -493,7 +503,7 @@ def test_a_version_3_file_is_migrated_with_its_results_and_error_details(tmp_pat
 
     asyncio.run(scenario())
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     conn.close()
 
 

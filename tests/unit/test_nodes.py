@@ -12,8 +12,9 @@ import pytest
 
 from camunda_relay import EngineClient, Router, Settings, SettingsError, Task, Worker
 from camunda_relay.client import TopicRequest
+from camunda_relay.errors import ConcurrentModification, EngineUnavailable
 from camunda_relay.nodes import Node, Nodes
-from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine
+from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
 
 
 def test_the_url_may_list_the_nodes() -> None:
@@ -191,3 +192,102 @@ def test_a_tasks_requests_go_to_the_node_that_locked_it_first() -> None:
         ("node-2", "message"),
         ("node-2", "count"),  # node 2 answered last
     ]
+
+
+def _sick(
+    fake: FakeEngine, sick: dict[str, Fault], seen: list[tuple[str, str, str]]
+) -> httpx.MockTransport:
+    """Hosts in ``sick`` answer with their fault's status; the others are ``fake``."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.host, request.url.path, request.headers["host"]))
+        fault = sick.get(request.url.host)
+        if fault is not None:
+            body = {"type": fault.error_type, "message": fault.message}
+            return httpx.Response(fault.status, json=body)
+        return await fake.handle(request)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_node_answering_5xx_is_failed_over_and_not_preferred(status: int) -> None:
+    """Node 1 answers, then fails with a 5xx: the request goes on to node 2, which answers,
+    and node 2 is asked first from then on."""
+    fake = FakeEngine()
+    seen: list[tuple[str, str, str]] = []
+    sick: dict[str, Fault] = {}
+    settings = Settings(url="http://node-1/engine-rest,http://node-2/engine-rest")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_sick(fake, sick, seen)) as client:
+            await client.check_access()
+            sick["node-1"] = Fault("status", status=status, message="database gone")
+            await client.check_access()
+            await client.check_access()
+
+    asyncio.run(scenario())
+    assert [host for host, _, _ in seen] == ["node-1", "node-1", "node-2", "node-2"]
+
+
+def test_a_5xx_from_every_node_is_raised_and_the_first_stays_first() -> None:
+    fake = FakeEngine()
+    seen: list[tuple[str, str, str]] = []
+    sick = {host: Fault("status", status=503) for host in ("node-1", "node-2")}
+    settings = Settings(url="http://node-1/engine-rest,http://node-2/engine-rest")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_sick(fake, sick, seen)) as client:
+            for _ in range(2):
+                with pytest.raises(EngineUnavailable):
+                    await client.check_access()
+
+    asyncio.run(scenario())
+    assert [host for host, _, _ in seen] == ["node-1", "node-2", "node-1", "node-2"]
+
+
+def test_a_concurrent_modification_is_an_answer_not_a_sick_node() -> None:
+    """An optimistic locking failure (500) is the engine's verdict on the request, raised as
+    such (the caller checks what happened); the node stays the preferred one."""
+    fake = FakeEngine()
+    instance = fake.start("bk")
+    seen: list[tuple[str, str, str]] = []
+    conflict = Fault("status", status=500, error_type="OptimisticLockingException")
+    sick = {"node-1": conflict}
+    settings = Settings(url="http://node-1/engine-rest,http://node-2/engine-rest")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_sick(fake, sick, seen)) as client:
+            with pytest.raises(ConcurrentModification):
+                await client.correlate(MESSAGE, process_instance_id=instance)
+            sick.clear()
+            await client.check_access()
+
+    asyncio.run(scenario())
+    assert [host for host, _, _ in seen] == ["node-1", "node-1"]
+
+
+def test_a_tasks_request_fails_over_from_its_home_node_answering_503() -> None:
+    fake = FakeEngine()
+    fake.start("bk")
+    seen: list[tuple[str, str, str]] = []
+    sick: dict[str, Fault] = {}
+    settings = Settings(url="http://node-1/engine-rest,http://node-2/engine-rest")
+
+    async def scenario() -> None:
+        async with EngineClient(settings, transport=_sick(fake, sick, seen)) as client:
+            node_2 = client.nodes.current[1]
+            request = TopicRequest(TOPIC, lock_duration=timedelta(seconds=60))
+            (task,) = await client.fetch_and_lock(
+                "w", [request], max_tasks=1, long_poll=timedelta(0), node=node_2
+            )
+            sick["node-2"] = Fault("status", status=503)
+            await client.complete(task.id, "w")
+
+    asyncio.run(scenario())
+    assert [(host, path.rsplit("/", 1)[-1]) for host, path, _ in seen] == [
+        ("node-2", "fetchAndLock"),
+        ("node-2", "complete"),
+        ("node-1", "complete"),
+    ]
+    assert all(task.done for task in fake.tasks.values())

@@ -293,3 +293,73 @@ def test_oauth_settings_load_from_the_environment_with_the_secret_hidden() -> No
     assert settings.oauth_client_auth == "post"
     assert settings.oauth_scope == "engine"
     assert SECRET not in repr(settings)
+
+
+# -- the token URL as printed, and the error kept between attempts ---------------------------
+
+SECRET_URL = "https://svc:url-password-7c1d@idp.test/realms/relay/token?api_key=query-secret-9e2b#f"
+
+
+def test_a_refusal_names_the_token_host_never_its_credentials_or_query() -> None:
+    async def scenario() -> str:
+        idp, clock = FakeTokenEndpoint(), ManualClock()
+        idp.status = 401
+
+        async def post(
+            url: str, form: Mapping[str, str], headers: Mapping[str, str]
+        ) -> tuple[int, bytes]:
+            return await idp.post(TOKEN_URL, form, headers)
+
+        credentials = ClientCredentials(SECRET_URL, "worker-client", SECRET)
+        with pytest.raises(errors.TokenRefused) as raised:
+            await TokenProvider(credentials, post, clock=clock).header()
+        return str(raised.value)
+
+    text = run(scenario())
+    assert "https://idp.test/realms/relay/token" in text
+    for secret in ("url-password-7c1d", "query-secret-9e2b", "svc:", "api_key"):
+        assert secret not in text
+
+
+def test_an_unusable_token_url_setting_is_shown_without_credentials_or_query() -> None:
+    with pytest.raises(SettingsError, match="https:// off loopback") as raised:
+        Settings.load(
+            {
+                "CAMUNDA_OAUTH_TOKEN_URL": "http://svc:url-password-7c1d@idp.test/t?k=query-9e2b",
+                "CAMUNDA_OAUTH_CLIENT_ID": "c",
+                "CAMUNDA_OAUTH_CLIENT_SECRET": SECRET,
+            }
+        )
+    text = str(raised.value)
+    assert "http://idp.test/t" in text
+    assert "url-password-7c1d" not in text
+    assert "query-9e2b" not in text
+
+
+def _depth(error: BaseException) -> int:
+    depth, tb = 0, error.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    return depth
+
+
+def test_the_error_kept_during_the_backoff_does_not_grow_with_each_raise() -> None:
+    """A caller in a tight loop gets the provider's last error again and again: each raise
+    is a copy with its own short traceback, and the kept error holds no frames."""
+
+    async def scenario() -> list[int]:
+        idp, clock = FakeTokenEndpoint(), ManualClock()
+        idp.down = True
+        tokens = provider(idp, clock)
+        depths = []
+        for _ in range(50):
+            try:
+                await tokens.header()
+            except errors.EngineUnavailable as error:
+                depths.append(_depth(error))
+        assert tokens.fetches == 1
+        return depths
+
+    depths = run(scenario())
+    assert len(depths) == 50
+    assert len(set(depths[1:])) == 1, depths[:5]

@@ -111,7 +111,9 @@ def test_an_engine_outage_makes_the_worker_unready_but_leaves_it_live() -> None:
         async with worker:
             running = asyncio.ensure_future(worker.run())
             for _ in range(600):  # an hour of the manual clock; each step ends one backoff
-                while worker.stats.engine_errors == 0 or clock.sleepers < 4:
+                while (
+                    worker.stats.engine_errors == 0 or clock.sleepers < 5
+                ):  # the poll, lease, claim, sweep and cancel loops
                     await asyncio.sleep(0.001)
                 clock.advance(6)
             verdicts = worker.health.live(), worker.health.ready()

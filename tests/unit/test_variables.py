@@ -270,7 +270,7 @@ def test_decoded_dates_are_aware() -> None:
             Unreadable("Object", "application/x-java-serialized-object"),
         ),
         (
-            {"type": "File", "value": None, "valueInfo": {"filename": "a.txt"}},
+            {"type": "File", "value": "not base64!", "valueInfo": {"filename": "a.txt"}},
             Unreadable("File", None),
         ),
         ({"type": "Xml", "value": "<a/>", "valueInfo": {}}, Unreadable("Xml", None)),

@@ -13,7 +13,13 @@ every step it checks:
   applies its effect once per job id, the idempotency key), and no work started before its
   task was completed in the engine;
 - **no job lost**: every instance whose task was completed is finished or has an unfinished
-  job in the journal; no job failed and no incident was raised except for cancelled instances.
+  job in the journal; no job failed and no incident was raised except for cancelled instances;
+- **who runs a job**: two pods serve the topic, each registered for a tenant of its own
+  (``tenant_ids``), on the one journal; no handler runs on a task its registration would not
+  have fetched, and no job is held, longer than one claim round, by a live worker that does
+  not run it. Pods crash and come back under the same worker id (a Kubernetes container
+  restart), under a new one, or only later; a claim round takes at most one job, so a
+  restart needs several.
 
 At the end, with the faults gone and the locks expired, every instance that was not cancelled
 must pass its catch event exactly once and have exactly one applied effect.
@@ -32,7 +38,7 @@ import asyncio
 import logging
 import selectors
 from collections import defaultdict
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -60,6 +66,8 @@ from camunda_relay import (
 from camunda_relay import backoff as backoff_module
 from camunda_relay.backoff import Backoff
 from camunda_relay.errors import EngineError
+from camunda_relay.journal.base import UnreadableJob
+from camunda_relay.worker import recovery
 from tests.support.fake_engine import MESSAGE, TOPIC, FakeEngine, Fault
 
 T = TypeVar("T")
@@ -76,12 +84,16 @@ SETTINGS = Settings(
     journal_lease=timedelta(seconds=3),  # housekeeping (renew, resume) every second
     shutdown_grace=timedelta(seconds=1),
     reply_deadline=timedelta(hours=1),
+    # A cancellation round every second: a cancelled instance's running work is cancelled
+    # within a few steps (WORK is half a second).
+    cancel_check_interval=timedelta(seconds=1),
+    cancel_grace=timedelta(milliseconds=300),
 )
 # Regression tests below start from a crashed worker whose lease has run out.
 EXPIRED_LEASE = timedelta(seconds=-1)
 POLL_BACKOFF = Backoff(base=timedelta(milliseconds=50), cap=timedelta(seconds=1))
 WORK = 0.5  # seconds of (virtual) work per attempt
-MAX_INSTANCES = 6
+MAX_INSTANCES = 8
 # 503s from the history queries the worker uses to confirm a lost response (the regression
 # tests at the end of this file pin what they once exposed).
 HISTORY_FAULTS = True
@@ -93,6 +105,10 @@ COMPLETE_FAULTS = {
 CORRELATE_FAULTS = {"lose": Fault("lose"), "503": Fault("status", 503), "500": Fault("status", 500)}
 FETCH_FAULTS = {"lose": Fault("lose"), "503": Fault("status", 503)}
 SETTLE_SECONDS = 120  # longer than any backoff once the faults are gone
+PODS = {"a": "tenant-a", "b": "tenant-b"}  # pod -> the one tenant its registration fetches
+CLAIM_BATCH = 1  # jobs one claim round takes at most: a restart needs several rounds
+CLAIM_ROUND = SETTINGS.journal_lease.total_seconds() / 3  # the claim loop's interval
+HELD_IDLE_LIMIT = 2 * CLAIM_ROUND  # one round's wait, plus the round itself
 
 
 # -- a virtual clock for asyncio ---------------------------------------------------------------
@@ -195,9 +211,22 @@ class _SlowJournal:
         return await self._io(lambda: self._inner.jobs(states=states))
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        return await self._io(lambda: self._inner.claim(topics=topics, limit=limit, own=own))
+        return await self._io(
+            lambda: self._inner.claim(topics=topics, limit=limit, filters=filters, running=running)
+        )
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        return await self._io(lambda: self._inner.unreadable())
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        return await self._io(lambda: self._inner.filter_keys(topics))
 
     async def renew(self) -> None:
         await self._io(lambda: self._inner.renew())
@@ -231,6 +260,16 @@ class Ledger:
         self.applied: dict[str, str] = {}  # job id -> instance id
         self.violations: list[str] = []
         self.flaky: set[str] = set()  # instances whose next attempt fails
+
+    def work_for(self, pod: str) -> Callable[[Task], Coroutine[Any, Any, dict[str, object]]]:
+        """The handler of ``pod``'s registration, which must see its own tenant's tasks only."""
+
+        async def work(task: Task) -> dict[str, object]:
+            if task.tenant_id != PODS[pod]:
+                self.violations.append(f"pod {pod} ran {task.id} of tenant {task.tenant_id}")
+            return await self.work(task)
+
+        return work
 
     async def work(self, task: Task) -> dict[str, object]:
         self.attempts.append(task.job_id)
@@ -277,39 +316,59 @@ class WorkerMachine(RuleBasedStateMachine):
         self.journal = MemoryJournal(
             owner="observer", lease=SETTINGS.journal_lease, clock=self.clock
         )
-        self.router = Router()
-        self.router.task(TOPIC, reply=MESSAGE)(self.ledger.work)
+        self.routers: dict[str, Router] = {}
+        for pod, tenant in PODS.items():
+            self.routers[pod] = Router()
+            work = self.ledger.work_for(pod)
+            self.routers[pod].task(TOPIC, reply=MESSAGE, tenant_ids=[tenant])(work)
         self.clients: list[EngineClient] = []
-        self.worker: Worker | None = None
-        self.runner: asyncio.Task[None] | None = None
+        self.workers: dict[str, Worker] = {}
+        self.runners: dict[str, asyncio.Task[None]] = {}
+        self.restart: dict[str, str] = dict.fromkeys(PODS, "new id")  # or "same id", "away"
+        self.last_id: dict[str, str] = {}
         self.generation = 0
+        self.same_id_starts = 0
         self.worker_ids: set[str] = set()
+        self.idle_since: dict[tuple[str, str], float] = {}  # (job, live holder) -> since
         self.unexpected = _Unexpected()
         logging.getLogger("camunda_relay").addHandler(self.unexpected)
+        self._claim_batch = recovery.CLAIM_BATCH
+        recovery.CLAIM_BATCH = CLAIM_BATCH
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
-    def _ensure_worker(self) -> Worker:
-        if self.worker is None:
+    def _ensure_workers(self, *, everyone: bool = False) -> None:
+        """A worker for every pod that is not away (``everyone``: away ones too)."""
+        for pod in PODS:
+            if pod not in self.workers and (everyone or self.restart[pod] != "away"):
+                self._start_worker(pod)
+
+    def _start_worker(self, pod: str) -> Worker:
+        if self.restart[pod] == "same id" and pod in self.last_id:
+            worker_id = self.last_id[pod]
+            self.same_id_starts += 1
+        else:
             self.generation += 1
-            worker_id = f"worker-{self.generation}"
-            self.worker_ids.add(worker_id)
-            client = EngineClient(SETTINGS, transport=self.fake.transport())
-            self.clients.append(client)
-            self.worker = Worker(
-                self.router,
-                SETTINGS,
-                client=client,
-                journal=_SlowJournal(self.journal.share(owner=worker_id)),
-                worker_id=worker_id,
-                poll_backoff=POLL_BACKOFF,
-                clock=self.clock,
-            )
-            self.runner = self.loop.create_task(self.worker.run())
-        return self.worker
+            worker_id = f"{pod}-{self.generation}"
+        self.last_id[pod] = worker_id
+        self.worker_ids.add(worker_id)
+        client = EngineClient(SETTINGS, transport=self.fake.transport())
+        self.clients.append(client)
+        worker = Worker(
+            self.routers[pod],
+            SETTINGS,
+            client=client,
+            journal=_SlowJournal(self.journal.share(owner=worker_id)),
+            worker_id=worker_id,
+            poll_backoff=POLL_BACKOFF,
+            clock=self.clock,
+        )
+        self.workers[pod] = worker
+        self.runners[pod] = self.loop.create_task(worker.run())
+        return worker
 
     async def _ticks(self, count: int) -> None:
         for _ in range(count):
@@ -331,16 +390,16 @@ class WorkerMachine(RuleBasedStateMachine):
 
     # -- the engine ----------------------------------------------------------------------------
 
-    @initialize(count=st.integers(1, 4))
-    def first_instances(self, count: int) -> None:
-        self.start_instances(count)
-        self._ensure_worker()
+    @initialize(count=st.integers(1, 4), tenant=st.sampled_from(sorted(PODS.values())))
+    def first_instances(self, count: int, tenant: str) -> None:
+        self.start_instances(count, tenant)
+        self._ensure_workers()
 
     @precondition(lambda self: len(self.fake.instances) < MAX_INSTANCES)
-    @rule(count=st.integers(1, 3))
-    def start_instances(self, count: int) -> None:
+    @rule(count=st.integers(1, 3), tenant=st.sampled_from(sorted(PODS.values())))
+    def start_instances(self, count: int, tenant: str) -> None:
         for _ in range(min(count, MAX_INSTANCES - len(self.fake.instances))):
-            self.fake.start(f"bk-{len(self.fake.instances)}")
+            self.fake.start(f"bk-{len(self.fake.instances)}", tenant_id=tenant)
 
     @rule(kinds=st.lists(st.sampled_from(["lose", "503", "404"]), min_size=1, max_size=3))
     def complete_faults(self, kinds: list[str]) -> None:
@@ -359,9 +418,12 @@ class WorkerMachine(RuleBasedStateMachine):
         self.fake.inject("POST /external-task/fetchAndLock", FETCH_FAULTS[kind])
 
     @precondition(lambda self: HISTORY_FAULTS)
-    @rule(data=st.data(), what=st.sampled_from(["passages", "instance", "task log"]))
+    @rule(
+        data=st.data(),
+        what=st.sampled_from(["passages", "instance", "task log", "runtime", "instances"]),
+    )
     def history_fault(self, data: st.DataObject, what: str) -> None:
-        """The next history query of this kind answers 503."""
+        """The next history (or runtime instance) query of this kind answers 503."""
         if what == "instance":
             instances = sorted(self.fake.instances)
             if not instances:
@@ -371,6 +433,8 @@ class WorkerMachine(RuleBasedStateMachine):
             route = {
                 "passages": "GET /history/activity-instance",
                 "task log": "GET /history/external-task-log/count",
+                "runtime": "POST /process-instance",  # the cancellation round's question
+                "instances": "POST /history/process-instance",
             }[what]
         self.fake.inject(route, Fault("status", 503))
 
@@ -409,36 +473,47 @@ class WorkerMachine(RuleBasedStateMachine):
 
     @rule(ticks=st.integers(1, 40))
     def run_a_little(self, ticks: int) -> None:
-        """Let the worker run for a few loop iterations (no time passes)."""
-        self._ensure_worker()
+        """Let the workers run for a few loop iterations (no time passes)."""
+        self._ensure_workers()
         self._run(self._ticks(ticks))
 
     @rule(seconds=st.sampled_from([0.01, 0.1, 0.3, 1.0, 3.0]))
     def time_passes(self, seconds: float) -> None:
-        self._ensure_worker()
+        self._ensure_workers()
         self._run(asyncio.sleep(seconds))
 
-    @precondition(lambda self: self.worker is not None)
-    @rule()
-    def crash(self) -> None:
-        """kill -9: every task of the worker is cancelled where it stands; nothing released."""
-        worker, runner = self.worker, self.runner
-        assert worker is not None
-        assert runner is not None
-        self.worker = self.runner = None
+    @precondition(lambda self: bool(self.workers))
+    @rule(data=st.data(), then=st.sampled_from(["new id", "same id", "away"]))
+    def crash(self, data: st.DataObject, then: str) -> None:
+        """kill -9: every task of the worker is cancelled where it stands; nothing released.
+        ``then``: the pod comes back under a new worker id, under the same one (a
+        container restart keeps the pod name), or only after a while (``pod_back``)."""
+        pod = data.draw(st.sampled_from(sorted(self.workers)), label="pod")
+        worker, runner = self.workers.pop(pod), self.runners.pop(pod)
+        self.restart[pod] = then
         doomed = [runner, *worker._ctx.runs.tasks()]
         for task in doomed:
             task.cancel()
         self._run(asyncio.wait(doomed))
 
-    @precondition(lambda self: self.worker is not None)
-    @rule(grace=st.sampled_from([0.0, 0.3, 1.0]))
-    def sigterm(self, grace: float) -> None:
+    @precondition(lambda self: "away" in self.restart.values())
+    @rule(data=st.data(), same_id=st.booleans())
+    def pod_back(self, data: st.DataObject, same_id: bool) -> None:
+        away = sorted(pod for pod, then in self.restart.items() if then == "away")
+        pod = data.draw(st.sampled_from(away), label="pod")
+        self.restart[pod] = "same id" if same_id else "new id"
+        if pod not in self.workers:
+            self._start_worker(pod)
+
+    @precondition(lambda self: bool(self.workers))
+    @rule(data=st.data(), grace=st.sampled_from([0.0, 0.3, 1.0]))
+    def sigterm(self, data: st.DataObject, grace: float) -> None:
         """A graceful stop with a grace period; unfinished jobs stay in the journal."""
-        worker, runner = self.worker, self.runner
-        assert worker is not None
-        assert runner is not None
-        self.worker = self.runner = None
+        self._stop(data.draw(st.sampled_from(sorted(self.workers)), label="pod"), grace)
+
+    def _stop(self, pod: str, grace: float) -> None:
+        worker, runner = self.workers.pop(pod), self.runners.pop(pod)
+        self.restart[pod] = "new id"
 
         async def stop() -> None:
             worker.stop()
@@ -471,6 +546,17 @@ class WorkerMachine(RuleBasedStateMachine):
             assert len(jobs) <= 1, f"{instance_id}: effects applied by jobs {sorted(jobs)}"
 
     @invariant()
+    def cancelled_only_when_the_instance_is_gone_and_then_no_message(self) -> None:
+        for job in self._jobs():
+            instance = self.fake.instances[job.task.process_instance_id]
+            if job.state is JobState.CANCELLED:
+                assert instance.state == "cancelled", f"job {job.id} cancelled: {job.error}"
+                assert job.deliveries == 0, f"job {job.id} cancelled after a delivery"
+        for instance in self.fake.instances.values():
+            if instance.state == "cancelled":
+                assert instance.passages == 0, f"{instance.id} got a message, then cancelled"
+
+    @invariant()
     def no_job_lost_no_false_failure(self) -> None:
         unfinished = {job.id for job in self._jobs() if not job.state.finished}
         for task in self.fake.tasks.values():
@@ -487,6 +573,28 @@ class WorkerMachine(RuleBasedStateMachine):
                 assert instance.state == "cancelled", f"job {job.id} failed: {job.error}"
         assert self.fake.incidents == []
         assert self.unexpected.records == []
+
+    @invariant()
+    def no_job_held_idle_by_a_live_worker(self) -> None:
+        """A job a live worker holds is run there, or taken up within one claim round."""
+        now = self.loop.time()
+        live = {worker.worker_id: worker for worker in self.workers.values()}
+        idle: dict[tuple[str, str], float] = {}
+        for job in self._jobs():
+            holder = self.journal.holder(job.id)
+            worker = live.get(holder or "")
+            if job.state.finished or worker is None:
+                continue
+            runs = worker._ctx.runs
+            if f"job:{job.id}" in runs or f"task:{job.id}" in runs:
+                continue
+            since = self.idle_since.get((job.id, worker.worker_id), now)
+            idle[(job.id, worker.worker_id)] = since
+            assert now - since <= HELD_IDLE_LIMIT, (
+                f"job {job.id} ({job.state.value}) held by live worker {worker.worker_id}, "
+                f"which does not run it, for {now - since:.1f} s"
+            )
+        self.idle_since = idle
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -505,12 +613,13 @@ class WorkerMachine(RuleBasedStateMachine):
         for task in self.fake.tasks.values():
             if task.locked_by is not None:
                 task.lock_expired = True
-        self._ensure_worker()
+        self._ensure_workers(everyone=True)
         for _ in range(SETTLE_SECONDS):
             if self._settled():
                 break
             self._run(asyncio.sleep(1.0))
-        self.sigterm(grace=1.0)
+        for pod in sorted(self.workers):
+            self._stop(pod, grace=1.0)
 
     def _settled(self) -> bool:
         running = ("task", "transit", "waiting")
@@ -522,6 +631,7 @@ class WorkerMachine(RuleBasedStateMachine):
         for route, kind in sorted(set(self.fake.faults_hit)):
             event(f"fault hit: {route} {kind}")
         event(f"workers: {min(self.generation, 4)}{'+' if self.generation > 4 else ''}")
+        event(f"restarts under the same id: {min(self.same_id_starts, 3)}")
         applied = self.ledger.applied_per_instance()
         for instance in self.fake.instances.values():
             if instance.state == "cancelled":
@@ -529,10 +639,14 @@ class WorkerMachine(RuleBasedStateMachine):
             assert instance.passages == 1, f"{instance.id} never finished ({instance.state})"
             assert len(applied[instance.id]) == 1, f"{instance.id}: effects {applied[instance.id]}"
         self.no_job_lost_no_false_failure()
+        self.cancelled_only_when_the_instance_is_gone_and_then_no_message()
+        for state in sorted({job.state.value for job in self._jobs()}):
+            event(f"job state at the end: {state}")
         unfinished = [job.id for job in self._jobs() if not job.state.finished]
         assert unfinished == [], f"jobs never finished: {unfinished}"
 
     def _close(self) -> None:
+        recovery.CLAIM_BATCH = self._claim_batch
         logging.getLogger("camunda_relay").removeHandler(self.unexpected)
         leftovers = asyncio.all_tasks(self.loop)
         for task in leftovers:

@@ -14,6 +14,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from camunda_relay.tracing import log_ids
+
 _CONTEXT = ("topic", "task_id", "process_instance_id", "job_id")
 
 
@@ -30,7 +32,8 @@ class _ContextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, ISO 8601), level, logger, message, the task
-    identifiers the record carries, and the formatted exception when there is one."""
+    identifiers the record carries, the current span's ``trace_id`` and ``span_id`` (tracing
+    on), and the formatted exception when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -43,6 +46,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = str(value)
+        ids = log_ids()  # the current span's, while tracing is on
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

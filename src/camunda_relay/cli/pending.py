@@ -24,6 +24,7 @@ is released, so a running worker claims it at its next housekeeping round (a thi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -36,8 +37,9 @@ from typing import TypeVar
 import click
 
 from camunda_relay.client import EngineClient
-from camunda_relay.errors import JournalError, JournalUnavailable
+from camunda_relay.errors import CorruptJob, JournalError, JournalUnavailable
 from camunda_relay.journal import Journal, open_journal
+from camunda_relay.journal.base import UnreadableJob
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.reconciler import Orphan, find_orphans
 from camunda_relay.settings import Settings, masked
@@ -315,11 +317,17 @@ def pending(
             _print_orphans(found)
         return
     wanted = JobState(state.lower()) if state else None
-    jobs, counts = with_journal(target, lambda journal: _list(journal, wanted, show_all))
+    jobs, counts, unreadable = with_journal(
+        target, lambda journal: _list(journal, wanted, show_all)
+    )
     now = time.time()
     if as_json:
-        click.echo(json.dumps([_job_record(job, now, show_errors) for job in jobs], indent=2))
+        records = [_job_record(job, now, show_errors) for job in jobs]
+        records += [dataclasses.asdict(bad) for bad in unreadable]
+        click.echo(json.dumps(records, indent=2))
         return
+    if unreadable:
+        _print_unreadable(unreadable)
     if jobs:
         _print_jobs(jobs, now, show_errors)
     else:
@@ -331,9 +339,19 @@ def pending(
             click.echo(f"(not shown: {hidden}; --all or --state to see them)")
 
 
+def _print_unreadable(unreadable: list[UnreadableJob]) -> None:
+    click.echo(
+        "cannot be read (given back; no worker takes them: `pending cancel ID` lets the "
+        "reconciler resume the instance):"
+    )
+    rows = [(bad.id, bad.state, bad.topic, _short(bad.reason)) for bad in unreadable]
+    click.echo(_table(("ID", "STATE", "TOPIC", "WHY"), rows) + "\n")
+
+
 async def _list(
     journal: Journal, state: JobState | None, show_all: bool
-) -> tuple[list[Job], dict[JobState, int]]:
+) -> tuple[list[Job], dict[JobState, int], list[UnreadableJob]]:
+    unreadable = await journal.unreadable()
     counts = await journal.counts()
     if state is not None and not state.finished:
         jobs = [job for job in await journal.unfinished() if job.state is state]
@@ -343,7 +361,7 @@ async def _list(
             jobs = [job for job in jobs if job.state is state]
     else:
         jobs = await journal.unfinished()
-    return jobs, counts
+    return jobs, counts, unreadable
 
 
 async def _orphans(
@@ -424,13 +442,23 @@ def cancel(ctx: click.Context, job_id: str, journal_target: str | None, yes: boo
     """Delete a job from the journal (its instance then waits until someone acts)."""
     target = target_journal(ctx, journal_target)
 
-    async def find(journal: Journal) -> Job | None:
-        return await journal.get(job_id)
+    async def find(journal: Journal) -> Job | UnreadableJob | None:
+        try:
+            return await journal.get(job_id)
+        except CorruptJob as error:  # a row no reader of this version reads: it may go
+            return UnreadableJob(job_id, "?", "unreadable", str(error))
 
     job = with_journal(target, find)
     if job is None:
         raise click.ClickException(f"no job {job_id} in {_shown(target)}")
-    if not yes:
+    if isinstance(job, UnreadableJob):
+        if not yes:
+            click.confirm(
+                f"Delete job {job_id}, which cannot be read? The reconciler will report its "
+                "instance as an orphan (and resume it with CAMUNDA_RECONCILE=resume).",
+                abort=True,
+            )
+    elif not yes:
         warning = (
             f"Delete job {job.id} ({job.state.value}, process instance "
             f"{job.task.process_instance_id})?"

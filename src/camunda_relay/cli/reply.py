@@ -3,20 +3,25 @@
 ``--var NAME=VALUE`` (repeatable; VALUE is JSON when it parses, as for ``start``) sends the
 reply with those variables; ``--fail "reason"`` ends it in an incident with that reason. The
 answer goes into the journal (``--journal``, else ``CAMUNDA_JOURNAL``); a worker serving the
-topic delivers it. An unknown, used or expired token is one line and exit code 1. Neither the
-token nor a value is ever printed.
+topic delivers it. An unknown, used, expired or cancelled token ("the process instance was
+cancelled") is one line and exit code 1. Neither the token nor a value is ever printed. With
+tracing configured (``OTEL_*``), the answer is a span in the trace that ``TRACEPARENT`` (and
+``TRACESTATE``) in the environment name.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import click
 
+from camunda_relay import tracing
 from camunda_relay.cli.pending import journal_option, target_journal, with_journal
 from camunda_relay.cli.process import parse_variables
 from camunda_relay.journal import Journal
 from camunda_relay.replies.tokens import fail_reply, send_reply
+from camunda_relay.settings import Settings
 
 __all__ = ["reply"]
 
@@ -53,7 +58,10 @@ def reply(
         else:
             await send_reply(journal, token, variables)
 
-    with_journal(target_journal(ctx, journal_target), answer)
+    # Tracing on (OTEL_*): the answer joins the trace that TRACEPARENT names.
+    tracing.from_environment(ctx.find_object(Settings) or Settings(), os.environ)
+    with tracing.remote_parent(os.environ):
+        with_journal(target_journal(ctx, journal_target), answer)
     count = len(variables)
     outcome = "failure" if failure is not None else f"reply ({count} variable{'s' * (count != 1)})"
     click.echo(f"{outcome} accepted; a worker serving the topic delivers it")

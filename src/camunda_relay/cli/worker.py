@@ -14,9 +14,11 @@ import traceback
 import click
 import httpx
 
+from camunda_relay import tracing
 from camunda_relay.cli._logging import configure
 from camunda_relay.errors import ConfigurationError
 from camunda_relay.failpoints import Failpoints
+from camunda_relay.journal import Journal
 from camunda_relay.router import Router
 from camunda_relay.serve import Routes, probe_host, serve_worker
 from camunda_relay.settings import Settings
@@ -65,20 +67,31 @@ def _import_problem(module_name: str, error: Exception) -> str:
     return f"importing worker module {module_name!r} failed{where}: {problem}"
 
 
-async def serve(router: Router, settings: Settings, routes: Routes | None = None) -> None:
+async def serve(router: Router, settings: Settings) -> None:
     """Run a worker until SIGTERM or SIGINT, then shut down within the grace period; with
-    ``CAMUNDA_HTTP_PORT`` set, serve its metrics, probes and ``routes`` meanwhile."""
+    ``CAMUNDA_HTTP_PORT`` set, serve its metrics, probes and :func:`worker_routes`
+    meanwhile."""
     from camunda_relay.worker import Worker
 
-    worker = Worker(router, settings, failpoints=Failpoints.from_environment(os.environ))
+    worker = Worker(
+        router,
+        settings,
+        failpoints=Failpoints.from_environment(os.environ),
+        tracing=tracing.from_environment(settings, os.environ),
+    )
     server = None
+    loop = asyncio.get_running_loop()
+    try:
+        routes = worker_routes(settings, shared=(worker.journal, loop))
+    except ConfigurationError:
+        await worker.shutdown()
+        raise
     if settings.http_port is not None:
         try:
             server = serve_worker(worker, settings.http_address, settings.http_port, routes=routes)
         except ConfigurationError:
             await worker.shutdown()
             raise
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.stop)
     try:
@@ -95,6 +108,8 @@ async def serve(router: Router, settings: Settings, routes: Routes | None = None
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if server is not None:  # POST /reply answers 503 from now on; the probes go on
+            await asyncio.to_thread(server.close_routes)
         await worker.shutdown()
         if server is not None:
             server.close()
@@ -182,15 +197,18 @@ def worker(
     if worker_id is not None:
         settings = dataclasses.replace(settings, worker_id=worker_id)
     configure(log_level, settings.log_format)
-    asyncio.run(serve(router, settings, worker_routes(settings)))
+    asyncio.run(serve(router, settings))
 
 
-def worker_routes(settings: Settings) -> Routes:
+def worker_routes(
+    settings: Settings, *, shared: tuple[Journal, asyncio.AbstractEventLoop] | None = None
+) -> Routes:
     """The routes the worker's HTTP server serves beside its metrics and probes:
-    ``POST /reply`` (deferred replies) when ``CAMUNDA_REPLY_SECRET`` is set."""
+    ``POST /reply`` (deferred replies) when ``CAMUNDA_REPLY_SECRET`` is set, answered
+    through ``shared`` (the worker's journal and its loop) when given."""
     from camunda_relay.replies.http import reply_routes
 
-    routes = reply_routes(settings)
+    routes = reply_routes(settings, shared=shared)
     if routes and settings.http_port is None:
         log.warning(
             "CAMUNDA_REPLY_SECRET is set but CAMUNDA_HTTP_PORT is not: POST /reply is not "

@@ -10,14 +10,16 @@ An owner holds *one* lease for all its jobs, renewed by :meth:`Journal.renew` (o
 write, however many jobs it holds). Only :meth:`Journal.renew` and :meth:`Journal.release`
 change a lease: a worker renews when it starts, before its first claim or record, and then
 well within the lease. When the lease runs out (the worker died) the owner's jobs may be
-claimed by any worker that serves their topics; an owner with no lease at all counts as one
-whose lease ran out. A clean shutdown releases the lease, so peers take the jobs over at
-once. A worker that was paused past its lease (a stopped container, a long GC, a lost
-database) cannot overwrite a job its heir now holds: :meth:`Journal.save` refuses, and the
-worker leaves the job to the heir. A finished job is held by nobody, and so is a
-``deferred`` one once its runner has parked it (:meth:`Journal.park`, one write): a claim
-takes a deferred job only when its token was answered (:meth:`Journal.answer`) or its
-deadline passed.
+claimed by any worker that serves their topics under the same fetch filters (a job keeps the
+``filter_key`` of the registration that took it); an owner with no lease at all counts as one
+whose lease ran out. An owner's own jobs that none of its runners holds (a restart under the
+same worker id) are claimed by it at every round. A clean shutdown releases the lease, so
+peers take the jobs over at once. A worker that was paused past its lease (a stopped
+container, a long GC, a lost database) cannot overwrite a job its heir now holds:
+:meth:`Journal.save` refuses, and the worker leaves the job to the heir. A finished job is
+held by nobody, and so is a ``deferred`` one once its runner has parked it
+(:meth:`Journal.park`, one write): a claim takes a deferred job only when its token was
+answered (:meth:`Journal.answer`) or its deadline passed.
 
 An accepted answer is a promise: no later write erases it. A save of a job that does not
 carry the stored answer (``job.answer`` None: its runner has not seen it) is refused, so that
@@ -29,7 +31,8 @@ starts the job afresh) may change the token, and a changed token drops the answe
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -41,12 +44,15 @@ from camunda_relay.replies.job import Job, JobState
 __all__ = [
     "DEFAULT_LEASE",
     "NOBODY",
+    "UNREADABLE_LINE",
     "Journal",
+    "UnreadableJob",
     "Verdict",
     "check_owner",
     "judge_answer",
     "oldest_first",
     "same_answer",
+    "wanted_keys",
 ]
 
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -123,17 +129,40 @@ class Journal(Protocol):
         ...
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        """Take over unfinished jobs of ``topics`` held by nobody or by another owner whose
-        lease ran out (or who has none), oldest first, at most ``limit``; ``own``: this
-        owner's own jobs too (the first round after a restart under the same worker id).
-        No topics, nothing.
+        """Take over unfinished jobs that this owner will run, oldest first, at most
+        ``limit``: jobs of ``topics`` taken under the same fetch filters (``filters``: each
+        topic's :attr:`~camunda_relay.router.Registration.filter_key`, ``""`` when absent),
+        held by nobody, by another owner whose lease ran out (or who has none), or by this
+        owner itself, except those whose ids are in ``running`` (the jobs a runner of this
+        process holds). No topics, nothing.
 
-        Taken jobs belong to :attr:`owner`. Two claimers never get the same job. The cost
-        does not grow with the jobs live owners hold (only with the number of owners and the
-        jobs that may be taken).
+        A ``deferred`` job is taken only once answered or past its deadline; a job whose
+        stored row cannot be read is never returned: it is given back (held by nobody),
+        marked so that no claim takes it again, named in one log line, and listed by
+        :meth:`unreadable`. Taken jobs belong to :attr:`owner`. Two claimers never get the
+        same job. The cost does not grow with the jobs other live owners hold or with the
+        parked deferred jobs (only with the number of owners, this owner's ``running`` and
+        the jobs that may be taken).
         """
+        ...
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        """The unfinished jobs a claim found unreadable and marked, oldest first (a
+        :meth:`save` of the job, by ``pending retry`` or a worker that can read it, clears
+        the mark)."""
+        ...
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        """How many unfinished jobs of ``topics`` there are under each ``(topic,
+        filter_key)``: a worker names, at start, those taken under other filters than its
+        own (no claim of its takes them)."""
         ...
 
     async def renew(self) -> None:
@@ -174,6 +203,31 @@ class Journal(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class UnreadableJob:
+    """A job whose stored row cannot be read (a payload of another version, a damaged or
+    hand-edited row): ``reason`` names what failed, never a value."""
+
+    id: str
+    topic: str
+    state: str
+    reason: str
+
+
+UNREADABLE_LINE = (
+    "journal job %s cannot be read (%s): given back and marked, no claim takes it again "
+    "(camunda-relay pending lists it; pending cancel lets the reconciler resume its instance)"
+)
+"""The one log line (job id, reason) of a row a claim could not read."""
+
+
+def wanted_keys(topics: Collection[str], filters: Mapping[str, str] | None) -> list[list[str]]:
+    """The ``[topic, filter_key]`` pairs a claim takes, sorted (every journal's reading of
+    ``topics`` and ``filters``)."""
+    keys = filters or {}
+    return sorted([topic, keys.get(topic, "")] for topic in set(topics))
+
+
 class Verdict(StrEnum):
     """What became of an answer to a reply token."""
 
@@ -181,6 +235,7 @@ class Verdict(StrEnum):
     UNKNOWN = "unknown"  # no job has that token now (never issued, superseded, pruned)
     USED = "used"  # the token was answered before, with another answer
     EXPIRED = "expired"  # the deadline passed, or the job went on without the answer
+    CANCELLED = "cancelled"  # the job's instance no longer waits (the job ended cancelled)
 
 
 _ANSWERABLE = frozenset({JobState.RECORDED, JobState.ACKNOWLEDGED, JobState.DEFERRED})
@@ -198,9 +253,12 @@ def judge_answer(
     again, whatever became of the job since), or a first one while its attempt runs (the
     token's holder may answer before the handler returned; ``recorded``: the attempt's
     acknowledgement was lost with a machine) or while it waits deferred, before its
-    deadline. The one rule every journal applies."""
+    deadline. A cancelled job's token says so, whatever came before (nobody waits for its
+    reply any more). The one rule every journal applies."""
     if state is None:
         return Verdict.UNKNOWN
+    if state is JobState.CANCELLED:
+        return Verdict.CANCELLED
     if stored is not None:
         return Verdict.ACCEPTED if same_answer(stored, answer) else Verdict.USED
     if state is JobState.DEFERRED and deadline is not None and deadline <= now:

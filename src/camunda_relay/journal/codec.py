@@ -27,7 +27,8 @@ payload of either version (a version-1 payload's own copies of the columns are n
 
 An :class:`~camunda_relay.replies.job.Answer` (what a reply token's holder sent) is kept in
 a column of its own, beside the payload (:func:`dumps_answer`): ``{"variables": {...}}`` in
-the same typed form, or ``{"failure": "reason"}``. The reply token itself is never stored,
+the same typed form, or ``{"failure": "reason"}``, with ``"trace": {"traceparent": ...}``
+(the answerer's trace context) while tracing is on. The reply token itself is never stored,
 only its hash.
 """
 
@@ -78,12 +79,16 @@ ROW = (
     "updated_at",
     "token_hash",
     "result",
+    "filter_key",
 )
 """The columns :func:`from_row` reads a job from, in its order."""
 
 # The reply token lives in memory only (the handler's attempt); the journal keeps its hash.
+# The cancellation event is the running attempt's too.
 _TASK_FIELDS = tuple(
-    field.name for field in dataclasses.fields(Task) if field.name != "reply_token"
+    field.name
+    for field in dataclasses.fields(Task)
+    if field.name not in ("reply_token", "cancelled")
 )
 _TASK_DATETIMES = frozenset({"lock_expiration"})
 _PLAIN = (str, int, float, bool, type(None))
@@ -93,6 +98,10 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _encode_value(name: str, value: object) -> dict[str, object]:
+    if isinstance(value, variables.File) and not value.loaded:
+        # A fetched File's description only: its bytes stay in the engine.
+        typed = variables.File(value.name, b"", value.mime_type, value.encoding).typed(name)
+        return {**typed, "value": None}
     if isinstance(value, variables.Unreadable):
         return {
             "type": value.type,
@@ -112,6 +121,8 @@ def _task_payload(task: Task) -> dict[str, object]:
         value = getattr(task, name)
         if name == "variables":
             data[name] = _encode_values(value)
+        elif name == "extension_properties":
+            data[name] = dict(value)
         elif name in _TASK_DATETIMES:
             data[name] = value.isoformat() if value is not None else None
         elif isinstance(value, _PLAIN):
@@ -138,6 +149,7 @@ def to_payload(job: Job) -> dict[str, object]:
         "task": _task_payload(job.task),
         "result": _encode_values(job.result) if job.result is not None else None,
         "token_hash": job.token_hash,
+        "filter_key": job.filter_key,
     }
 
 
@@ -185,6 +197,7 @@ def columns(job: Job) -> dict[str, object]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "token_hash": job.token_hash,
+        "filter_key": job.filter_key,
     }
 
 
@@ -195,6 +208,8 @@ def dumps_answer(answer: Answer) -> str:
         if answer.failure is not None
         else {"variables": _encode_values(answer.variables or {})}
     )
+    if answer.trace:
+        data["trace"] = dict(answer.trace)
     return _dumps(data)
 
 
@@ -207,11 +222,20 @@ def loads_answer(text: str | bytes | Mapping[str, Any] | None) -> Answer | None:
         data = json.loads(text) if isinstance(text, str | bytes) else text
         if not isinstance(data, Mapping):
             raise TypeError("the answer is not a JSON object")
+        trace = _trace(data.get("trace"))
         if data.get("failure") is not None:
-            return Answer(failure=str(data["failure"]))
-        return Answer(variables=_decode_values(data.get("variables", {})))
+            return Answer(failure=str(data["failure"]), trace=trace)
+        return Answer(variables=_decode_values(data.get("variables", {})), trace=trace)
     except (ValueError, TypeError, KeyError, RecursionError):
         raise CorruptJob("a stored reply answer cannot be read") from None
+
+
+def _trace(data: object) -> dict[str, str] | None:
+    """An answer's trace context; None for none, or one that is not text (never an error:
+    it only links spans)."""
+    if not isinstance(data, Mapping):
+        return None
+    return {str(k): v for k, v in data.items() if isinstance(v, str)} or None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -291,6 +315,7 @@ def from_payload(data: object, answer: Answer | None = None) -> Job:
             updated_at=float(data["updated_at"]),
             token_hash=data.get("token_hash"),  # absent in payloads of earlier versions
             answer=answer,
+            filter_key=str(data.get("filter_key") or ""),  # likewise
         )
     except CorruptJob:
         raise
@@ -343,6 +368,7 @@ def from_row(row: Sequence[Any]) -> Job:
             updated_at=float(fields["updated_at"]),
             token_hash=fields["token_hash"],
             answer=answer,
+            filter_key=str(fields["filter_key"] or ""),
         )
     except CorruptJob:
         raise

@@ -9,11 +9,11 @@ A worker wraps its journal in one only while a journal failpoint is set
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TypeVar
 
 from camunda_relay.failpoints import Failpoints
-from camunda_relay.journal.base import Journal, Verdict
+from camunda_relay.journal.base import Journal, UnreadableJob, Verdict
 from camunda_relay.replies.job import Job, JobState
 
 __all__ = ["FailpointJournal", "unwrapped"]
@@ -51,10 +51,18 @@ class FailpointJournal:
         return await self._write("park", lambda: self.wrapped.park(job))
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
         return await self._write(
-            "claim", lambda: self.wrapped.claim(topics=topics, limit=limit, own=own)
+            "claim",
+            lambda: self.wrapped.claim(
+                topics=topics, limit=limit, filters=filters, running=running
+            ),
         )
 
     async def renew(self) -> None:
@@ -79,6 +87,12 @@ class FailpointJournal:
 
     async def get(self, job_id: str) -> Job | None:
         return await self.wrapped.get(job_id)
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        return await self.wrapped.unreadable()
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        return await self.wrapped.filter_keys(topics)
 
     async def unfinished(self) -> list[Job]:
         return await self.wrapped.unfinished()

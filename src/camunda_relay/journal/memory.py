@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -11,10 +11,12 @@ from camunda_relay.clock import SYSTEM, Clock
 from camunda_relay.journal.base import (
     DEFAULT_LEASE,
     NOBODY,
+    UnreadableJob,
     Verdict,
     check_owner,
     judge_answer,
     oldest_first,
+    wanted_keys,
 )
 from camunda_relay.journal.codec import loads_answer
 from camunda_relay.replies.job import Job, JobState
@@ -146,23 +148,42 @@ class MemoryJournal:
         return oldest_first(found)
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        wanted = set(topics)
+        wanted = {(topic, key) for topic, key in wanted_keys(topics, filters)}
+        busy = set(running)
         taken: list[Job] = []
         now = self.clock.wall()
         for entry in self._unfinished():
             if len(taken) >= limit:
                 break
-            if entry.job.task.topic not in wanted or not entry.claimable(now):
+            job = entry.job
+            if (job.task.topic, job.filter_key) not in wanted or not entry.claimable(now):
                 continue
-            if entry.owner == self.owner and not own:
+            if entry.owner == self.owner and job.id in busy:
                 continue
             if self._free(entry.owner):
                 entry.owner = self.owner
                 taken.append(entry.read)
         self._forget_idle_owners()
         return taken
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        return []  # jobs live as objects here: nothing to read
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        wanted = set(topics)
+        counts: dict[tuple[str, str], int] = {}
+        for entry in self._unfinished():
+            if entry.job.task.topic in wanted:
+                key = (entry.job.task.topic, entry.job.filter_key)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def _forget_idle_owners(self) -> None:
         """Drop the leases that ran out of owners that hold no unfinished job (the SQL

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -44,16 +44,19 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
-from camunda_relay.errors import ConfigurationError, JournalError, JournalUnavailable
+from camunda_relay.errors import ConfigurationError, CorruptJob, JournalError, JournalUnavailable
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import postgres_schema as schema
 from camunda_relay.journal.base import (
     DEFAULT_LEASE,
     NOBODY,
+    UNREADABLE_LINE,
+    UnreadableJob,
     Verdict,
     check_owner,
     judge_answer,
     oldest_first,
+    wanted_keys,
 )
 from camunda_relay.journal.postgres_schema import SCHEMA_VERSION
 from camunda_relay.replies.job import Job, JobState
@@ -80,9 +83,21 @@ def journal_error(error: psycopg.Error, doing: str) -> JournalError:
     return cls(f"PostgreSQL journal: {doing} failed ({type(error).__name__}{state})")
 
 
-def _job(row: TupleRow) -> Job:
+def _job(row: Sequence[Any]) -> Job:
     """A job from its ``payload, answer`` row (psycopg reads ``json`` columns as data)."""
     return journal_codec.from_payload(row[0], journal_codec.loads_answer(row[1]))
+
+
+def _jobs(rows: list[TupleRow]) -> list[Job]:
+    """The jobs of ``id, payload, answer`` rows, read one by one; one that cannot be read is
+    left out, named by id in a WARNING (``pending`` lists it once a claim marked it)."""
+    jobs: list[Job] = []
+    for job_id, *row in rows:
+        try:
+            jobs.append(_job(row))
+        except CorruptJob as error:
+            log.warning("journal job %s cannot be read (%s); left out", job_id, error)
+    return jobs
 
 
 class PostgresJournal:
@@ -132,6 +147,8 @@ class PostgresJournal:
             "owners": sql.Identifier(f"{table}_owners"),
             "state_index": sql.Identifier(f"{table}_state_idx"),
             "claim_index": sql.Identifier(f"{table}_claim_idx"),
+            "expiry_index": sql.Identifier(f"{table}_expiry_idx"),
+            "parked": sql.SQL(schema.PARKED_CONDITION),
             "lease_index": sql.Identifier(f"{table}_lease_until_idx"),
             "token_index": sql.Identifier(f"{table}_token_idx"),
             "unfinished": sql.SQL(schema.UNFINISHED_CONDITION),
@@ -326,8 +343,7 @@ class PostgresJournal:
         return _job(rows[0]) if rows else None
 
     async def unfinished(self) -> list[Job]:
-        rows = await self._execute("unfinished", {})
-        return [_job(row) for row in rows]
+        return _jobs(await self._execute("unfinished", {}))
 
     async def unfinished_instances(self) -> set[str]:
         rows = await self._execute("unfinished_instances", {})
@@ -339,27 +355,57 @@ class PostgresJournal:
         else:
             wanted = sorted({JobState(state).value for state in states})
             rows = await self._execute("jobs_in", {"states": wanted})
-        return [_job(row) for row in rows]
+        return _jobs(rows)
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        wanted = sorted(set(topics))
+        wanted = wanted_keys(topics, filters)
         if not wanted or limit <= 0:
             return []
-        parameters = self._mine(own=own, topics=wanted, limit=limit)
+        parameters = self._mine(
+            topics=[topic for topic, _ in wanted],
+            keys=[key for _, key in wanted],
+            running=sorted(set(running)),
+            limit=limit,
+        )
 
-        async def claim(conn: Connection) -> list[TupleRow]:
+        async def claim(conn: Connection) -> tuple[list[Job], list[tuple[str, str]]]:
+            # Rows are read one by one inside the claim's transaction: an unreadable one is
+            # given back and marked in the same commit, and the others run.
+            jobs: list[Job] = []
+            bad: list[tuple[str, str]] = []
             async with conn.transaction():
                 rows = await (await conn.execute(self._sql["claim"], parameters)).fetchall()
+                for job_id, *row in rows:
+                    try:
+                        jobs.append(_job(row))
+                    except CorruptJob as error:
+                        bad.append((str(job_id), str(error)))
+                        marked = {"id": job_id, "reason": str(error), **parameters}
+                        await conn.execute(self._sql["mark_unreadable"], marked)
                 await conn.execute(self._sql["prune_owners"], parameters)
-            return rows
+            return jobs, bad
 
-        rows = await self._run("claim", claim)
-        jobs = oldest_first([_job(row) for row in rows])
+        jobs, bad = await self._run("claim", claim)
+        for job_id, reason in bad:
+            log.error(UNREADABLE_LINE, job_id, reason)
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
-        return jobs
+        return oldest_first(jobs)
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        rows = await self._execute("unreadable", {})
+        return [UnreadableJob(*(str(value) for value in row)) for row in rows]
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        rows = await self._execute("filter_keys", {"topics": sorted(set(topics))})
+        return {(str(topic), str(key)): int(count) for topic, key, count in rows}
 
     async def renew(self) -> None:
         await self._rowcount("renew", self._mine())

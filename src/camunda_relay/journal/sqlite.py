@@ -41,7 +41,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
@@ -49,16 +49,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from camunda_relay.clock import SYSTEM, Clock
+from camunda_relay.errors import CorruptJob
 from camunda_relay.journal import codec as journal_codec
 from camunda_relay.journal import sqlite_connection as connection
 from camunda_relay.journal import sqlite_schema as schema
 from camunda_relay.journal.base import (
     DEFAULT_LEASE,
     NOBODY,
+    UNREADABLE_LINE,
+    UnreadableJob,
     Verdict,
     check_owner,
     judge_answer,
     oldest_first,
+    wanted_keys,
 )
 from camunda_relay.journal.sqlite_connection import BUSY_TIMEOUT, journal_error
 from camunda_relay.journal.sqlite_schema import SCHEMA_VERSION
@@ -75,7 +79,25 @@ _Queued = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool
 
 
 def _loads(rows: list[tuple[Any, ...]]) -> list[Job]:
-    return [journal_codec.from_row(row) for row in rows]
+    """The jobs of ``(id, *ROW)`` rows; one that cannot be read is left out, named by id in
+    a WARNING (``pending`` lists it once a claim marked it)."""
+    jobs, bad = _decode(rows)
+    for job_id, reason in bad:
+        log.warning("journal job %s cannot be read (%s); left out", job_id, reason)
+    return jobs
+
+
+def _decode(rows: list[tuple[Any, ...]]) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs of ``(id, *ROW)`` rows, read one by one, and the ``(id, reason)`` of each
+    row that cannot be read."""
+    jobs: list[Job] = []
+    bad: list[tuple[str, str]] = []
+    for job_id, *row in rows:
+        try:
+            jobs.append(journal_codec.from_row(row))
+        except CorruptJob as error:
+            bad.append((str(job_id), str(error)))
+    return jobs, bad
 
 
 class SqliteJournal:
@@ -224,12 +246,12 @@ class SqliteJournal:
 
     async def get(self, job_id: str) -> Job | None:
         def get(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
-            query = f"SELECT {schema.JOB} FROM relay_jobs WHERE id = ?"  # noqa: S608
+            query = f"SELECT id, {schema.JOB} FROM relay_jobs WHERE id = ?"  # noqa: S608
             row: tuple[Any, ...] | None = conn.execute(query, (job_id,)).fetchone()
             return row
 
         row = await self._call(get)
-        return journal_codec.from_row(row) if row is not None else None
+        return journal_codec.from_row(row[1:]) if row is not None else None
 
     async def unfinished(self) -> list[Job]:
         rows = await self._call(lambda conn: conn.execute(schema.UNFINISHED_PAYLOADS).fetchall())
@@ -241,7 +263,7 @@ class SqliteJournal:
 
     async def jobs(self, *, states: Collection[JobState] | None = None) -> list[Job]:
         wanted = sorted({JobState(state).value for state in states}) if states is not None else []
-        query = f"SELECT {schema.JOB} FROM relay_jobs"  # noqa: S608
+        query = f"SELECT id, {schema.JOB} FROM relay_jobs"  # noqa: S608
         if states is not None:
             query += f" WHERE state IN ({', '.join('?' * len(wanted))})" if wanted else " WHERE 0"
         query += " ORDER BY created_at, id"
@@ -249,25 +271,51 @@ class SqliteJournal:
         return _loads(rows)
 
     async def claim(
-        self, *, topics: Collection[str], limit: int = 100, own: bool = False
+        self,
+        *,
+        topics: Collection[str],
+        limit: int = 100,
+        filters: Mapping[str, str] | None = None,
+        running: Collection[str] = (),
     ) -> list[Job]:
-        wanted = sorted(set(topics))
+        wanted = wanted_keys(topics, filters)
         if not wanted or limit <= 0:
             return []
-        parameters = {"me": self.owner, "own": own, "topics": json.dumps(wanted), "limit": limit}
+        parameters = {
+            "me": self.owner,
+            "wanted": json.dumps(wanted),
+            "running": json.dumps(sorted(set(running))),
+            "limit": limit,
+        }
 
-        def claim(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def claim(conn: sqlite3.Connection) -> tuple[list[Job], list[tuple[str, str]]]:
+            # Rows are read one by one inside the claim's own write: an unreadable one is
+            # given back and marked in the same commit, and the others run.
             times = self._times()
-            rows: list[tuple[Any, ...]] = conn.execute(
-                schema.CLAIM, {**parameters, **times}
-            ).fetchall()
+            rows = conn.execute(schema.CLAIM, {**parameters, **times}).fetchall()
+            jobs, bad = _decode(rows)
+            for job_id, reason in bad:
+                conn.execute(schema.MARK_UNREADABLE, {"id": job_id, "reason": reason, **parameters})
             conn.execute(schema.PRUNE_OWNERS, {**parameters, **times})
-            return rows
+            return jobs, bad
 
-        jobs = oldest_first(_loads(await self._write(claim)))
+        jobs, bad = await self._write(claim)
+        for job_id, reason in bad:
+            log.error(UNREADABLE_LINE, job_id, reason)
         if jobs:
             log.debug("claimed %d journal jobs", len(jobs))
-        return jobs
+        return oldest_first(jobs)
+
+    async def unreadable(self) -> list[UnreadableJob]:
+        rows = await self._call(lambda conn: conn.execute(schema.UNREADABLE).fetchall())
+        return [UnreadableJob(*(str(value) for value in row)) for row in rows]
+
+    async def filter_keys(self, topics: Collection[str]) -> dict[tuple[str, str], int]:
+        wanted = json.dumps(sorted(set(topics)))
+        rows = await self._call(
+            lambda conn: conn.execute(schema.FILTER_KEYS, {"topics": wanted}).fetchall()
+        )
+        return {(topic, key): count for topic, key, count in rows}
 
     async def renew(self) -> None:
         def renew(conn: sqlite3.Connection) -> None:

@@ -14,7 +14,10 @@ every stretch in which the engine could not answer (unreachable, 5xx, history un
 An engine outage of any length therefore never fails a reply. Several matching executions is
 a modelling or configuration error: failed at once, not retried. A job that cannot be
 delivered comes back ``failing``; its incident is raised by the caller
-(:mod:`camunda_relay.replies.incidents`).
+(:mod:`camunda_relay.replies.incidents`). A job whose instance history shows ended (cancelled
+or deleted, ``EXTERNALLY_TERMINATED``, or ended some other way before the catch event's
+passage in the job's round) comes back ``cancelled``: nobody waits, and no execution is left
+to carry an incident.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from camunda_relay.replies.incidents import INCIDENT_TYPE
 from camunda_relay.replies.job import Job, JobState
 from camunda_relay.variables import engine_date
 
-__all__ = ["INCIDENT_TYPE", "Correlator", "Wait", "catch_activity_ids"]
+__all__ = [
+    "CANCELLED",
+    "ENDED",
+    "INCIDENT_TYPE",
+    "Correlator",
+    "Wait",
+    "catch_activity_ids",
+    "round_start",
+]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +190,9 @@ class Correlator:
             return _EARLY
         if await self.passed(job):  # it passed just now
             return _delivered(job)
+        if problem in (CANCELLED, ENDED):
+            # Nobody waits, and nobody will: no execution could carry an incident either.
+            return job.advance(JobState.CANCELLED, error=problem)
         return _failing(job, problem)
 
     async def passed(self, job: Job) -> bool | None:
@@ -186,13 +200,13 @@ class Correlator:
         round (a passage that started after the job's task ended); None when history cannot
         be read right now."""
         try:
-            catch_ids = await self._catch_activities(job)
+            catch_ids = await self.catch_activities(job)
             passages = await self._client.historic_activity_instances(
                 process_instance_id=job.task.process_instance_id
             )
         except EngineError:
             return None
-        since = _round_start(passages, job.task.activity_instance_id)
+        since = round_start(passages, job.task.activity_instance_id)
         for passage in passages:
             if passage.get("activityId") not in catch_ids or passage.get("canceled", False):
                 continue
@@ -205,17 +219,21 @@ class Correlator:
 
     async def _why_nobody_waits(self, job: Job) -> str | None:
         """A reason that retrying cannot help, or None when it may be just too early."""
-        if not await self._catch_activities(job):
+        if not await self.catch_activities(job):
             return (
                 f"the process has no catch event for message {job.message!r}: check the "
                 "reply= name against the model"
             )
         instance = await self._client.historic_process_instance(job.task.process_instance_id)
-        if instance is None or instance.get("endTime") is not None:
+        if instance is None:  # no history of it (removed, or an engine that keeps none)
             return "the process instance ended before the reply could be delivered"
+        if instance.get("endTime") is not None:
+            return CANCELLED if instance.get("state") == "EXTERNALLY_TERMINATED" else ENDED
         return None
 
-    async def _catch_activities(self, job: Job) -> frozenset[str]:
+    async def catch_activities(self, job: Job) -> frozenset[str]:
+        """The ids of the elements of the job's process that wait for its message (read
+        once per process definition and message)."""
         definition = job.task.process_definition_id or ""
         key = (definition, job.message)
         if key not in self._catch_ids:
@@ -225,6 +243,8 @@ class Correlator:
 
 
 _EARLY = "too early: no execution waits for the message yet"
+CANCELLED = "the process instance was cancelled"
+ENDED = "the process instance ended without waiting for the reply"
 
 
 def _delivered(job: Job) -> Job:
@@ -241,7 +261,7 @@ def _moved(job: Job, seconds: float) -> Job:
     return job.advance(job.state, deadline=job.deadline + max(seconds, 0.0), at=job.updated_at)
 
 
-def _round_start(
+def round_start(
     passages: Sequence[Mapping[str, Any]], activity_instance_id: str | None
 ) -> datetime | None:
     """When the job's round began: the end of the task's own activity instance (its start

@@ -14,6 +14,8 @@
                                                  ▼
                                                failed
 
+    acknowledged, deferred, done ── the instance no longer waits for the reply ──▶ cancelled
+
 A job is written to the journal (keyed by the external task id) *before* its task is
 completed. Every change of state goes through :meth:`Job.advance`, which consults
 :data:`TRANSITIONS` and raises :class:`~camunda_relay.errors.IllegalTransition` for a move
@@ -30,6 +32,12 @@ engine was unreachable): it is retried until it lands, and the job is not finish
 then. The moves back (``delivered → done``, ``failed``/``dropped → recorded``) are the
 engine offering a task again after it lost the completion, and ``camunda-relay pending
 retry``.
+
+``cancelled``: the instance no longer waits for the reply and never will (cancelled or
+deleted in Cockpit or over the REST API, ended, or moved past the catch event): the work was
+cancelled (:mod:`camunda_relay.worker.cancellation`), or the delivery found the instance
+ended. Nobody waits, so no message is sent and no incident raised. A task offered again
+(the engine lost the completion and the instance with it, then got both back) starts afresh.
 """
 
 from __future__ import annotations
@@ -64,8 +72,8 @@ class JobState(StrEnum):
     completed, the work runs), ``deferred`` (the work handed out a reply token and waits for
     its answer), ``done`` (the work is done, the message not delivered yet),
     ``failing`` (failed for good, the incident not in the engine yet), and the finished
-    states ``delivered``, ``failed`` (an incident carries it) and ``dropped`` (the task was
-    never completed).
+    states ``delivered``, ``failed`` (an incident carries it), ``dropped`` (the task was
+    never completed) and ``cancelled`` (the instance no longer waits for the reply).
     """
 
     RECORDED = "recorded"
@@ -76,6 +84,7 @@ class JobState(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     DROPPED = "dropped"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
@@ -87,12 +96,13 @@ _S = JobState
 TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     # completed (acknowledged), not completed (dropped), or saved again as it is
     _S.RECORDED: frozenset({_S.RECORDED, _S.ACKNOWLEDGED, _S.DROPPED}),
-    # the next attempt, the work's end, the work deferred, or failed for good
-    _S.ACKNOWLEDGED: frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.DEFERRED, _S.FAILING}),
-    # answered (done), answered with a failure or past the deadline; pending retry
-    _S.DEFERRED: frozenset({_S.DEFERRED, _S.DONE, _S.FAILING, _S.ACKNOWLEDGED}),
-    # delivered, cannot be delivered, or saved again (a deadline moved); pending retry
-    _S.DONE: frozenset({_S.DONE, _S.DELIVERED, _S.FAILING, _S.ACKNOWLEDGED}),
+    # the next attempt, the work's end, the work deferred, failed for good, or cancelled
+    _S.ACKNOWLEDGED: frozenset({_S.ACKNOWLEDGED, _S.DONE, _S.DEFERRED, _S.FAILING, _S.CANCELLED}),
+    # answered (done), answered with a failure or past the deadline, cancelled; pending retry
+    _S.DEFERRED: frozenset({_S.DEFERRED, _S.DONE, _S.FAILING, _S.ACKNOWLEDGED, _S.CANCELLED}),
+    # delivered, cannot be delivered, saved again (a deadline moved), the instance ended;
+    # pending retry
+    _S.DONE: frozenset({_S.DONE, _S.DELIVERED, _S.FAILING, _S.ACKNOWLEDGED, _S.CANCELLED}),
     # the incident landed (or nobody is left to carry it); pending retry
     _S.FAILING: frozenset({_S.FAILING, _S.FAILED, _S.DONE, _S.ACKNOWLEDGED}),
     # the engine lost the completion and the message with it: deliver again
@@ -101,10 +111,15 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     _S.FAILED: frozenset({_S.RECORDED, _S.DONE, _S.ACKNOWLEDGED}),
     # the task is offered again; pending retry
     _S.DROPPED: frozenset({_S.RECORDED}),
+    # the task is offered again (the engine lost the completion and got the instance back)
+    _S.CANCELLED: frozenset({_S.RECORDED}),
 }
 
-FINISHED = frozenset({_S.DELIVERED, _S.FAILED, _S.DROPPED})
-"""States no worker acts on any more: the journal keeps them for listings only."""
+FINISHED = frozenset({_S.DELIVERED, _S.FAILED, _S.DROPPED, _S.CANCELLED})
+"""States no worker acts on any more: the journal keeps them for listings only.
+
+The journals' partial indexes list :data:`UNFINISHED` states only, so a new finished state
+leaves their definitions (and the schema versions) as they were."""
 
 UNFINISHED = frozenset(JobState) - FINISHED
 """States a worker must carry on from (after a restart, or taking over a dead peer's job)."""
@@ -120,10 +135,12 @@ ANSWERED = frozenset({_S.DELIVERED, _S.FAILED})
 @dataclass(frozen=True)
 class Answer:
     """What the holder of a reply token sent: the reply's variables, or a failure (its
-    ``reason`` becomes the incident's message)."""
+    ``reason`` becomes the incident's message); ``trace``: the answerer's W3C trace context
+    (``traceparent``, ``tracestate``), kept while tracing is on."""
 
     variables: Mapping[str, Any] | None = field(default=None, repr=False)
     failure: str | None = field(default=None, repr=False)
+    trace: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
 
 def sql_states(states: frozenset[JobState]) -> str:
@@ -147,6 +164,10 @@ class Job:
     never stored; ``reply_token`` holds it in memory for the attempt's handler only).
     ``answer`` is what the token's holder sent, read from the journal, never written by
     :meth:`~camunda_relay.journal.base.Journal.save`.
+
+    ``filter_key`` names the fetch filters of the registration that took the job
+    (:func:`camunda_relay.filters.filter_key`; ``""``: none): only a worker whose
+    registration of the topic has the same key takes it over (docs/journal.md).
     """
 
     task: Task
@@ -164,6 +185,7 @@ class Job:
     token_hash: str | None = None
     answer: Answer | None = field(default=None, compare=False)
     reply_token: str | None = field(default=None, repr=False, compare=False)
+    filter_key: str = ""
 
     @property
     def id(self) -> str:

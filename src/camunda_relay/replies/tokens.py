@@ -17,8 +17,9 @@ Answering only writes the answer into the journal; a worker serving the topic cl
 job and delivers the reply on the same path as every reply (to the instance the task came
 from, too early retried, already delivered confirmed, once). An answer that comes while the
 handler still runs is delivered too, whatever becomes of that attempt: no later attempt runs
-past it. Past the deadline the token is
-expired and the waiting execution gets an incident.
+past it. Past the deadline the token is expired and the waiting execution gets an incident.
+When the instance is cancelled meanwhile (or moves on without the reply), the job ends
+``cancelled`` and its token answers so.
 
 A token is 32 random bytes (``secrets``), URL-safe text, derived from nothing: it reveals
 nothing about the instance; it never starts with ``-`` (a command line would take it for an
@@ -29,6 +30,7 @@ one was answered first: that answer is taken before any new attempt starts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -38,6 +40,7 @@ from camunda_relay.errors import ReplyTokenError
 from camunda_relay.journal.base import Journal, Verdict
 from camunda_relay.journal.codec import dumps_answer
 from camunda_relay.replies.job import Answer
+from camunda_relay.tracing import answering
 from camunda_relay.variables import encode_all
 
 __all__ = ["fail_reply", "hash_token", "new_token", "send_reply"]
@@ -53,6 +56,7 @@ _REFUSED = {
     "takes one answer (the same answer again is accepted)",
     Verdict.EXPIRED: "this reply token has expired: its reply deadline passed, or its job "
     "went on without it",
+    Verdict.CANCELLED: "the process instance was cancelled: nobody waits for this reply any more",
 }
 
 
@@ -97,6 +101,9 @@ async def fail_reply(journal: Journal, token: str, reason: str) -> None:
 async def _answer(journal: Journal, token: str, answer: Answer) -> None:
     if not isinstance(token, str) or not _TOKEN.fullmatch(token.strip()):
         raise ReplyTokenError(_REFUSED[Verdict.UNKNOWN])
-    verdict = await journal.answer(hash_token(token.strip()), dumps_answer(answer))
-    if verdict is not Verdict.ACCEPTED:
-        raise ReplyTokenError(_REFUSED[verdict], verdict=verdict.value)
+    with answering() as trace:
+        if trace:
+            answer = dataclasses.replace(answer, trace=trace)
+        verdict = await journal.answer(hash_token(token.strip()), dumps_answer(answer))
+        if verdict is not Verdict.ACCEPTED:
+            raise ReplyTokenError(_REFUSED[verdict], verdict=verdict.value)

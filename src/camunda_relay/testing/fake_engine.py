@@ -21,7 +21,10 @@ knowing it). Message subscriptions carry a ``createdDate`` (:attr:`FakeInstance.
 History: the activity instances of each task and each passage of the catch event, with
 start and end times from a clock that moves one millisecond per event, so a worker can tell
 rounds apart; ``start(rounds=N)`` models a loop (the catch event leads back to a new task
-N-1 times); ``history_level`` below ``"full"`` keeps no external-task log and no details.
+N-1 times); ``history_level`` below ``"full"`` keeps no external-task log and no details;
+:attr:`FakeEngine.history_lags` names instances whose history is not written yet. The runtime
+query ``POST /process-instance`` (``processInstanceIds``, ``activityIdIn``) lists running
+instances.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class FakeInstance:
     topic: str = TOPIC
     rounds: int = 1  # a looping model: how many times it passes the catch event in all
     history: list[dict[str, Any]] = field(default_factory=list)  # activity instances
+    tenant_id: str | None = None
 
     def wait(self) -> None:
         self.state = "waiting"
@@ -127,6 +131,9 @@ class FakeEngine:
         self.history_level = history_level
         self.json_variables = json_variables  # False: an engine without Spin's JSON format
         self.json_probes = 0  # the worker's start-up probes (EngineClient.stores_json)
+        # Instances whose history is not written yet (a history backend that lags): history
+        # queries leave them out.
+        self.history_lags: set[str] = set()
         self._ticks = itertools.count(1)
         self.faults_hit: list[tuple[str, str]] = []  # (route, kind) of each fault applied
         self.tasks: dict[str, FakeTask] = {}
@@ -146,14 +153,17 @@ class FakeEngine:
         rounds: int = 1,
         topic: str = TOPIC,
         variables: dict[str, object] | None = None,
+        tenant_id: str | None = None,
     ) -> str:
-        """A new instance at its task; ``variables`` (plain values) are fetched with it."""
+        """A new instance at its task; ``variables`` (plain values) are fetched with it; a
+        fetch with ``tenantIdIn`` (or ``withoutTenantId``) sees it only in its tenant."""
         instance = FakeInstance(
             id=f"pi-{next(self._ids)}",
             business_key=business_key,
             rounds=rounds,
             topic=topic,
             variables=encode_all(variables or {}),
+            tenant_id=tenant_id,
         )
         self.instances[instance.id] = instance
         self._new_task(instance)
@@ -208,6 +218,9 @@ class FakeEngine:
         """Cancel an instance: its open task is gone (404), nobody waits for a message."""
         instance = self.instances[instance_id]
         instance.state = "cancelled"
+        for entry in instance.history:
+            if entry["endTime"] is None:
+                entry["endTime"], entry["canceled"] = self._now(), True
         for task in self.tasks.values():
             if task.instance_id == instance_id and not task.done:
                 task.deleted = True
@@ -280,6 +293,8 @@ class FakeEngine:
             return self._task_log_entries(params)
         if (method, path) == ("POST", "/history/process-instance"):
             return self._historic_query(body)
+        if (method, path) == ("POST", "/process-instance"):
+            return self._runtime_query(body)
         if (method, path) == ("POST", "/message"):
             return self._correlate(body)
         if (method, path) == ("GET", "/execution"):
@@ -322,7 +337,8 @@ class FakeEngine:
             for t in self.tasks.values()
             if not t.done and not t.deleted and (t.locked_by is None or t.lock_expired)
         ]
-        chosen = [t for t in free if t.topic in topics][: body["maxTasks"]]
+        chosen = [t for t in free if t.topic in topics and self._fetches(topics[t.topic], t)]
+        chosen = chosen[: body["maxTasks"]]
         if not chosen:
             await asyncio.sleep(min(body.get("asyncResponseTimeout", 0) / 1000, self.max_long_poll))
         for task in chosen:
@@ -330,6 +346,14 @@ class FakeEngine:
             duration = topics[task.topic].get("lockDuration")
             task.lock_until = now + duration / 1000 if duration else None
         return httpx.Response(200, json=[self._wire(task) for task in chosen])
+
+    def _fetches(self, topic: dict[str, Any], task: FakeTask) -> bool:
+        """Whether the topic's tenant filter lets the task through (other filters are
+        not applied by the fake)."""
+        tenant = self.instances[task.instance_id].tenant_id
+        if "tenantIdIn" in topic and tenant not in topic["tenantIdIn"]:
+            return False
+        return not (topic.get("withoutTenantId") and tenant is not None)
 
     def _wire(self, task: FakeTask) -> dict[str, Any]:
         instance = self.instances[task.instance_id]
@@ -346,7 +370,7 @@ class FakeEngine:
             "businessKey": instance.business_key,
             "retries": task.retries,
             "priority": 0,
-            "tenantId": None,
+            "tenantId": instance.tenant_id,
             "lockExpirationTime": "2030-01-01T00:00:00.000+0000",
             "variables": dict(instance.variables),
         }
@@ -497,13 +521,29 @@ class FakeEngine:
         found = [
             self._historic_record(i)
             for i in self.instances.values()
-            if wanted is None or i.id in wanted
+            if (wanted is None or i.id in wanted) and i.id not in self.history_lags
+        ]
+        return httpx.Response(200, json=found)
+
+    def _runtime_query(self, body: dict[str, Any]) -> httpx.Response:
+        """Running instances (``processInstanceIds``); with ``activityIdIn``, those waiting
+        in one of those activities (the catch event, or the task)."""
+        wanted, activities = body.get("processInstanceIds"), body.get("activityIdIn")
+        at = {"waiting": CATCH, "task": "send_message"}
+        found = [
+            {"id": i.id, "businessKey": i.business_key, "ended": False, "suspended": False}
+            for i in self.instances.values()
+            if (wanted is None or i.id in wanted)
+            and i.state not in ("completed", "error", "cancelled")
+            and (activities is None or at.get(i.state) in activities)
         ]
         return httpx.Response(200, json=found)
 
     def _passages(self, params: httpx.QueryParams) -> httpx.Response:
         instance = self.instances.get(params.get("processInstanceId", ""))
-        return httpx.Response(200, json=[] if instance is None else instance.history)
+        if instance is None or instance.id in self.history_lags:
+            return httpx.Response(200, json=[])
+        return httpx.Response(200, json=instance.history)
 
     def _historic(self, instance_id: str) -> httpx.Response:
         instance = self.instances.get(instance_id)

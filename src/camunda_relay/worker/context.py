@@ -22,6 +22,7 @@ from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal
 from camunda_relay.router import Router
 from camunda_relay.settings import Settings
+from camunda_relay.tracing import OFF, Tracing
 from camunda_relay.worker.health import READY_SLACK, Health
 from camunda_relay.worker.runs import Runs
 from camunda_relay.worker.slots import Slots
@@ -46,6 +47,8 @@ class WorkerStats:
     replies_failed: int = 0
     replies_deferred: int = 0  # handlers that handed out a reply token instead of a result
     dropped: int = 0
+    replies_cancelled: int = 0  # reply jobs ended because their instance no longer waits
+    tasks_cancelled: int = 0  # plain tasks whose handler was cancelled (the task is gone)
     taken_over: int = 0  # jobs another worker holds now (this one lost its lease)
     last_poll_ok: float | None = None  # the clock's monotonic time of the last good fetch
     engine_errors: int = 0
@@ -157,6 +160,7 @@ class Context:
     stop: Stop = field(init=False)
     journal_health: JournalHealth = field(default_factory=JournalHealth)
     history_full: bool | None = None  # does the engine keep the history the worker relies on?
+    tracing: Tracing = OFF
     health: Health = field(init=False)
 
     def __post_init__(self) -> None:
@@ -169,3 +173,8 @@ class Context:
     @property
     def reply_topics(self) -> tuple[str, ...]:
         return tuple(r.topic for r in self.router if r.reply is not None)
+
+    @property
+    def filter_keys(self) -> dict[str, str]:
+        """Each reply topic's fetch filters' key: the jobs this worker may take over."""
+        return {r.topic: r.filter_key for r in self.router if r.reply is not None}

@@ -41,8 +41,8 @@ class Intake:
         claim round takes it up again instead of leaving it held and idle."""
         handed_on = False
         try:
-            with lock:
-                job = await self._record_and_complete(task, registration, lock)
+            with lock, self._ctx.tracing.receive(task) as traced:
+                job = await self._record_and_complete(traced, registration, lock)
             if job is not None:
                 handed_on = True
                 self._jobs.start(job, registration, reply, counted=True)
@@ -73,7 +73,12 @@ class Intake:
         # The first attempt's reply token is recorded with the job (a synced write), before
         # its handler can hand it out.
         job = with_token(
-            Job(task=task, message=reply.message, by_business_key=reply.by_business_key)
+            Job(
+                task=task,
+                message=reply.message,
+                by_business_key=reply.by_business_key,
+                filter_key=registration.filter_key,
+            )
         )
         await ctx.failpoints.hit("after_fetch")
         try:
@@ -98,6 +103,7 @@ class Intake:
                     result=None,
                     error=None,
                     error_detail=None,
+                    filter_key=registration.filter_key,
                 )
             )
         await ctx.failpoints.hit("after_record")

@@ -53,7 +53,20 @@ class Outcomes:
     ) -> bool | None:
         """Complete the task, retrying transient errors. False when the task is not ours (or
         not completed); None when no try was answered and history cannot tell whether one
-        went through (a lost answer, then an outage). :class:`InvalidInput` passes through."""
+        went through (a lost answer, then an outage). :class:`InvalidInput` passes through.
+        The job's trace context goes with the completion (tracing on)."""
+        tracing = self._ctx.tracing
+        with tracing.complete(task) as span:
+            done = await self._complete(task, tracing.carried(task, result), local)
+            span.outcome({True: "completed", False: "not completed", None: "uncertain"}[done])
+            return done
+
+    async def _complete(
+        self,
+        task: Task,
+        result: Mapping[str, object] | None,
+        local: Mapping[str, object] | None,
+    ) -> bool | None:
         ctx, extra = self._ctx, task.log_context()
         uncertain = False
         for attempt in range(_COMPLETE_ATTEMPTS):
@@ -121,14 +134,16 @@ class Outcomes:
         policy = registration.retries if registration.retries is not None else ctx.settings.retries
         retries = policy if task.retries is None else max(task.retries - 1, 0)
         timeout = registration.retry_timeout or ctx.settings.retry_timeout
+        details = "".join(traceback.format_exception(error))
         if isinstance(error, RetryLater):
             retries = error.retries if error.retries is not None else retries
             timeout = error.after if error.after is not None else timeout
+            details = error.details if error.details is not None else details
         await ctx.client.handle_failure(
             task.id,
             ctx.worker_id,
             error_message=describe(error),
-            error_details="".join(traceback.format_exception(error)),
+            error_details=details,
             retries=retries,
             retry_timeout=timeout,
         )

@@ -6,6 +6,12 @@ While the journal cannot record jobs, reply topics are left out of the fetch (pl
 go on). A stop during a long poll leaves the request pending in the engine, which would lock
 tasks that arrive for this (soon gone) worker until their locks expire: the request is
 settled at shutdown and whatever it brings is given back.
+
+The fetched tasks take their slots inside the fetch, before its reservation is released
+(:mod:`camunda_relay.worker.slots`). An engine node that leaves (its address no longer
+resolves: a scale-down) ends its loop with :meth:`Poller.leave`: a long poll in flight is
+not abandoned (the engine would still lock what arrives, for a worker that never looks),
+it finishes and what it brings runs like any other fetch.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from camunda_relay.nodes import Node
 from camunda_relay.task import Task
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.outcomes import Outcomes
+from camunda_relay.worker.slots import Held
 
 __all__ = ["Poller"]
 
 log = logging.getLogger(__name__)
 
-Spawn = Callable[[Task], None]
+Spawn = Callable[[Task, Held], None]
+Fetched = list[tuple[Task, Held]]  # the tasks of one fetch, each with its slots
 
 
 class Poller:
@@ -41,7 +49,17 @@ class Poller:
         self._spawn = spawn
         self._node = node
         self.name = "poll" if node is None else f"poll {node.label}"
-        self._pending: asyncio.Task[list[Task]] | None = None
+        self._pending: asyncio.Task[Fetched] | None = None
+        self._leaving = asyncio.Event()
+
+    def leave(self) -> None:
+        """The node left: end the loop, but only after a fetch in flight was handled (what
+        it brings runs); a wait for slots or a back-off ends at once."""
+        self._leaving.set()
+
+    @property
+    def left(self) -> bool:
+        return self._leaving.is_set()
 
     def _topics(self) -> list[TopicRequest]:
         """The topics to fetch now: reply topics only while the journal answers and a reply
@@ -52,9 +70,10 @@ class Poller:
             TopicRequest(
                 topic=registration.topic,
                 lock_duration=registration.lock_duration or ctx.settings.lock_duration,
-                variables=registration.variables,
+                variables=ctx.tracing.fetched_variables(registration.variables),
                 local_variables=registration.local_variables,
                 filters=registration.filters,
+                extension_properties=registration.extension_properties,
             )
             for registration in ctx.router
             if registration.reply is None or replies
@@ -78,7 +97,7 @@ class Poller:
         # an event, such as a slot coming free, however long the handlers run).
         # A fetch may wait for a connection, connect and read: the request timeout each.
         poll = (ctx.settings.long_poll + 3 * ctx.settings.request_timeout).total_seconds()
-        while not ctx.stop.stopping:
+        while not ctx.stop.stopping and not self.left:
             generation = ctx.slots.generation
             topics = self._topics()
             if not topics and not ctx.journal_health.ok:
@@ -96,31 +115,30 @@ class Poller:
                 self._pending = fetch
                 break
             try:
-                tasks = self._fetched(fetch)
-            except EngineError as error:
-                ctx.stats.engine_errors += 1
+                fetched = self._fetched(fetch)
+            except Exception as error:  # noqa: BLE001 - a bug must not end the loop silently
                 delay = ctx.poll_backoff.delay(attempt)
                 attempt += 1
-                _log_poll_error(error, delay, attempt)
-                health.beat(self.name, delay)
-                await ctx.stop.wait(delay)
-                continue
-            except Exception:
-                # A bug must not end the loop silently: report it and go on after a pause.
-                log.exception("unexpected error in the poll loop")
-                delay = ctx.poll_backoff.delay(attempt)
-                health.beat(self.name, delay)
-                await ctx.stop.wait(delay)
-                attempt += 1
+                self._failed(error, delay, attempt)
+                if not self.left:
+                    health.beat(self.name, delay)
+                    await self._until(partial(ctx.clock.sleep, delay))
                 continue
             attempt = 0
             if ctx.stop.stopping:
-                await self.give_back(tasks)
+                await self.give_back(fetched)
                 break
-            for task in tasks:
-                self._spawn(task)
+            for task, held in fetched:
+                self._spawn(task, held)
 
-    async def once(self, long_poll: timedelta) -> list[Task]:
+    def _failed(self, error: Exception, delay: float, attempt: int) -> None:
+        if isinstance(error, EngineError):
+            self._ctx.stats.engine_errors += 1
+            _log_poll_error(error, delay, attempt)
+        else:
+            log.exception("unexpected error in the poll loop", exc_info=error)
+
+    async def once(self, long_poll: timedelta) -> Fetched:
         """One fetch (at least one task asked for), for run-once mode."""
         topics = self._topics()
         fetch = self._start(topics, max(self._capacity(topics), 1), long_poll)
@@ -128,41 +146,64 @@ class Poller:
         return self._fetched(fetch)
 
     async def _until(self, condition: Callable[[], Awaitable[None]]) -> None:
-        waiter = asyncio.ensure_future(condition())
+        """Wait for ``condition``, the stop, or the node's leaving."""
+        waiters = {
+            asyncio.ensure_future(condition()),
+            asyncio.ensure_future(self._leaving.wait()),
+            asyncio.ensure_future(self._ctx.stop.until()),
+        }
         try:
-            await self._ctx.stop.race(waiter)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            waiter.cancel()
+            for waiter in waiters:
+                waiter.cancel()
 
     def _start(
         self, topics: list[TopicRequest], capacity: int, long_poll: timedelta
-    ) -> asyncio.Task[list[Task]]:
+    ) -> asyncio.Task[Fetched]:
         ctx = self._ctx
         ctx.slots.reserve(capacity)
 
-        async def fetch() -> list[Task]:
+        async def fetch() -> Fetched:
             try:
-                return await ctx.client.fetch_and_lock(
-                    ctx.worker_id, topics, max_tasks=capacity, long_poll=long_poll, node=self._node
-                )
+                with ctx.tracing.fetch() as span:
+                    tasks = await ctx.client.fetch_and_lock(
+                        ctx.worker_id,
+                        topics,
+                        max_tasks=capacity,
+                        long_poll=long_poll,
+                        node=self._node,
+                    )
+                    span.fetched(tasks)
+                # The slots, before the reservation goes (no await in between).
+                return [(task, self._hold(task)) for task in tasks]
             finally:
                 ctx.slots.unreserve(capacity)
 
         return asyncio.ensure_future(fetch())
 
-    def _fetched(self, fetch: asyncio.Task[list[Task]]) -> list[Task]:
-        tasks = fetch.result()
+    def _hold(self, task: Task) -> Held:
+        router = self._ctx.router
+        return self._ctx.slots.hold(
+            reply=task.topic in router and router[task.topic].reply is not None
+        )
+
+    def _fetched(self, fetch: asyncio.Task[Fetched]) -> Fetched:
+        fetched = fetch.result()
         self._ctx.stats.last_poll_ok = self._ctx.clock.monotonic()
         self._ctx.health.engine_answered()
-        self._ctx.stats.fetched += len(tasks)
-        return tasks
+        self._ctx.stats.fetched += len(fetched)
+        return fetched
 
-    async def give_back(self, tasks: list[Task]) -> None:
+    async def give_back(self, fetched: Fetched) -> None:
         """Unlock fetched tasks at once (fetched while stopping: nobody will run them)."""
-        for task in tasks:
-            await self._outcomes.give_back(task)
-        if tasks:
-            log.info("gave back %d tasks fetched while stopping", len(tasks))
+        for task, held in fetched:
+            try:
+                await self._outcomes.give_back(task)
+            finally:
+                held.release()
+        if fetched:
+            log.info("gave back %d tasks fetched while stopping", len(fetched))
 
     async def settle(self, seconds: float) -> None:
         """Wait for a long poll left pending by the stop, and give back what it brings."""

@@ -3,8 +3,9 @@ peer's, a restart's, one given back), adopt orphans for the reconciler, and chec
 engine keeps the history the worker relies on.
 
 Three loops, each on its own so that none waits behind another: the lease renewal (a third
-of the lease; one small write), the claim round (jobs of this worker's reply topics held by
-nobody or by an owner whose lease ran out, at most as many as there are free reply slots),
+of the lease; one small write), the claim round (jobs of this worker's reply topics, taken
+under its fetch filters, held by nobody, by an owner whose lease ran out, or by this worker
+id with no runner here, at most as many as there are free reply slots),
 and the sweep: the reconciler's, and the pruning of finished jobs older than
 ``CAMUNDA_JOURNAL_RETENTION``, by one worker at a time of those sharing a journal
 (:mod:`camunda_relay.journal.sweep_lock`). A journal found empty at start (new, or lost) is swept at
@@ -14,6 +15,7 @@ once instead of after the first interval.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from camunda_relay.errors import EngineError, JournalError
 from camunda_relay.journal.sweep_lock import sweep_lock
@@ -27,7 +29,8 @@ __all__ = ["CLAIM_BATCH", "Recovery"]
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 500  # jobs taken over in one round at most (the next round takes more)
+CLAIM_BATCH = 500  # jobs one claim statement takes at most (a round claims batch after batch)
+MAX_BATCHES = 100  # claims in one round at most (50,000 jobs; the next round goes on)
 PRUNE_EVERY = 3600.0  # seconds between two prunings of finished journal jobs
 FIRST_SWEEP = 30.0  # seconds to the first sweep (at once when the journal is empty)
 SWEEP_ALLOWANCE = 900.0  # seconds one sweep (paged queries, history per instance) may take
@@ -69,23 +72,43 @@ class Recovery:
 
     # -- claiming ----------------------------------------------------------------------------
 
-    async def resume(self, *, own: bool = False) -> int:
-        """Claim and start unfinished jobs of this worker's reply topics that nobody runs;
-        ``own``: this worker id's own too (the first round after a restart)."""
+    async def resume(self) -> int:
+        """One claim round: claim and start the unfinished jobs this worker will run that
+        nobody runs: those of its reply topics under its fetch filters, held by nobody, by a
+        dead owner, or by this worker id with no runner here (a restart under the same id).
+        Batch after batch while batches come back full and reply slots are free, so that a
+        round leaves none of them waiting for the next (docs/journal.md: who runs a job)."""
+        started = 0
+        for _ in range(MAX_BATCHES):
+            taken, full = await self._claim_batch()
+            started += taken
+            if not full:
+                break
+        if started:
+            log.info("resumed %d unfinished reply jobs from the journal", started)
+        return started
+
+    async def _claim_batch(self) -> tuple[int, bool]:
+        """One claim of at most :data:`CLAIM_BATCH` jobs: how many started, and whether the
+        batch came back full."""
         ctx = self._ctx
         topics = ctx.reply_topics
         room = min(ctx.slots.replies.free, CLAIM_BATCH)
         if not topics or room <= 0:
-            return 0
+            return 0, False
         try:
-            jobs = await ctx.journal.claim(topics=topics, limit=room, own=own)
+            jobs = await ctx.journal.claim(
+                topics=topics, limit=room, filters=ctx.filter_keys, running=ctx.runs.held()
+            )
         except JournalError as error:
             ctx.journal_health.failed(error, "claimed jobs")
             ctx.stats.journal_errors += 1
-            return 0
+            return 0, False
         started = 0
         now = ctx.clock.wall()
         for job in jobs:
+            if f"task:{job.id}" in ctx.runs:
+                continue  # recorded meanwhile by a fetch here, which runs it
             if job.state is JobState.DONE and job.deadline is not None:
                 # The time nobody ran the job does not count against its deadline.
                 away = max(now - job.updated_at, 0.0)
@@ -93,9 +116,30 @@ class Recovery:
             registration = ctx.router[job.task.topic]
             if self._replies.start(job, registration, ctx.slots.replies.take(), counted=False):
                 started += 1
-        if started:
-            log.info("resumed %d unfinished reply jobs from the journal", started)
-        return started
+        return started, len(jobs) == room and not ctx.stop.stopping
+
+    async def check_filters(self) -> None:
+        """Name, at start, the unfinished jobs of this worker's reply topics taken under
+        other fetch filters than its own: no claim of this worker takes them, only one of a
+        worker registered with the same filters (a WARNING, once)."""
+        ctx = self._ctx
+        mine = ctx.filter_keys
+        try:
+            found = await ctx.journal.filter_keys(mine)
+        except JournalError as error:
+            log.debug("the journal's fetch filters not checked (%s)", type(error).__name__)
+            return
+        for (topic, key), count in sorted(found.items()):
+            if key != mine.get(topic):
+                log.warning(
+                    "the journal holds %d unfinished jobs of topic %r taken under other fetch "
+                    "filters (key %r) than this worker's (key %r): only a worker registered "
+                    "with the same filters takes them over",
+                    count,
+                    topic,
+                    key,
+                    mine.get(topic, ""),
+                )
 
     async def keep_claiming(self) -> None:
         health = self._ctx.health
@@ -219,7 +263,40 @@ class Recovery:
             return True  # recorded meanwhile: a worker has it
         registration = topics[str(entry["topicName"])]
         assert registration.reply is not None
-        task = Task(
+        task = await self._rebuilt(orphan, entry, task_id)
+        if registration.filters is not None and not registration.filters.matches(task):
+            log.warning(
+                "not resuming the orphan on execution %s: its task is not one this worker's "
+                "fetch filters of topic %r take (or a version tag cannot be told); left to a "
+                "worker whose filters match",
+                orphan.execution_id,
+                registration.topic,
+                extra=orphan.log_context(),
+            )
+            return True
+        job = Job(
+            task=task,
+            message=orphan.message,
+            by_business_key=registration.reply.by_business_key,
+            state=JobState.ACKNOWLEDGED,
+            filter_key=registration.filter_key,
+        )
+        stored = await (ctx.journal.record(job) if known is None else ctx.journal.save(job))
+        if not stored:
+            return True  # another worker recorded it first
+        log.warning(
+            "resuming the orphan on execution %s: the work runs again from the instance's "
+            "variables, then the reply is sent",
+            orphan.execution_id,
+            extra=task.log_context(),
+        )
+        self._replies.start(job, registration, ctx.slots.replies.take(), counted=False)
+        return True
+
+    async def _rebuilt(self, orphan: Orphan, entry: dict[str, Any], task_id: str) -> Task:
+        """The orphan's task, from its history log entry and the instance's variables."""
+        ctx = self._ctx
+        return Task(
             id=task_id,
             topic=str(entry["topicName"]),
             worker_id=ctx.worker_id,
@@ -234,20 +311,3 @@ class Recovery:
             priority=entry.get("priority") or 0,
             variables=await ctx.client.process_variables(orphan.process_instance_id),
         )
-        job = Job(
-            task=task,
-            message=orphan.message,
-            by_business_key=registration.reply.by_business_key,
-            state=JobState.ACKNOWLEDGED,
-        )
-        stored = await (ctx.journal.record(job) if known is None else ctx.journal.save(job))
-        if not stored:
-            return True  # another worker recorded it first
-        log.warning(
-            "resuming the orphan on execution %s: the work runs again from the instance's "
-            "variables, then the reply is sent",
-            orphan.execution_id,
-            extra=task.log_context(),
-        )
-        self._replies.start(job, registration, ctx.slots.replies.take(), counted=False)
-        return True

@@ -29,6 +29,7 @@ from camunda_relay.replies.job import Job, JobState
 from camunda_relay.replies.tokens import new_token
 from camunda_relay.router import Registration
 from camunda_relay.task import BpmnError, DeferReply, RetryLater, Task
+from camunda_relay.worker.cancellation import Cancelled, Scope, Watcher, cancelled
 from camunda_relay.worker.context import Context
 from camunda_relay.worker.keeping import Answered, Keeper, Parked, Stopped, TakenOver
 from camunda_relay.worker.outcomes import Outcomes, describe, for_log
@@ -59,13 +60,19 @@ def _attempt(job: Job, attempts: int) -> Job:
 
 class Replies:
     def __init__(
-        self, ctx: Context, outcomes: Outcomes, correlator: Correlator, incidents: Incidents
+        self,
+        ctx: Context,
+        outcomes: Outcomes,
+        correlator: Correlator,
+        incidents: Incidents,
+        watcher: Watcher,
     ) -> None:
         self._ctx = ctx
         self._outcomes = outcomes
         self._correlator = correlator
         self._incidents = incidents
         self._keeper = Keeper(ctx)
+        self._watcher = watcher
 
     # -- starting ------------------------------------------------------------------------
 
@@ -101,7 +108,7 @@ class Replies:
     # -- the job's runner ----------------------------------------------------------------
 
     async def _run(self, job: Job, registration: Registration, slot: Slot, counted: bool) -> None:
-        with slot:
+        with slot, self._ctx.tracing.within(job.task):
             try:
                 await self._carry_on(job, registration, counted=counted)
             except TakenOver:
@@ -170,22 +177,43 @@ class Replies:
             attempt += 1
 
     async def _work(self, job: Job, registration: Registration, *, counted: bool) -> Job:
-        """Run the handler until it succeeds or the retries are used up. ``counted``: the
+        """Run the handler until it succeeds or the retries are used up, watched for its
+        instance going away meanwhile (then the job ends ``cancelled``). ``counted``: the
         first attempt is on record already (saved with the acknowledgement)."""
+        with self._watcher.watching(job) as scope:
+            return await self._attempts(job, registration, counted=counted, scope=scope)
+
+    async def _attempts(
+        self, job: Job, registration: Registration, *, counted: bool, scope: Scope
+    ) -> Job:
         ctx = self._ctx
         policy = registration.retries if registration.retries is not None else ctx.settings.retries
         pause = registration.retry_timeout or ctx.settings.retry_timeout
+        grace = ctx.settings.cancel_grace.total_seconds()
         while True:
             # Every attempt is on record, with its token's hash, before it starts.
             if not counted or job.reply_token is None:
                 job = await self.keep(_attempt(job, job.attempts + (0 if counted else 1)))
             counted = False
+            if scope.requested:  # cancelled during the pause between attempts
+                return await self._cancelled(job, scope.reason)
             try:
                 await ctx.failpoints.hit("mid_work")
-                task = dataclasses.replace(job.task, reply_token=job.reply_token)
-                result = await call_handler(ctx, registration, task)
+                task = dataclasses.replace(
+                    job.task, reply_token=job.reply_token, cancelled=scope.signal
+                )
+                task = ctx.client.bind_files(task)  # Files read back from the journal
+                with ctx.tracing.handler(task, job.attempts):
+                    result = await scope.run(
+                        call_handler(ctx, registration, task),
+                        is_async=registration.is_async,
+                        grace=grace,
+                        clock=ctx.clock,
+                    )
             except asyncio.CancelledError:
                 raise
+            except Cancelled as stop:
+                return await self._cancelled(job, stop.reason)
             except DeferReply:
                 return await self._defer(job, registration)
             except BpmnError as error:
@@ -229,6 +257,12 @@ class Replies:
         reply = registration.reply
         return (reply.deadline if reply else None) or self._ctx.settings.reply_deadline
 
+    async def _cancelled(self, job: Job, reason: str) -> Job:
+        """The instance no longer waits: the job ends ``cancelled`` (no message, no incident)."""
+        job = await self.keep(job.advance(JobState.CANCELLED, error=reason, reply_token=None))
+        cancelled(self._ctx, job, reason)
+        return job
+
     # -- deferred replies ----------------------------------------------------------------
 
     async def _defer(self, job: Job, registration: Registration) -> Job:
@@ -265,6 +299,7 @@ class Replies:
         assert answer is not None
         if job.state is JobState.RECORDED:  # its acknowledgement was lost with a machine
             job = job.advance(JobState.ACKNOWLEDGED, at=job.updated_at)
+        self._ctx.tracing.answered(job)
         if answer.failure is not None:
             return await self._failing(
                 job, "the deferred reply was answered with a failure", detail=answer.failure
@@ -281,12 +316,18 @@ class Replies:
     async def _deliver(self, job: Job) -> Job:
         ctx = self._ctx
         await ctx.failpoints.hit("after_work_before_correlate")
-        outcome = await self._correlator.deliver(job, wait=ctx.stop.wait)
+        with ctx.tracing.correlate(job) as span:
+            outcome = await self._correlator.deliver(span.carrying(job), wait=ctx.stop.wait)
+            span.outcome(outcome.state.value)
         if outcome.state is JobState.DONE:  # stopped while retrying
             await self.keep(outcome)
             raise Stopped
         if outcome.state is JobState.FAILING:
             return await self._failing(outcome, outcome.error or "not delivered", advanced=True)
+        if outcome.state is JobState.CANCELLED:
+            job = await self.keep(outcome)
+            cancelled(ctx, job, outcome.error or "the process instance no longer waits")
+            return job
         await ctx.failpoints.hit("after_correlate_before_journal")
         # Not waited on to reach the disk: lost with the machine, the job is back in "done",
         # as a crash just before this write leaves it (history confirms the delivery).
@@ -315,12 +356,14 @@ class Replies:
         attempt = 0
         while True:
             try:
-                landed = await self._incidents.for_reply(
-                    process_instance_id=job.task.process_instance_id,
-                    message_name=job.message,
-                    reason=reason,
-                    configuration=job.id,
-                )
+                with ctx.tracing.incident(job) as span:
+                    landed = await self._incidents.for_reply(
+                        process_instance_id=job.task.process_instance_id,
+                        message_name=job.message,
+                        reason=reason,
+                        configuration=job.id,
+                    )
+                    span.outcome("raised" if landed else "no execution")
             except EngineError as error:
                 if attempt == 0:
                     log.warning(

@@ -47,6 +47,12 @@ class Runs:
                 exc_info=(type(error), error, error.__traceback__) if error else None,
             )
 
+    def held(self) -> set[str]:
+        """The ids of the jobs a runner here holds (``job:<id>``, and ``task:<id>`` while a
+        fetched task is recorded and completed): what a claim leaves out of this worker's
+        own jobs."""
+        return {key.partition(":")[2] for key in self._tasks if key.startswith(("job:", "task:"))}
+
     def tasks(self) -> set[asyncio.Task[None]]:
         return set(self._tasks.values())
 

@@ -7,14 +7,21 @@ until completed, failed or given back) and *reply* slots (``max_pending_replies`
 jobs whose work or delivery is pending in this worker). The poll loop fetches at most as
 many tasks as both pools have free; a reply task takes one of each. A slot is released once,
 however often :meth:`Slot.release` is called.
+
+With several engine nodes, one poll loop per node: a fetch in flight reserves what it asked
+for (:meth:`Slots.reserve`), and the tasks it brings take their slots (:meth:`Slots.hold`)
+before the reservation is given back, with no wait in between: another node's loop never
+sees room that a fetched task is about to fill, so together they never lock more than
+``max_in_flight``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["Pool", "Slot", "Slots"]
+__all__ = ["Held", "Pool", "Slot", "Slots"]
 
 
 class Slot:
@@ -67,6 +74,20 @@ class Pool:
         self._on_release()
 
 
+@dataclass(frozen=True)
+class Held:
+    """The slots a fetched task holds from its fetch on: a lock slot, and a reply slot for a
+    reply task."""
+
+    lock: Slot
+    reply: Slot | None = None
+
+    def release(self) -> None:
+        self.lock.release()
+        if self.reply is not None:
+            self.reply.release()
+
+
 class Slots:
     """The worker's two pools, and a generation counter that moves on every release so the
     poll loop can wait for "a slot came free since I looked" without missing one."""
@@ -83,6 +104,10 @@ class Slots:
 
     def reserve(self, count: int) -> None:
         self.reserved += count
+
+    def hold(self, *, reply: bool) -> Held:
+        """The slots of a task a fetch brought (taken before the fetch unreserves)."""
+        return Held(self.locks.take(), self.replies.take() if reply else None)
 
     def unreserve(self, count: int) -> None:
         """A fetch ended: what it asked for but did not get is free again (wakes waiters)."""

@@ -9,7 +9,8 @@ This facade composes the parts and owns the lifecycle; each part fits in one sit
 - :mod:`~camunda_relay.worker.replies`: a reply job's runner (work, deliver, incident);
 - :mod:`~camunda_relay.worker.recovery`: the journal lease, taking jobs over, the
   reconciler's sweep, orphans, the history check;
-- :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine.
+- :mod:`~camunda_relay.worker.outcomes`: completing and failing tasks in the engine;
+- :mod:`~camunda_relay.worker.cancellation`: cancelling work whose instance no longer waits.
 
 Each task runs as its own asyncio task, so one task's error never touches another; sync
 handlers run on a thread pool, async ones on the loop. :meth:`Worker.shutdown` stops
@@ -37,12 +38,15 @@ from camunda_relay.failpoints import Failpoints
 from camunda_relay.journal import Journal, open_journal
 from camunda_relay.journal.failing import FailpointJournal
 from camunda_relay.nodes import RESOLVE_EVERY, Node
+from camunda_relay.replies.cancellation import InstanceCheck
 from camunda_relay.replies.correlator import Correlator
 from camunda_relay.replies.incidents import Incidents
 from camunda_relay.replies.reconciler import Reconciler
 from camunda_relay.router import Router
 from camunda_relay.settings import MAX_WORKER_ID, Settings
 from camunda_relay.task import Task
+from camunda_relay.tracing import OFF, Tracing
+from camunda_relay.worker.cancellation import Watcher
 from camunda_relay.worker.context import POLL_BACKOFF, Context, WorkerStats
 from camunda_relay.worker.health import Health
 from camunda_relay.worker.intake import Intake
@@ -51,7 +55,7 @@ from camunda_relay.worker.plain import Plain
 from camunda_relay.worker.poller import Poller
 from camunda_relay.worker.recovery import Recovery
 from camunda_relay.worker.replies import Replies
-from camunda_relay.worker.slots import Slots
+from camunda_relay.worker.slots import Held, Slots
 
 __all__ = ["JOURNAL_START_WAIT", "Worker", "default_worker_id"]
 
@@ -80,6 +84,7 @@ class Worker:
         poll_backoff: Backoff = POLL_BACKOFF,
         failpoints: Failpoints | None = None,
         clock: Clock = SYSTEM,
+        tracing: Tracing = OFF,
     ) -> None:
         if len(router) == 0:
             raise ValueError("the router has no handlers")
@@ -122,11 +127,15 @@ class Worker:
             poll_backoff=poll_backoff,
             slots=slots,
             stats=self.stats,
+            tracing=tracing,
         )
         outcomes = Outcomes(ctx)
         self.correlator = Correlator(self.client, clock=clock, unavailable=poll_backoff)
         self._plain = Plain(ctx, outcomes)
-        self._replies = Replies(ctx, outcomes, self.correlator, Incidents(self.client))
+        self._watcher = Watcher(ctx, InstanceCheck(self.client, self.correlator.catch_activities))
+        self._replies = Replies(
+            ctx, outcomes, self.correlator, Incidents(self.client), self._watcher
+        )
         self._intake = Intake(ctx, outcomes, self._replies)
         self._outcomes = outcomes
         self._poller = Poller(ctx, outcomes, self._spawn)
@@ -212,6 +221,7 @@ class Worker:
             log.warning("could not release the journal lease at shutdown (%s)", error)
         finally:
             await self.journal.close()
+            self._ctx.tracing.flush()
 
     async def _start(self) -> None:
         """Announce this worker in the journal, check the history, resume own jobs."""
@@ -223,7 +233,8 @@ class Worker:
         await self._recovery.renew()
         await self._recovery.check_history()
         await self._check_json()
-        await self._recovery.resume(own=True)
+        await self._recovery.check_filters()
+        await self._recovery.resume()
 
     async def _check_json(self) -> None:
         """Say once, at start, that the engine stores no Json variables (no Spin JSON data
@@ -293,6 +304,7 @@ class Worker:
                 ("lease", recovery.keep_lease),
                 ("claim", recovery.keep_claiming),
                 ("reconcile", recovery.keep_sweeping),
+                ("cancel", self._watcher.keep_watching),
             )
         ]
         try:
@@ -311,26 +323,40 @@ class Worker:
             await self._watched(self._poller.name, self._poller.run)
             return
         running: dict[Node, tuple[Poller, asyncio.Future[None]]] = {}
+        leaving: dict[Poller, asyncio.Future[None]] = {}
         try:
             while True:
                 for node in [node for node in running if node not in nodes.current]:
+                    # Its long poll in flight finishes; what it brings runs (Poller.leave).
                     poller, loop = running.pop(node)
-                    loop.cancel()
-                    await asyncio.wait({loop})
+                    poller.leave()
                     ctx.health.forget(poller.name)
+                    leaving[poller] = loop
+                leaving = {poller: loop for poller, loop in leaving.items() if not loop.done()}
                 for node in nodes.current:
                     if node not in running:
                         poller = Poller(ctx, self._outcomes, self._spawn, node)
-                        loop = asyncio.ensure_future(self._watched(poller.name, poller.run))
+                        loop = asyncio.ensure_future(self._node_loop(poller))
                         running[node] = (poller, loop)
                 ctx.slots.pollers = len(running)
                 self._node_pollers = [poller for poller, _ in running.values()]
+                self._node_pollers.extend(leaving)
                 if not await ctx.stop.wait(RESOLVE_EVERY if nodes.resolving else None):
                     break
                 await nodes.refresh()
         finally:
-            if running:
-                await asyncio.wait({loop for _, loop in running.values()})
+            loops = {loop for _, loop in running.values()} | set(leaving.values())
+            if loops:
+                await asyncio.wait(loops)
+
+    async def _node_loop(self, poller: Poller) -> None:
+        """One engine node's poll loop; its end is a liveness failure unless the node left
+        or the worker stops."""
+        try:
+            await poller.run()
+        finally:
+            if not poller.left:
+                self._ctx.health.ended(poller.name)
 
     async def _watched(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run one of the worker's loops; its end is a liveness failure unless stopping."""
@@ -343,33 +369,38 @@ class Worker:
         """Fetch once, run everything fetched to the end (replies delivered); return the
         number of tasks fetched. For tests and scripts: deterministic, no background."""
         await self._start()
-        tasks = await self._poller.once(long_poll)
-        for task in tasks:
-            self._spawn(task)
+        fetched = await self._poller.once(long_poll)
+        for task, held in fetched:
+            self._spawn(task, held)
         await self.drain()
-        return len(tasks)
+        return len(fetched)
 
     async def resume(self) -> int:
-        """One claim round now: start the unfinished journal jobs nobody runs (this worker's
-        own too); returns how many started."""
+        """One claim round now: start the unfinished journal jobs this worker will run that
+        nobody runs (this worker id's own that no runner here holds too); returns how many
+        started."""
         await self._recovery.renew()
         if self._ctx.history_full is None:
             await self._recovery.check_history()
-        return await self._recovery.resume(own=True)
+        return await self._recovery.resume()
+
+    async def check_cancelled(self) -> int:
+        """One cancellation round now (the worker runs one every
+        ``CAMUNDA_CANCEL_CHECK_INTERVAL``): cancel the reply jobs whose instances no longer
+        wait for their replies; returns how many."""
+        return await self._watcher.round()
 
     async def drain(self) -> None:
         """Wait until every job started so far has finished."""
         await self._ctx.runs.drain()
 
-    def _spawn(self, task: Task) -> None:
+    def _spawn(self, task: Task, held: Held) -> None:
+        """Run a fetched task with the slots its fetch took for it."""
         ctx = self._ctx
         registration = self.router[task.topic]
-        lock = ctx.slots.locks.take()
-        if registration.reply is not None:
-            reply = ctx.slots.replies.take()
-            coroutine = self._intake.fetched(task, registration, lock, reply)
-            if not ctx.runs.start(f"task:{task.id}", coroutine):
-                lock.release()
-                reply.release()
-        elif not ctx.runs.start(f"task:{task.id}", self._plain.run(task, registration, lock)):
-            lock.release()
+        if held.reply is not None:
+            coroutine = self._intake.fetched(task, registration, held.lock, held.reply)
+        else:
+            coroutine = self._plain.run(task, registration, held.lock)
+        if not ctx.runs.start(f"task:{task.id}", coroutine):
+            held.release()

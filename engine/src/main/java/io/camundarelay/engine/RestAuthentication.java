@@ -31,16 +31,13 @@ public class RestAuthentication {
   public FilterRegistrationBean<ProcessEngineAuthenticationFilter> restAuthenticationFilter(
       @Value("${relay.jwt.issuer-uri:}") String issuer,
       @Value("${relay.jwt.audience:}") String audience,
+      @Value("${relay.jwt.allowed-clients:}") String allowedClients,
       @Value("${relay.jwt.user-claim:preferred_username}") String userClaim) {
     ProcessEngineAuthenticationFilter filter =
         issuer.isBlank()
             ? new ProcessEngineAuthenticationFilter()
             : new WithProvider(
-                new JwtAuthentication(
-                    JwtAuthentication.decoder(issuer.trim(), audience.trim()),
-                    issuer.trim(),
-                    userClaim.trim(),
-                    new HttpBasicAuthenticationProvider()));
+                jwtAuthentication(issuer.trim(), audience.trim(), allowedClients, userClaim));
     FilterRegistrationBean<ProcessEngineAuthenticationFilter> registration =
         new FilterRegistrationBean<>(filter);
     registration.setName("camunda-rest-auth");
@@ -51,6 +48,17 @@ public class RestAuthentication {
     registration.addInitParameter("rest-url-pattern-prefix", "/engine-rest");
     registration.setAsyncSupported(true);
     return registration;
+  }
+
+  /** Bearer tokens beside Basic; the issuer's keys are asked for from now on, in the background. */
+  private static JwtAuthentication jwtAuthentication(
+      String issuer, String audience, String allowedClients, String userClaim) {
+    IssuerKeys keys = new IssuerKeys(issuer).start();
+    return new JwtAuthentication(
+        JwtChecks.decoder(keys, audience, JwtChecks.clientIds(allowedClients)),
+        keys,
+        userClaim.trim(),
+        new HttpBasicAuthenticationProvider());
   }
 
   /** The engine's filter with a provider instance instead of one made from a class name. */

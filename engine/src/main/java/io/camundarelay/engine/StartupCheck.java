@@ -19,7 +19,9 @@ import org.springframework.core.env.Environment;
  *   <li>A tenant id in {@code CAMUNDA_WORKER_TENANTS} that is not letters and digits
  *       (Camunda's default id pattern): refused.
  *   <li>{@code CAMUNDA_JWT_ISSUER_URI} that is not an http(s) URL, or set while the REST API's
- *       authentication is off ({@code CAMUNDA_REST_BASIC_AUTH=false}): refused.
+ *       authentication is off ({@code CAMUNDA_REST_BASIC_AUTH=false}), or set without {@code
+ *       CAMUNDA_JWT_AUDIENCE} or {@code CAMUNDA_JWT_ALLOWED_CLIENTS} (every token the issuer
+ *       signs, for any of its clients, would log in): refused.
  *   <li>The REST API's Basic authentication switched off ({@code CAMUNDA_REST_BASIC_AUTH=false}):
  *       a WARN line, since every request then runs without a user and so passes every
  *       authorization check.
@@ -34,6 +36,12 @@ public class StartupCheck implements ApplicationListener<ApplicationEnvironmentP
   public static final String REFUSAL = "camunda-relay engine: refusing to start: ";
 
   static final String DEFAULT_PASSWORD = "demo";
+
+  /** engine_options.py's NO_AUDIENCE refuses the same, in the same words. */
+  static final String NO_AUDIENCE =
+      "CAMUNDA_JWT_ISSUER_URI is set without CAMUNDA_JWT_AUDIENCE or CAMUNDA_JWT_ALLOWED_CLIENTS:"
+          + " every token the issuer signs, for any of its clients, would log in; set the"
+          + " audience the engine's tokens carry, or the client ids (azp) allowed";
 
   private static final Logger LOG = LoggerFactory.getLogger(StartupCheck.class);
 
@@ -93,6 +101,11 @@ public class StartupCheck implements ApplicationListener<ApplicationEnvironmentP
     }
     if (!issuer.matches("https?://[^/\\s]+(/\\S*)?")) {
       refuse("CAMUNDA_JWT_ISSUER_URI must be an http:// or https:// URL: " + issuer);
+    }
+    boolean noAudience = env.getProperty("relay.jwt.audience", "").isBlank();
+    String clients = env.getProperty("relay.jwt.allowed-clients", "");
+    if (noAudience && JwtChecks.clientIds(clients).isEmpty()) {
+      refuse(NO_AUDIENCE);
     }
     if (!env.getProperty("relay.rest.basic-auth", Boolean.class, true)) {
       refuse(

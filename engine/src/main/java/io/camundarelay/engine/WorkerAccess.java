@@ -50,8 +50,9 @@ import org.springframework.stereotype.Component;
  * <p>With {@code CAMUNDA_WORKER_TENANTS} (comma-separated tenant ids) the group is a member of
  * exactly those tenants (each created when missing), so its members (the worker user, and
  * users authenticated by a JWT that are in the group) see those tenants' tasks, and no other
- * tenant's: memberships of the group in tenants no longer in the setting are removed. Members'
- * own tenant memberships are left alone.
+ * tenant's: memberships of the group in tenants no longer in the setting are removed. Unset (or
+ * blank), the group's tenant memberships are left as they are (an administrator's, made by
+ * hand, included). Members' own tenant memberships are left alone either way.
  */
 @Component
 public class WorkerAccess extends AbstractProcessEnginePlugin {
@@ -153,6 +154,9 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
   }
 
   private void ensureTenants(IdentityService identity) {
+    if (tenants.isEmpty()) {
+      return; // unset: the memberships an administrator made stay as they are
+    }
     for (Tenant member : identity.createTenantQuery().groupMember(GROUP).list()) {
       if (!tenants.contains(member.getId())) {
         identity.deleteTenantGroupMembership(member.getId(), GROUP);
@@ -169,8 +173,6 @@ public class WorkerAccess extends AbstractProcessEnginePlugin {
         identity.createTenantGroupMembership(tenant, GROUP);
       }
     }
-    if (!tenants.isEmpty()) {
-      LOG.info("worker group '{}' member of tenants {}", GROUP, tenants);
-    }
+    LOG.info("worker group '{}' member of tenants {}", GROUP, tenants);
   }
 }
