@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from camunda_relay import tracing
 from tests.support import keycloak as kc
 from tests.support import postgres as pg
 from tests.support.engine import FLAVOUR, Engine
@@ -26,6 +27,20 @@ def _package_logger_restored() -> Iterator[None]:
     saved = (logger.handlers[:], logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved
+
+
+_TRACING_HOOKS = ("_log_ids", "_answering", "_remote_parent", "_current_traceparent")
+
+
+@pytest.fixture(autouse=True)
+def _tracing_hooks_restored() -> Iterator[None]:
+    """A test that makes an in-process tracer installs the tracing module's hooks (with its
+    exporter, to a receiver that is gone after the test); put them back, so that tracing
+    stays off for the tests after it."""
+    saved = [getattr(tracing, name) for name in _TRACING_HOOKS]
+    yield
+    for name, hook in zip(_TRACING_HOOKS, saved, strict=True):
+        setattr(tracing, name, hook)
 
 
 def pytest_report_header() -> str:
